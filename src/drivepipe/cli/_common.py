@@ -1,0 +1,40 @@
+"""Helpers shared by the stage entry points: params loading, resolved-config dump, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from drivepipe.config import Config, ConfigError, load, to_dict
+from drivepipe.errors import BackendUnavailable, DataError
+from drivepipe.utils.io import atomic_write_json
+
+
+def add_params_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    return load(args.params)
+
+
+def write_resolved_config(cfg: Config, out_dir: str | Path) -> None:
+    """Every stage writes the config it ran with next to its outputs."""
+    atomic_write_json(Path(out_dir) / "resolved_config.json", to_dict(cfg))
+
+
+def guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a stage; turn known user-facing errors into one clear line on stderr and exit code 2."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return run(args)
+    except ConfigError as exc:
+        print(f"drivepipe: bad params: {exc}", file=sys.stderr)
+    except DataError as exc:
+        print(f"drivepipe: bad data: {exc}", file=sys.stderr)
+    except BackendUnavailable as exc:
+        print(f"drivepipe: backend unavailable: {exc}", file=sys.stderr)
+    return 2

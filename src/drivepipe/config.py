@@ -1,0 +1,370 @@
+"""One typed config tree, loaded from params.yaml and validated before any work starts.
+
+Every top-level section of params.yaml maps to one frozen dataclass here and to one `params:` entry in dvc.yaml.
+Fields declare their unit in the comment and their allowed range through `_f(..., ge=/gt=/le=/lt=)`. The loader
+rejects unknown keys, wrong types and out-of-range values with a `ConfigError` that names the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+CAMERA_CHANNELS = ("CAM_F0", "CAM_B0", "CAM_L0", "CAM_L1", "CAM_L2", "CAM_R0", "CAM_R1", "CAM_R2")
+LOCATIONS = ("us-nv-las-vegas-strip", "us-ma-boston", "us-pa-pittsburgh-hazelwood", "sg-one-north")
+
+
+class ConfigError(ValueError):
+    """A params value is unknown, of the wrong type or out of range; the message names the dotted key."""
+
+
+def _f(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+       lt: float | None = None) -> Any:
+    """A dataclass field with a default and an optional numeric range checked by the loader."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=bounds)
+    return field(default=default, metadata=bounds)
+
+
+def _sub(cls: type) -> Any:
+    return field(default_factory=cls)
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+@dataclass(frozen=True, kw_only=True)
+class SyntheticConfig:
+    seed: int = _f(1234)                      # world seed; same seed -> byte-identical dataset
+    locations: list[str] = _f(list(LOCATIONS))  # one map per location; logs cycle through them
+    num_logs: int = _f(4, ge=1)               # number of .db logs
+    scenes_per_log: int = _f(7, ge=5)         # nuPlan drops 2 + 2 scenes per log, so >= 5
+    scene_duration_s: float = _f(3.0, gt=0.5, le=20.0)  # s, length of one scene
+    image_width: int = _f(480, ge=32)         # px, written camera resolution (real nuPlan: 1920)
+    image_height: int = _f(270, ge=32)        # px (real nuPlan: 1080)
+    jpeg_quality: int = _f(90, ge=10, le=100)
+    num_vehicles: int = _f(14, ge=0)          # moving vehicles per log
+    num_bicycles: int = _f(2, ge=0)
+    num_pedestrians: int = _f(8, ge=0)
+    num_static: int = _f(8, ge=0)             # cones, barriers, czone signs, generic objects
+    lidar_beams: int = _f(32, ge=4)
+    lidar_azimuth_step_deg: float = _f(0.6, gt=0.0, le=10.0)  # deg between rays of one beam
+    lidar_max_range_m: float = _f(70.0, gt=5.0)  # m
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoteFile:
+    url: str = _f("")                          # http(s):// or file path of an archive
+    sha256: str = _f("")                       # expected hex digest ("" = not checked)
+    size: int = _f(0, ge=0)                    # expected bytes (0 = not checked)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NuplanSourceConfig:
+    archives: list[str] = _f([])               # local .zip/.tar archives of nuPlan-mini (dbs, maps, sensors)
+    folders: list[str] = _f([])                # already extracted folders to link/copy in
+    urls: list[RemoteFile] = _f([])            # user's own (signed) links; nuPlan needs a login
+    download_dir: str = _f("data/downloads")   # where partial and finished archives live (resumable)
+    timeout_s: float = _f(30.0, gt=0.0)        # s, per HTTP read
+    retries: int = _f(3, ge=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    source: Literal["synthetic", "nuplan"] = _f("synthetic")
+    root: str = _f("data/nuplan_mini")         # dataset root in the documented nuPlan layout
+    missing_blob_policy: Literal["fail", "skip"] = _f("skip")  # real DBs reference missing blobs (devkit #388)
+    synthetic: SyntheticConfig = _sub(SyntheticConfig)
+    nuplan: NuplanSourceConfig = _sub(NuplanSourceConfig)
+
+
+# ----------------------------------------------------------------------------------------------------- preprocess
+@dataclass(frozen=True, kw_only=True)
+class PreprocessConfig:
+    cameras: list[str] = _f(["CAM_F0", "CAM_L0", "CAM_R0", "CAM_L2", "CAM_R2", "CAM_B0"])
+    image_width: int = _f(160, ge=16)          # px after undistort + resize (GPU profile 640)
+    image_height: int = _f(96, ge=16)          # px (GPU profile 384)
+    image_storage: Literal["jpeg", "raw"] = _f("jpeg")  # how images are stored in LMDB
+    jpeg_quality: int = _f(95, ge=10, le=100)
+    lidar_max_range_m: float = _f(60.0, gt=1.0)  # m, points farther (in x-y) are dropped
+    lidar_z_min_m: float = _f(-1.0)            # m, ego frame
+    lidar_z_max_m: float = _f(4.0)             # m, ego frame
+    intensity_max: float = _f(255.0, gt=0.0)   # raw intensity divided by this, clipped to [0, 1]
+    max_points: int = _f(40000, ge=100)        # points kept per sweep (nearest first)
+    pillar_size_m: float = _f(0.2, gt=0.0)     # m, pillar edge
+    bev_size: int = _f(128, ge=8)              # cells per side of the BEV grid (GPU profile 200)
+    bev_resolution_m: float = _f(0.5, gt=0.0)  # m per BEV cell
+    seg_classes: list[str] = _f(["drivable_area", "lane", "lane_divider", "crosswalk"])
+    occupancy_future_steps: int = _f(2, ge=0)  # future occupancy frames at traj_dt_s
+    history_steps: int = _f(4, ge=1)           # past samples at traj_dt_s (excluding now)
+    future_steps: int = _f(6, ge=1)            # future samples at traj_dt_s
+    traj_dt_s: float = _f(0.5, gt=0.0)         # s between trajectory samples
+    window_stride: int = _f(4, ge=1)           # lidar sweeps (20 Hz) between consecutive samples
+    val_fraction: float = _f(0.2, gt=0.0, lt=1.0)
+    max_agents: int = _f(48, ge=1)             # agents kept for prediction (nearest first)
+    depth_min_m: float = _f(2.0, gt=0.0)       # m, first lift-splat depth bin
+    depth_max_m: float = _f(42.0, gt=0.0)      # m, last depth bin edge
+    num_depth_bins: int = _f(40, ge=2)
+    feature_downsample: int = _f(8, ge=1)      # image px per camera-feature cell
+    workers: int = _f(2, ge=1)                 # processes over logs
+    failure_policy: Literal["fail", "skip"] = _f("skip")
+    shard_index: int = _f(0, ge=0)             # this machine's shard of the log list
+    shard_count: int = _f(1, ge=1)
+
+    def __post_init__(self) -> None:
+        if self.depth_max_m <= self.depth_min_m:
+            raise ConfigError("preprocess.depth_max_m: must be greater than preprocess.depth_min_m")
+        if self.lidar_z_max_m <= self.lidar_z_min_m:
+            raise ConfigError("preprocess.lidar_z_max_m: must be greater than preprocess.lidar_z_min_m")
+        if self.shard_index >= self.shard_count:
+            raise ConfigError("preprocess.shard_index: must be < preprocess.shard_count")
+        bad = [c for c in self.cameras if c not in CAMERA_CHANNELS]
+        if bad or not self.cameras:
+            raise ConfigError(f"preprocess.cameras: unknown channel(s) {bad}; choose from {list(CAMERA_CHANNELS)}")
+        known = {"drivable_area", "lane", "lane_divider", "crosswalk", "walkway", "stop_line", "intersection"}
+        if not set(self.seg_classes) <= known or not self.seg_classes:
+            raise ConfigError(f"preprocess.seg_classes: must be a non-empty subset of {sorted(known)}")
+
+    @property
+    def bev_extent_m(self) -> float:
+        """Half the side of the square BEV area centred on the ego rear axle, in metres."""
+        return self.bev_size * self.bev_resolution_m / 2.0
+
+
+# ------------------------------------------------------------------------------------------------------- augment
+@dataclass(frozen=True, kw_only=True)
+class AugmentConfig:
+    enabled: bool = _f(True)                   # train split only; validation is never augmented
+    hflip_prob: float = _f(0.5, ge=0.0, le=1.0)  # mirror y -> -y: images, lidar, boxes, rasters, trajectories
+    brightness: float = _f(0.2, ge=0.0, le=1.0)  # max relative brightness change
+    contrast: float = _f(0.2, ge=0.0, le=1.0)
+    saturation: float = _f(0.2, ge=0.0, le=1.0)
+    point_dropout: float = _f(0.1, ge=0.0, lt=1.0)  # share of lidar points dropped
+    point_noise_std_m: float = _f(0.02, ge=0.0)  # m, Gaussian jitter on x, y, z
+
+
+# --------------------------------------------------------------------------------------------------------- model
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    use_camera: bool = _f(True)
+    use_lidar: bool = _f(True)
+    backbone: Literal["resnet18", "resnet34", "resnet50", "efficientnet_b0", "tiny"] = _f("tiny")
+    pretrained_path: str = _f("")             # local torchvision state_dict file; never downloaded
+    image_channels: int = _f(32, ge=4)         # camera context channels lifted to BEV
+    pillar_channels: int = _f(32, ge=4)
+    bev_channels: int = _f(64, ge=8)
+    bev_blocks: int = _f(2, ge=1)              # residual blocks per BEV stage
+    num_modes: int = _f(6, ge=1)               # trajectory modes K
+    agent_hidden: int = _f(64, ge=8)
+    planning_head: bool = _f(False)            # imitation of the expert future; off by default
+    max_detections: int = _f(100, ge=1)
+
+    def __post_init__(self) -> None:
+        if not (self.use_camera or self.use_lidar):
+            raise ConfigError("model.use_camera / model.use_lidar: at least one branch must be on")
+
+
+# ---------------------------------------------------------------------------------------------------------- loss
+@dataclass(frozen=True, kw_only=True)
+class LossConfig:
+    balancing: Literal["static", "uncertainty"] = _f("static")
+    det_weight: float = _f(1.0, ge=0.0)
+    seg_weight: float = _f(1.0, ge=0.0)
+    occ_weight: float = _f(1.0, ge=0.0)
+    pred_weight: float = _f(1.0, ge=0.0)
+    plan_weight: float = _f(1.0, ge=0.0)
+    box_weight: float = _f(0.25, ge=0.0)       # L1 box regression relative to the focal heatmap term
+    dice_weight: float = _f(1.0, ge=0.0)
+    nll_weight: float = _f(0.1, ge=0.0)
+    mode_cls_weight: float = _f(0.5, ge=0.0)
+    focal_alpha: float = _f(2.0, gt=0.0)
+    focal_beta: float = _f(4.0, gt=0.0)
+
+
+# --------------------------------------------------------------------------------------------------------- train
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    experiment: str = _f("default")            # checkpoints/<experiment>/
+    seed: int = _f(0)
+    epochs: int = _f(8, ge=1)
+    batch_size: int = _f(4, ge=1)
+    accumulate: int = _f(1, ge=1)              # micro-batches per optimizer step
+    lr: float = _f(2e-3, gt=0.0)
+    weight_decay: float = _f(1e-4, ge=0.0)
+    schedule: Literal["cosine", "step", "constant"] = _f("cosine")
+    warmup_steps: int = _f(20, ge=0)           # optimizer steps
+    step_every_epochs: int = _f(4, ge=1)       # step schedule period
+    step_gamma: float = _f(0.3, gt=0.0, le=1.0)
+    grad_clip: float = _f(5.0, ge=0.0)         # max global grad norm (0 = off)
+    amp: Literal["off", "fp16", "bf16"] = _f("off")
+    device: Literal["auto", "cpu", "cuda"] = _f("auto")
+    workers: int = _f(1, ge=0)
+    pin_memory: bool = _f(False)
+    persistent_workers: bool = _f(True)
+    prefetch_factor: int = _f(2, ge=1)
+    group_by_size: bool = _f(True)             # batch samples of similar point count together
+    log_every_steps: int = _f(5, ge=1)
+    save_every_epochs: int = _f(2, ge=1)
+    keep_top_k: int = _f(2, ge=1)
+    max_nonfinite_in_row: int = _f(5, ge=1)
+    deterministic: bool = _f(True)
+    cudnn_benchmark: bool = _f(False)
+    val_metric: str = _f("val/score")          # higher is better; decides `best`
+    closed_loop_every_epochs: int = _f(0, ge=0)  # 0 = off
+    max_steps: int = _f(0, ge=0)               # stop after this many optimizer steps (0 = no cap)
+
+
+# ------------------------------------------------------------------------------------------------------ evaluate
+@dataclass(frozen=True, kw_only=True)
+class EvaluateConfig:
+    checkpoint: Literal["best", "latest"] = _f("best")
+    batch_size: int = _f(4, ge=1)
+    score_threshold: float = _f(0.05, ge=0.0, le=1.0)   # detections kept for mAP
+    seg_threshold: float = _f(0.5, gt=0.0, lt=1.0)
+    occ_threshold: float = _f(0.5, gt=0.0, lt=1.0)
+    mode_score_threshold: float = _f(0.2, ge=0.0, le=1.0)  # confident modes for mode precision/recall
+    miss_threshold_m: float = _f(2.0, gt=0.0)
+    num_pictures: int = _f(3, ge=0)
+
+
+# ----------------------------------------------------------------------------------------------------- carla_eval
+@dataclass(frozen=True, kw_only=True)
+class CarlaServerConfig:
+    host: str = _f("127.0.0.1")
+    port: int = _f(2000, ge=1, le=65535)
+    probe_timeout_s: float = _f(2.0, gt=0.0)
+    timeout_s: float = _f(10.0, gt=0.0)
+    retries: int = _f(2, ge=0)
+    fixed_delta_s: float = _f(0.05, gt=0.0)
+    routes_file: str = _f("")                  # leaderboard-style XML
+    town: str = _f("Town01")
+    traffic_manager_port: int = _f(8000, ge=1, le=65535)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClosedLoopConfig:
+    backend: Literal["embedded", "carla"] = _f("embedded")
+    on_unavailable: Literal["fail", "record"] = _f("record")  # when the backend cannot be reached
+    checkpoint: Literal["best", "latest"] = _f("latest")
+    num_scenarios: int = _f(4, ge=1)
+    duration_s: float = _f(8.0, gt=0.0)        # s per scenario
+    step_s: float = _f(0.1, gt=0.0)            # s per tick (10 Hz)
+    agents: Literal["replay", "idm"] = _f("replay")
+    planner: Literal["route_follower", "imitation"] = _f("route_follower")
+    controller: Literal["pure_pursuit", "lqr"] = _f("pure_pursuit")
+    max_failure_rate: float = _f(0.25, ge=0.0, le=1.0)
+    target_speed_mps: float = _f(8.0, gt=0.0)
+    animation: bool = _f(True)                 # write a top-down GIF per scenario
+    seed: int = _f(0)
+    carla: CarlaServerConfig = _sub(CarlaServerConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    data: DataConfig = _sub(DataConfig)
+    preprocess: PreprocessConfig = _sub(PreprocessConfig)
+    augment: AugmentConfig = _sub(AugmentConfig)
+    model: ModelConfig = _sub(ModelConfig)
+    loss: LossConfig = _sub(LossConfig)
+    train: TrainConfig = _sub(TrainConfig)
+    evaluate: EvaluateConfig = _sub(EvaluateConfig)
+    carla_eval: ClosedLoopConfig = _sub(ClosedLoopConfig)
+
+
+# -------------------------------------------------------------------------------------------------------- loading
+def _check_type(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ConfigError(f"{key}: {value!r} is not one of {list(typing.get_args(hint))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: union types are not supported in the config tree")
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, hint)
+    if not ok:
+        raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_range(value: Any, bounds: dict[str, float], key: str) -> None:
+    ops = {"ge": (lambda a, b: a >= b, ">="), "gt": (lambda a, b: a > b, ">"),
+           "le": (lambda a, b: a <= b, "<="), "lt": (lambda a, b: a < b, "<")}
+    for name, bound in bounds.items():
+        test, sym = ops[name]
+        if not test(value, bound):
+            raise ConfigError(f"{key}: {value!r} is out of range (must be {sym} {bound})")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'params'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"{where}{unknown[0]}: unknown key (known: {sorted(fields)})")
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        checked = _check_type(value, hints[name], key)
+        _check_range(checked, dict(fields[name].metadata), key)
+        kwargs[name] = checked
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix}: {exc}") from exc
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Build and validate a `Config` from a plain mapping (the parsed params.yaml)."""
+    return _build(Config, raw, "")
+
+
+def load(path: str | Path = "params.yaml") -> Config:
+    """Read params.yaml and return the validated config; raises `ConfigError` naming the bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    return from_dict(raw)
+
+
+def to_dict(obj: Any) -> Any:
+    """The config (or one section) as plain JSON-able data, in field order."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def config_hash(*sections: Any) -> str:
+    """A stable sha256 over one or more config sections (sorted-key JSON)."""
+    blob = json.dumps([to_dict(s) for s in sections], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()

@@ -1,0 +1,87 @@
+"""In-memory vector map of one nuPlan location, shared by the GeoPackage reader/writer, the synthetic world,
+the renderer, preprocessing and the closed-loop simulator.
+
+Layers carry the GeoPackage layer names of nuPlan maps (`lanes_polygons`, `lane_connectors`, `baseline_paths`,
+`boundaries`, `intersections`, `crosswalks`, `walkways`, `road_segments`, `generic_drivable_areas`,
+`carpark_areas`, `stop_polygons`, `lane_groups_polygons`, `lane_group_connectors`,
+`gen_lane_connectors_scaled_width_polygons`, `traffic_lights`, `dubins_nodes`). Geometries are shapely objects in
+the location's UTM frame (metres); `props` holds the layer's attribute columns by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import shapely
+from shapely import affinity
+from shapely.geometry.base import BaseGeometry
+from shapely.strtree import STRtree
+
+# Semantic BEV classes -> the gpkg layers they are made of (nuplan-format.md §4.3-4.5).
+SEMANTIC_LAYERS: dict[str, tuple[str, ...]] = {
+    "drivable_area": ("road_segments", "intersections", "generic_drivable_areas", "carpark_areas"),
+    "lane": ("lanes_polygons", "gen_lane_connectors_scaled_width_polygons"),
+    "lane_divider": ("boundaries",),
+    "crosswalk": ("crosswalks",),
+    "walkway": ("walkways",),
+    "stop_line": ("stop_polygons",),
+    "intersection": ("intersections",),
+    "centerline": ("baseline_paths",),
+}
+
+
+@dataclass
+class MapFeature:
+    fid: int
+    geometry: BaseGeometry
+    props: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VectorMap:
+    """All vector layers of one location. `epsg` is the UTM CRS of the geometries."""
+
+    location: str
+    version: str
+    epsg: int
+    layers: dict[str, list[MapFeature]]
+    _trees: dict[str, STRtree] = field(default_factory=dict, repr=False, compare=False)
+
+    def layer(self, name: str) -> list[MapFeature]:
+        return self.layers.get(name, [])
+
+    def query(self, name: str, box_xyxy: tuple[float, float, float, float]) -> list[MapFeature]:
+        """Features of a layer whose geometry intersects an axis-aligned box (global frame)."""
+        feats = self.layer(name)
+        if not feats:
+            return []
+        if name not in self._trees:
+            self._trees[name] = STRtree([f.geometry for f in feats])
+        idx = self._trees[name].query(shapely.box(*box_xyxy), predicate="intersects")
+        return [feats[i] for i in sorted(idx)]
+
+    def semantic_layers_in_ego(self, T_global_from_ego: np.ndarray, radius_m: float,
+                               classes: tuple[str, ...] = tuple(SEMANTIC_LAYERS)) -> dict[str, list[BaseGeometry]]:
+        """Semantic classes near the ego, transformed into the ego frame (x forward, y left) and clipped to a
+        square of half-side `radius_m` around the rear axle."""
+        x, y = T_global_from_ego[0, 3], T_global_from_ego[1, 3]
+        yaw = float(np.arctan2(T_global_from_ego[1, 0], T_global_from_ego[0, 0]))
+        r = radius_m * 1.5  # a rotated square needs a larger axis-aligned query box
+        window = (x - r, y - r, x + r, y + r)
+        clip = shapely.box(-radius_m, -radius_m, radius_m, radius_m)
+        c, s = np.cos(-yaw), np.sin(-yaw)
+        # ego = R(-yaw) @ (p - t): shapely's affine [a, b, d, e, xoff, yoff]
+        matrix = [c, -s, s, c, -(c * x - s * y), -(s * x + c * y)]
+        out: dict[str, list[BaseGeometry]] = {}
+        for cls in classes:
+            geoms = []
+            for layer in SEMANTIC_LAYERS[cls]:
+                for f in self.query(layer, window):
+                    g = affinity.affine_transform(f.geometry, matrix)
+                    g = g.intersection(clip)
+                    if not g.is_empty:
+                        geoms.append(g)
+            out[cls] = geoms
+        return out
