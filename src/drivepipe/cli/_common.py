@@ -38,3 +38,11 @@ def guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
     except BackendUnavailable as exc:
         print(f"drivepipe: backend unavailable: {exc}", file=sys.stderr)
     return 2
+
+
+def stage_main(add_arguments: Callable[[argparse.ArgumentParser], None],
+               run: Callable[[argparse.Namespace], int], description: str) -> int:
+    """`python -m drivepipe.cli.<stage>`: the same stage as `drivepipe <stage>`, without the dispatcher."""
+    parser = argparse.ArgumentParser(description=description)
+    add_arguments(parser)
+    return guarded(run, parser.parse_args())
