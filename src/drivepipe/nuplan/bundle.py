@@ -1,0 +1,322 @@
+"""Build one `SensorBundle` from an open `NuplanLog` (schema.py is the contract).
+
+Everything is read from the log's in-memory arrays (no SQL here); only the sensor files of the anchor sweep are
+opened. Frames: the stored lidar points are moved into the ego frame with the stored lidar extrinsic; boxes, agent
+tracks, the ego past/future and the route are expressed in the ego frame of the anchor sweep (rear axle, x forward,
+y left). Trajectory samples sit at multiples of `dt_s` and use the sweep nearest in time, if closer than dt_s/2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from shapely.geometry import LineString, Point
+from shapely.ops import substring
+
+from drivepipe.errors import DataError
+from drivepipe.mapdata import VectorMap
+from drivepipe.nuplan.db import MissingBlobError, NuplanLog
+from drivepipe.nuplan.pcd import read_point_cloud
+from drivepipe.schema import (AGENT_CATEGORIES, CATEGORY_INDEX, AgentTracks, Annotations, Boxes, BundleMeta,
+                              CameraFrame, EgoState, LidarSweep, SensorBundle)
+from drivepipe.utils.geometry import (global_to_ego_xy_yaw, invert, make_transform, quat_to_yaw, rotate_vectors_2d,
+                                      transform_points)
+
+ROUTE_MAX_LENGTH_M = 150.0   # route polyline kept ahead of the ego
+ROUTE_JOIN_TOL_M = 1.5       # baseline paths chain when one's end is this close to the next one's start
+ROUTE_MAX_OFFSET_M = 10.0    # farther than this from every route path -> fall back to the ego's future path
+_AGENT_INDICES = np.array([CATEGORY_INDEX[c] for c in AGENT_CATEGORIES])
+
+
+def load_bundle(log: NuplanLog, token: str, channels: Sequence[str], history_steps: int, future_steps: int,
+                dt_s: float, map_radius_m: float, with_annotations: bool = True) -> SensorBundle:
+    """The frame of lidar_pc `token` as a SensorBundle.
+
+    Args:
+        log: open log.
+        token: anchor lidar_pc token (16 hex).
+        channels: camera channels wanted; a channel with no image within ±50 ms (or a skipped missing file) is
+            left out of `cameras` and counted in `log.skipped`.
+        history_steps / future_steps: trajectory samples before / after now, `dt_s` seconds apart.
+        map_radius_m: half-side (m) of the square of map geometry kept around the ego.
+        with_annotations: False leaves `annotations` None (and does not touch the map).
+
+    Raises:
+        DataError: unknown token; a missing lidar file (`MissingBlobError`; the policy decides for cameras);
+            a corrupt point cloud or JPEG; an image whose size differs from its calibration.
+    """
+    index = log.token_index.get(token)
+    if index is None:
+        raise DataError(log.db_path, f"lidar_pc token {token!r} not in this log")
+    pcs = log.lidar_pcs
+    t_us = int(pcs.timestamp_us[index])
+    lidar = _lidar(log, index)  # first: a sweep without its point cloud is dropped whatever the cameras
+    cameras = _cameras(log, t_us, channels)
+    T_global_from_ego = ego_transform(log, index)
+    ego = EgoState(T_global_from_ego=T_global_from_ego, velocity_mps=pcs.velocity[index].copy(),
+                   acceleration_mps2=pcs.acceleration[index].copy(), angular_rate_rps=pcs.angular_rate[index].copy(),
+                   **_ego_history(log, index, history_steps, dt_s))
+    annotations = None
+    if with_annotations:
+        annotations = _annotations(log, index, history_steps, future_steps, dt_s, map_radius_m)
+    meta = BundleMeta(log_name=log.log_name, token=token, timestamp_us=t_us, location=log.location,
+                      scenario_type=log.scenario_types.get(token, "unknown"))
+    return SensorBundle(meta=meta, cameras=cameras, lidar=lidar, ego=ego, annotations=annotations)
+
+
+# ------------------------------------------------------------------------------------------------- sensors
+def read_jpeg(path: Path | str) -> np.ndarray:
+    """Decode a JPEG file -> (H, W, 3) uint8 RGB.
+
+    Raises:
+        DataError: unreadable, truncated (no end-of-image marker) or undecodable file.
+    """
+    import cv2
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(path, f"cannot read image ({exc.strerror or exc})") from None
+    if not data.startswith(b"\xff\xd8"):
+        raise DataError(path, "not a JPEG file (no start-of-image marker)")
+    if b"\xff\xd9" not in data[-32:]:
+        raise DataError(path, "JPEG is truncated (no end-of-image marker)")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.ndim != 3:
+        raise DataError(path, "JPEG could not be decoded")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _lidar(log: NuplanLog, index: int) -> LidarSweep:
+    rel = str(log.lidar_pcs.filename[index])
+    path = log.require_blob(rel, "lidar_pc.filename")
+    if path is None:  # policy "skip": a sweep without its point cloud cannot become a bundle
+        raise MissingBlobError(log.blob_path(rel), "missing blob referenced by lidar_pc.filename (frame dropped)")
+    points = read_point_cloud(path)
+    points[:, :3] = transform_points(log.T_ego_from_lidar, points[:, :3]).astype(np.float32)
+    return LidarSweep(points=points, timestamp_us=int(log.lidar_pcs.timestamp_us[index]),
+                      T_ego_from_lidar=log.T_ego_from_lidar.copy(), token=str(log.lidar_pcs.token[index]))
+
+
+def _cameras(log: NuplanLog, t_us: int, channels: Sequence[str]) -> dict[str, CameraFrame]:
+    out: dict[str, CameraFrame] = {}
+    for channel in channels:
+        calib = log.cameras.get(channel)
+        j = log.match_image(channel, t_us) if calib is not None else None
+        if j is None:
+            log.skipped[f"no {channel} image within 50 ms"] += 1
+            continue
+        imgs = log.images[channel]
+        path = log.require_blob(str(imgs.filename[j]), "image.filename_jpg")
+        if path is None:
+            continue
+        image = read_jpeg(path)
+        if image.shape != (calib.height, calib.width, 3):
+            raise DataError(path, f"image is {image.shape[1]}x{image.shape[0]} but camera {channel} is calibrated "
+                                  f"for {calib.width}x{calib.height}")
+        out[channel] = CameraFrame(calibration=calib, image=image, timestamp_us=int(imgs.timestamp_us[j]),
+                                   token=str(imgs.token[j]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- ego
+def ego_transform(log: NuplanLog, index: int) -> np.ndarray:
+    """(4, 4) T_global_from_ego of sweep `index` (its linked ego_pose, rear axle)."""
+    return make_transform(log.lidar_pcs.quat[index], log.lidar_pcs.xyz[index])
+
+
+def frames_at(timestamps_us: np.ndarray, t_us: int, offsets_s: np.ndarray, tol_s: float) -> np.ndarray:
+    """Index of the sweep nearest to each `t_us + offset` if closer than tol_s, -1 where there is none.
+
+    The bound is strict so that with tol_s = dt/2 one sweep never serves two neighbouring samples.
+
+    timestamps_us: (N,) sorted int64; offsets_s: (K,) seconds. Returns (K,) int64.
+    """
+    targets = t_us + np.round(np.asarray(offsets_s, dtype=np.float64) * 1e6).astype(np.int64)
+    if timestamps_us.size == 0:
+        return np.full(targets.shape, -1, np.int64)
+    hi = np.clip(np.searchsorted(timestamps_us, targets), 0, timestamps_us.size - 1)
+    lo = np.clip(hi - 1, 0, timestamps_us.size - 1)
+    best = np.where(np.abs(timestamps_us[lo] - targets) <= np.abs(timestamps_us[hi] - targets), lo, hi)
+    ok = np.abs(timestamps_us[best] - targets) < round(tol_s * 1e6)
+    return np.where(ok, best, -1).astype(np.int64)
+
+
+def _poses_in_ego(log: NuplanLog, index: int, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, 3) (x, y, yaw) of the ego at `frames` in the ego frame of sweep `index`, and (K,) validity."""
+    pcs = log.lidar_pcs
+    valid = frames >= 0
+    f = np.where(valid, frames, index)
+    yaw = np.array([quat_to_yaw(q) for q in pcs.quat[f]])
+    x0, y0, _ = pcs.xyz[index]
+    xy, rel_yaw = global_to_ego_xy_yaw(pcs.xyz[f, :2], yaw, x0, y0, quat_to_yaw(pcs.quat[index]))
+    out = np.concatenate([xy, rel_yaw[:, None]], axis=1)
+    out[~valid] = 0.0
+    return out, valid
+
+
+def _ego_history(log: NuplanLog, index: int, history_steps: int, dt_s: float) -> dict[str, np.ndarray]:
+    offsets = -dt_s * np.arange(history_steps, -1, -1)  # oldest first, last = now
+    frames = frames_at(log.lidar_pcs.timestamp_us, int(log.lidar_pcs.timestamp_us[index]), offsets, dt_s / 2)
+    history, valid = _poses_in_ego(log, index, frames)
+    return {"history": history, "history_valid": valid}
+
+
+# ------------------------------------------------------------------------------------------------- annotations
+def _annotations(log: NuplanLog, index: int, history_steps: int, future_steps: int, dt_s: float,
+                 map_radius_m: float) -> Annotations:
+    t_us = int(log.lidar_pcs.timestamp_us[index])
+    T_global_from_ego = ego_transform(log, index)
+    boxes = _boxes_in_ego(log, index, T_global_from_ego)
+    fut_frames = frames_at(log.lidar_pcs.timestamp_us, t_us, dt_s * np.arange(1, future_steps + 1), dt_s / 2)
+    hist_frames = frames_at(log.lidar_pcs.timestamp_us, t_us, -dt_s * np.arange(history_steps, -1, -1), dt_s / 2)
+    agents = _agent_tracks(log, index, boxes, hist_frames, fut_frames)
+    ego_future, ego_future_valid = _poses_in_ego(log, index, fut_frames)
+    vmap = log.load_map()
+    route = _route(log, vmap, index, T_global_from_ego)
+    if route.shape[0] < 2:  # no usable map route: the ego's own future path
+        route = np.concatenate([np.zeros((1, 2)), ego_future[ego_future_valid, :2]], axis=0)
+    map_layers = vmap.semantic_layers_in_ego(T_global_from_ego, map_radius_m)
+    return Annotations(boxes=boxes, agents=agents, map_layers=map_layers, ego_future=ego_future,
+                       ego_future_valid=ego_future_valid, route=route)
+
+
+def _route(log: NuplanLog, vmap: VectorMap, index: int, T_global_from_ego: np.ndarray) -> np.ndarray:
+    """Map route of the sweep's scene in the ego frame; the scene's route paths are looked up once per log."""
+    token = str(log.lidar_pcs.scene_token[index])
+    roadblocks = next((s.roadblock_ids for s in log.scenes if s.token == token), ())
+    key = ("route_paths", roadblocks)
+    if key not in log.derived:
+        log.derived[key] = route_paths(vmap, roadblocks)
+    return route_in_ego(log.derived[key], T_global_from_ego)
+
+
+def _boxes_in_ego(log: NuplanLog, index: int, T_global_from_ego: np.ndarray) -> Boxes:
+    table = log.boxes
+    rows = table.rows(index)
+    ego_yaw = float(np.arctan2(T_global_from_ego[1, 0], T_global_from_ego[0, 0]))
+    yaw = (table.yaw[rows] - ego_yaw + np.pi) % (2 * np.pi) - np.pi
+    return Boxes(center=transform_points(invert(T_global_from_ego), table.center[rows]),
+                 size=table.size[rows].copy(), yaw=yaw,
+                 velocity=rotate_vectors_2d(table.velocity[rows, :2], -ego_yaw),
+                 category=table.category[rows].copy(), track_id=table.track_id[rows].copy())
+
+
+def _agent_tracks(log: NuplanLog, index: int, boxes: Boxes, hist_frames: np.ndarray,
+                  fut_frames: np.ndarray) -> AgentTracks:
+    """Past/future (x, y, yaw) in the current ego frame of every agent box now, from the same track id."""
+    box_index = np.flatnonzero(np.isin(boxes.category, _AGENT_INDICES)).astype(np.int64)
+    track_ids = boxes.track_id[box_index]
+    table = log.boxes
+    pcs = log.lidar_pcs
+    x0, y0, _ = pcs.xyz[index]
+    ego_yaw = quat_to_yaw(pcs.quat[index])
+    frames = np.concatenate([hist_frames, fut_frames])
+    traj = np.zeros((len(box_index), len(frames), 3))
+    valid = np.zeros((len(box_index), len(frames)), dtype=bool)
+    for k, f in enumerate(frames):
+        if f < 0 or len(box_index) == 0:
+            continue
+        rows = table.rows(int(f))
+        row_of = {int(t): r for r, t in enumerate(table.track_id[rows], start=rows.start)}
+        hits = [(a, row_of[int(t)]) for a, t in enumerate(track_ids) if int(t) in row_of]
+        if not hits:
+            continue
+        a_idx, r_idx = (np.array(v) for v in zip(*hits))
+        xy, yaw = global_to_ego_xy_yaw(table.center[r_idx, :2], table.yaw[r_idx], x0, y0, ego_yaw)
+        traj[a_idx, k, :2], traj[a_idx, k, 2] = xy, yaw
+        valid[a_idx, k] = True
+    nh = len(hist_frames)
+    return AgentTracks(box_index=box_index, history=traj[:, :nh], history_valid=valid[:, :nh],
+                       future=traj[:, nh:], future_valid=valid[:, nh:])
+
+
+# ------------------------------------------------------------------------------------------------- route
+def _fid(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def route_paths(vmap: VectorMap, roadblock_ids: Sequence[int]) -> list[LineString]:
+    """Baseline paths (global) of the lanes in the route's lane groups and of the lane connectors in its lane
+    group connectors; a connector without a baseline path contributes its own line."""
+    ids = set(roadblock_ids)
+    if not ids:
+        return []
+    lanes = set()
+    for f in vmap.layer("lanes_polygons"):
+        if _fid(f.props.get("lane_group_fid")) in ids:
+            lanes.update(v for v in (f.fid, _fid(f.props.get("lane_fid"))) if v is not None)
+    connectors = {f.fid: f for f in vmap.layer("lane_connectors")
+                  if _fid(f.props.get("lane_group_connector_fid")) in ids}
+    paths, covered = [], set()
+    for f in vmap.layer("baseline_paths"):
+        lane, conn = _fid(f.props.get("lane_fid")), _fid(f.props.get("lane_connector_fid"))
+        if lane in lanes or conn in connectors:
+            paths.append(f.geometry)
+            covered.add(conn)
+    paths += [f.geometry for fid, f in connectors.items() if fid not in covered]
+    return [p for p in paths if isinstance(p, LineString) and p.length > 0]
+
+
+def route_in_ego(paths: list[LineString], T_global_from_ego: np.ndarray) -> np.ndarray:
+    """(R, 2) route centreline ahead of the ego, in the ego frame; (0, 2) when no path is usable.
+
+    `paths` come from `route_paths`. Starts on the path nearest the ego that points the ego's way (within
+    ROUTE_MAX_OFFSET_M), then follows paths whose start lies within ROUTE_JOIN_TOL_M of the current end (smallest
+    turn first), up to ROUTE_MAX_LENGTH_M.
+    """
+    x0, y0 = float(T_global_from_ego[0, 3]), float(T_global_from_ego[1, 3])
+    yaw0 = float(np.arctan2(T_global_from_ego[1, 0], T_global_from_ego[0, 0]))
+    start = _start_path(paths, Point(x0, y0), yaw0)
+    if start is None:
+        return np.zeros((0, 2))
+    k, s = start
+    xy = np.asarray(substring(paths[k], s, paths[k].length).coords)[:, :2]
+    used, length = {k}, paths[k].length - s
+    while length < ROUTE_MAX_LENGTH_M:
+        nxt = _next_path(paths, used, xy)
+        if nxt is None:
+            break
+        used.add(nxt)
+        xy = np.concatenate([xy, np.asarray(paths[nxt].coords)[1:, :2]], axis=0)
+        length += paths[nxt].length
+    local, _ = global_to_ego_xy_yaw(xy, np.zeros(len(xy)), x0, y0, yaw0)
+    return local
+
+
+def _start_path(paths: list[LineString], ego: Point, yaw: float) -> tuple[int, float] | None:
+    heading = np.array([np.cos(yaw), np.sin(yaw)])
+    best, best_d = None, ROUTE_MAX_OFFSET_M
+    for k, p in enumerate(paths):
+        d = p.distance(ego)
+        if d >= best_d:
+            continue
+        s = p.project(ego)
+        a, b = p.interpolate(max(s - 0.5, 0.0)), p.interpolate(min(s + 0.5, p.length))
+        direction = np.array([b.x - a.x, b.y - a.y])
+        if np.linalg.norm(direction) > 0 and direction @ heading / np.linalg.norm(direction) > 0.5:
+            best, best_d = (k, s), d
+    return best
+
+
+def _next_path(paths: list[LineString], used: set[int], tail: np.ndarray) -> int | None:
+    end = tail[-1]
+    prev_dir = tail[-1] - tail[-2] if len(tail) >= 2 else None
+    best, best_turn = None, np.inf
+    for k, p in enumerate(paths):
+        if k in used:
+            continue
+        c = np.asarray(p.coords)[:, :2]
+        if np.hypot(*(c[0] - end)) > ROUTE_JOIN_TOL_M:
+            continue
+        d = c[min(1, len(c) - 1)] - c[0]
+        turn = 0.0 if prev_dir is None else abs(np.arctan2(prev_dir[0] * d[1] - prev_dir[1] * d[0], prev_dir @ d))
+        if turn < best_turn:
+            best, best_turn = k, turn
+    return best

@@ -1,0 +1,388 @@
+"""`NuplanLog`: one nuPlan log `.db`, read without the devkit through one read-only sqlite connection.
+
+Everything a frame needs is read once per log into numpy arrays (lidar sweeps with their ego poses, images per
+channel, and, on first use, all boxes grouped by sweep), so building a `SensorBundle` runs no SQL. Columns are
+selected by name; the 12 tables and the columns read here are checked when the log is opened, and every problem is
+a `DataError` naming the db file. The file is never written (`mode=ro` URI).
+
+Frames and units (nuplan-format.md §2): positions in the city's UTM frame (m), quaternions (w, x, y, z), ego
+velocities/accelerations/rates in the ego frame, box velocities in the global frame, times in µs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from drivepipe.errors import DataError
+from drivepipe.nuplan.maps import MapsRoot
+from drivepipe.nuplan.pickles import loads_calibration
+from drivepipe.schema import CATEGORY_INDEX, CameraCalibration
+from drivepipe.utils.geometry import make_transform
+
+IMAGE_MATCH_US = 50_000  # devkit joins images to a sweep within ±50 ms
+LIDAR_CHANNEL = "MergedPointCloud"
+_EGO_COLS = ("x", "y", "z", "qw", "qx", "qy", "qz", "vx", "vy", "vz", "acceleration_x", "acceleration_y",
+             "acceleration_z", "angular_rate_x", "angular_rate_y", "angular_rate_z")
+_BOX_COLS = ("x", "y", "z", "length", "width", "height", "vx", "vy", "vz", "yaw")
+# Columns this reader selects (a subset of tables.TABLE_COLUMNS; extra columns in real DBs are ignored).
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "log": ("token", "vehicle_name", "logfile", "location", "map_version"),
+    "ego_pose": ("token", "timestamp") + _EGO_COLS,
+    "camera": ("token", "channel", "model", "translation", "rotation", "intrinsic", "distortion", "width", "height"),
+    "image": ("token", "camera_token", "filename_jpg", "timestamp"),
+    "lidar": ("token", "channel", "translation", "rotation"),
+    "lidar_pc": ("token", "ego_pose_token", "scene_token", "filename", "timestamp"),
+    "lidar_box": ("lidar_pc_token", "track_token") + _BOX_COLS,
+    "track": ("token", "category_token"),
+    "category": ("token", "name"),
+    "scene": ("token", "name", "roadblock_ids"),
+    "scenario_tag": ("lidar_pc_token", "type"),
+    "traffic_light_status": ("lidar_pc_token", "lane_connector_id", "status"),
+}
+
+
+class MissingBlobError(DataError):
+    """A row references a sensor file that does not exist (source = the expected path)."""
+
+
+def track_id_from_token(token: bytes) -> int:
+    """Stable int64 track id of an 8-byte track token (the writer uses `track_id.to_bytes(8, "big")`)."""
+    return int.from_bytes(bytes(token), "big") & (2**63 - 1)
+
+
+@dataclass(frozen=True)
+class Scene:
+    token: str
+    name: str
+    roadblock_ids: tuple[int, ...]  # route lane-group / lane-group-connector fids, in stored order
+
+
+@dataclass(frozen=True)
+class LidarPcs:
+    """All sweeps of the log ordered by time (N rows); ego arrays hold the linked ego_pose of each row.
+
+    xyz (N, 3) m global; quat (N, 4) w-first global; velocity, acceleration, angular_rate (N, 3) ego frame."""
+
+    token: np.ndarray            # (N,) str, 16 hex
+    timestamp_us: np.ndarray     # (N,) int64
+    scene_token: np.ndarray      # (N,) str
+    ego_pose_token: np.ndarray   # (N,) str
+    filename: np.ndarray         # (N,) object str, relative to the sensor root
+    xyz: np.ndarray
+    quat: np.ndarray
+    velocity: np.ndarray
+    acceleration: np.ndarray
+    angular_rate: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.timestamp_us.shape[0])
+
+
+@dataclass(frozen=True)
+class ChannelImages:
+    """Images of one camera ordered by time: timestamp_us (K,) int64, token (K,) str, filename (K,) object."""
+
+    timestamp_us: np.ndarray
+    token: np.ndarray
+    filename: np.ndarray
+
+
+@dataclass(frozen=True)
+class BoxTable:
+    """All lidar_box rows of the log, sorted by sweep; rows of sweep i are `offsets[i]:offsets[i + 1]`.
+
+    center (M, 3) m global; size (M, 3) length, width, height m; yaw (M,) rad global; velocity (M, 3) m/s global;
+    category (M,) int64 index into schema.CATEGORIES; track_id (M,) int64."""
+
+    offsets: np.ndarray
+    center: np.ndarray
+    size: np.ndarray
+    yaw: np.ndarray
+    velocity: np.ndarray
+    category: np.ndarray
+    track_id: np.ndarray
+
+    def rows(self, index: int) -> slice:
+        return slice(int(self.offsets[index]), int(self.offsets[index + 1]))
+
+
+class NuplanLog:
+    """One log database plus the sensor folder and maps it refers to.
+
+    Args:
+        db_path: the `<log_name>.db` file (opened read-only).
+        sensor_root: folder that `lidar_pc.filename` / `image.filename_jpg` are relative to.
+        maps: maps root used by `load_map`.
+        missing_blob_policy: "fail" raises `MissingBlobError`; "skip" counts the problem in `skipped` and drops the
+            camera (or the sweep, see `scenarios.enumerate_scenarios`).
+
+    Raises:
+        DataError: the file is not a readable SQLite database, a table or column is missing, the calibration is
+            not sane, a category name is unknown, or the log has no sweeps.
+    """
+
+    def __init__(self, db_path: Path | str, sensor_root: Path | str, maps: MapsRoot | None,
+                 missing_blob_policy: Literal["fail", "skip"] = "fail") -> None:
+        if missing_blob_policy not in ("fail", "skip"):
+            raise ValueError(f"missing_blob_policy must be 'fail' or 'skip', got {missing_blob_policy!r}")
+        self.db_path = Path(db_path)
+        self.sensor_root = Path(sensor_root)
+        self.maps = maps
+        self.missing_blob_policy = missing_blob_policy
+        self.skipped: Counter[str] = Counter()
+        self._conn = _open_readonly(self.db_path)
+        try:
+            self._load_metadata()
+        except BaseException:
+            self.close()
+            raise
+        self._boxes: BoxTable | None = None
+        self.derived: dict[Any, Any] = {}  # memo of values bundle.py derives per log (route paths per scene)
+
+    # ------------------------------------------------------------------------------------------- loading
+    def _load_metadata(self) -> None:
+        _check_schema(self.db_path, self._query("SELECT name FROM sqlite_master WHERE type = 'table'"),
+                      {t: [r[1] for r in self._query(f"PRAGMA table_info({t})")] for t in REQUIRED_COLUMNS})
+        logs = self._query("SELECT logfile, vehicle_name, location, map_version FROM log")
+        if len(logs) != 1:
+            raise DataError(self.db_path, f"table log must have exactly one row, found {len(logs)}")
+        logfile, self.vehicle_name, self.city, map_version = logs[0]
+        self.log_name = str(logfile or self.db_path.stem)
+        self.location = str(map_version or "").removesuffix(".gpkg")
+        self.category_by_token = self._load_categories()
+        self.cameras = {ch: _camera_calibration(self.db_path, row)
+                        for ch, row in self._load_camera_rows().items()}
+        self.T_ego_from_lidar = self._load_lidar_extrinsic()
+        self.lidar_pcs = self._load_lidar_pcs()
+        self.token_index = {str(t): i for i, t in enumerate(self.lidar_pcs.token)}
+        self.scenes = self._load_scenes()
+        self.scenario_types = {bytes(tok).hex(): str(typ) for tok, typ in self._query(
+            "SELECT lidar_pc_token, MAX(type) FROM scenario_tag GROUP BY lidar_pc_token")}
+        self.images = self._load_images()
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise DataError(self.db_path, f"SQLite error ({exc}); the file may be corrupt or truncated") from None
+
+    def _load_categories(self) -> dict[bytes, int]:
+        out = {}
+        for token, name in self._query("SELECT token, name FROM category"):
+            if name not in CATEGORY_INDEX:
+                raise DataError(self.db_path, f"unknown category name {name!r} (known: {list(CATEGORY_INDEX)})")
+            out[bytes(token)] = CATEGORY_INDEX[name]
+        return out
+
+    def _load_camera_rows(self) -> dict[str, tuple]:
+        rows: dict[str, tuple] = {}
+        for row in self._query("SELECT channel, model, translation, rotation, intrinsic, distortion, width, height "
+                               "FROM camera"):
+            if row[0] in rows:
+                raise DataError(self.db_path, f"camera channel {row[0]!r} appears twice")
+            rows[str(row[0])] = row
+        return rows
+
+    def _load_lidar_extrinsic(self) -> np.ndarray:
+        rows = self._query("SELECT translation, rotation FROM lidar WHERE channel = ?", (LIDAR_CHANNEL,))
+        if len(rows) != 1:
+            raise DataError(self.db_path, f"table lidar must have exactly one {LIDAR_CHANNEL} row, found {len(rows)}")
+        src = f"{self.db_path}:lidar.{LIDAR_CHANNEL}"
+        translation = _vector(loads_calibration(rows[0][0], f"{src}.translation"), 3, src, "translation")
+        rotation = _unit_quaternion(loads_calibration(rows[0][1], f"{src}.rotation"), src)
+        return make_transform(rotation, translation)
+
+    def _load_lidar_pcs(self) -> LidarPcs:
+        ego = ", ".join(f"ep.{c}" for c in _EGO_COLS)
+        rows = self._query(
+            "SELECT lp.token, lp.timestamp, lp.scene_token, lp.ego_pose_token, lp.filename, ep.token, " + ego +
+            " FROM lidar_pc lp LEFT JOIN ego_pose ep ON ep.token = lp.ego_pose_token ORDER BY lp.timestamp")
+        if not rows:
+            raise DataError(self.db_path, "table lidar_pc is empty")
+        dangling = sum(r[5] is None for r in rows)
+        if dangling:
+            raise DataError(self.db_path, f"{dangling} lidar_pc rows reference a missing ego_pose")
+        vals = np.array([r[6:] for r in rows], dtype=np.float64)
+        if not np.isfinite(vals[:, :7]).all():
+            raise DataError(self.db_path, "ego_pose has non-finite positions or orientations")
+        return LidarPcs(
+            token=np.array([_hex(r[0]) for r in rows]), timestamp_us=np.array([r[1] for r in rows], np.int64),
+            scene_token=np.array([_hex(r[2]) for r in rows]), ego_pose_token=np.array([_hex(r[3]) for r in rows]),
+            filename=np.array([str(r[4]) for r in rows], dtype=object),
+            xyz=vals[:, 0:3], quat=vals[:, 3:7], velocity=vals[:, 7:10], acceleration=vals[:, 10:13],
+            angular_rate=np.nan_to_num(vals[:, 13:16]))
+
+    def _load_scenes(self) -> list[Scene]:
+        scenes = []
+        for token, name, roadblocks in self._query("SELECT token, name, roadblock_ids FROM scene ORDER BY name"):
+            ids = tuple(int(s) for s in str(roadblocks or "").replace(",", " ").split() if s.lstrip("-").isdigit())
+            scenes.append(Scene(token=_hex(token), name=str(name), roadblock_ids=ids))
+        return scenes
+
+    def _load_images(self) -> dict[str, ChannelImages]:
+        rows = self._query("SELECT c.channel, i.timestamp, i.token, i.filename_jpg FROM image i "
+                           "JOIN camera c ON c.token = i.camera_token ORDER BY c.channel, i.timestamp")
+        out: dict[str, ChannelImages] = {}
+        for channel in sorted({r[0] for r in rows}):
+            sel = [r for r in rows if r[0] == channel]
+            out[channel] = ChannelImages(timestamp_us=np.array([r[1] for r in sel], np.int64),
+                                         token=np.array([_hex(r[2]) for r in sel]),
+                                         filename=np.array([str(r[3]) for r in sel], dtype=object))
+        return out
+
+    @property
+    def boxes(self) -> BoxTable:
+        """All boxes of the log, read with one query on first access."""
+        if self._boxes is None:
+            self._boxes = self._load_boxes()
+        return self._boxes
+
+    def _load_boxes(self) -> BoxTable:
+        cols = ", ".join(f"lb.{c}" for c in _BOX_COLS)
+        rows = self._query(f"SELECT lb.lidar_pc_token, lb.track_token, t.category_token, {cols} "
+                           "FROM lidar_box lb LEFT JOIN track t ON t.token = lb.track_token")
+        row_of = {bytes.fromhex(t): i for t, i in self.token_index.items()}
+        frame, track, cat, keep = [], [], [], []
+        for k, r in enumerate(rows):
+            f = row_of.get(bytes(r[0]))
+            c = self.category_by_token.get(bytes(r[2])) if r[2] is not None else None
+            if f is None or c is None:
+                self.skipped["lidar_box with unknown lidar_pc or track"] += 1
+                continue
+            frame.append(f)
+            track.append(track_id_from_token(r[1]))
+            cat.append(c)
+            keep.append(k)
+        vals = np.array([rows[k][3:] for k in keep], dtype=np.float64).reshape(-1, len(_BOX_COLS))
+        frame_arr = np.asarray(frame, dtype=np.int64)
+        order = np.argsort(frame_arr, kind="stable")
+        vals = vals[order]
+        return BoxTable(
+            offsets=np.searchsorted(frame_arr[order], np.arange(len(self.lidar_pcs) + 1)),
+            center=vals[:, 0:3], size=vals[:, 3:6], yaw=vals[:, 9],
+            velocity=np.nan_to_num(vals[:, 6:9]),
+            category=np.asarray(cat, dtype=np.int64)[order], track_id=np.asarray(track, dtype=np.int64)[order])
+
+    # ------------------------------------------------------------------------------------------- access
+    @property
+    def duration_s(self) -> float:
+        """Time from the first to the last sweep, in seconds."""
+        ts = self.lidar_pcs.timestamp_us
+        return float(ts[-1] - ts[0]) / 1e6
+
+    def match_image(self, channel: str, timestamp_us: int) -> int | None:
+        """Row in `images[channel]` nearest in time to `timestamp_us` if within ±50 ms, else None."""
+        imgs = self.images.get(channel)
+        if imgs is None or imgs.timestamp_us.size == 0:
+            return None
+        ts = imgs.timestamp_us
+        j = int(np.searchsorted(ts, timestamp_us))
+        cands = [k for k in (j - 1, j) if 0 <= k < ts.size]
+        best = min(cands, key=lambda k: abs(int(ts[k]) - timestamp_us))
+        return best if abs(int(ts[best]) - timestamp_us) <= IMAGE_MATCH_US else None
+
+    def blob_path(self, relative: str) -> Path:
+        return self.sensor_root / relative
+
+    def require_blob(self, relative: str, referenced_by: str) -> Path | None:
+        """Path of a sensor file, or the missing-blob policy: raise (fail) or count and return None (skip).
+
+        Raises:
+            MissingBlobError: the file does not exist and the policy is "fail".
+        """
+        path = self.blob_path(relative)
+        if path.is_file():
+            return path
+        if self.missing_blob_policy == "fail":
+            raise MissingBlobError(path, f"missing blob referenced by {referenced_by}")
+        self.skipped[f"missing blob ({referenced_by})"] += 1
+        return None
+
+    def load_map(self):
+        """The VectorMap of this log's location (cached by the MapsRoot)."""
+        if self.maps is None:
+            raise DataError(self.db_path, "no maps root given; cannot load the map")
+        return self.maps.load(self.location)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> NuplanLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    """One read-only connection; a missing, empty, truncated or non-SQLite file is a DataError naming it."""
+    if not path.is_file():
+        raise DataError(path, "log database not found")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        raise DataError(path, "not a SQLite database (bad or missing header)")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    page_count = int.from_bytes(header[28:32], "big")
+    header_size_valid = header[92:96] == header[24:28]  # "version-valid-for" == change counter (SQLite spec)
+    if header_size_valid and page_count and size < page_size * page_count:
+        raise DataError(path, f"database is truncated ({size} bytes, header says {page_size * page_count})")
+    try:
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise DataError(path, f"cannot open read-only ({exc})") from None
+
+
+def _check_schema(path: Path, table_rows: list[tuple], columns: dict[str, list[str]]) -> None:
+    present = {r[0] for r in table_rows}
+    for table, required in REQUIRED_COLUMNS.items():
+        if table not in present:
+            raise DataError(path, f"missing table {table!r}")
+        missing = [c for c in required if c not in columns[table]]
+        if missing:
+            raise DataError(path, f"table {table!r} is missing column(s) {missing}")
+
+
+def _hex(token: Any) -> str:
+    return bytes(token).hex() if token is not None else ""
+
+
+def _vector(values: Any, n: int, source: str, what: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.shape != (n,) or not np.isfinite(arr).all():
+        raise DataError(source, f"{what} must be {n} finite numbers, got {values!r}")
+    return arr
+
+
+def _unit_quaternion(values: Any, source: str) -> np.ndarray:
+    q = _vector(values, 4, source, "rotation")
+    norm = float(np.linalg.norm(q))
+    if abs(norm - 1.0) > 1e-3:
+        raise DataError(source, f"rotation is not a unit quaternion (norm {norm:.6f})")
+    return q / norm
+
+
+def _camera_calibration(db_path: Path, row: tuple) -> CameraCalibration:
+    """One `camera` row -> CameraCalibration, with sanity checks (unit quaternion, positive focal lengths)."""
+    channel, model, t_blob, r_blob, k_blob, d_blob, width, height = row
+    src = f"{db_path}:camera.{channel}"
+    translation = _vector(loads_calibration(t_blob, f"{src}.translation"), 3, src, "translation")
+    rotation = _unit_quaternion(loads_calibration(r_blob, f"{src}.rotation"), src)
+    K = _vector(loads_calibration(k_blob, f"{src}.intrinsic"), 9, src, "intrinsic").reshape(3, 3)
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise DataError(src, f"intrinsic focal lengths must be positive, got fx={K[0, 0]}, fy={K[1, 1]}")
+    dist = _vector(loads_calibration(d_blob, f"{src}.distortion"), 5, src, "distortion")
+    if width is None or height is None or int(width) <= 0 or int(height) <= 0:
+        raise DataError(src, f"image size must be positive, got {width}x{height}")
+    return CameraCalibration(channel=str(channel), width=int(width), height=int(height), intrinsic=K,
+                             distortion=dist, T_ego_from_cam=make_transform(rotation, translation),
+                             model=str(model or ""))
