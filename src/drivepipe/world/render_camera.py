@@ -1,0 +1,455 @@
+"""Camera renderer of the synthetic world: physically consistent images for any ego pose, through the full lens model.
+
+Per image: a background of sky (gradient by ray elevation) and ground (each pixel's ray, undistorted once per
+calibration and cached, intersected with the plane z = 0 and coloured from a top-down texture of the map around the
+ego, with distance haze), then the actors' boxes as shaded faces drawn far -> near (painter's algorithm), clipped
+against the near plane and projected with the distortion model along finely subdivided edges.
+
+Frames: ego = rear axle (x forward, y left, z up, on the ground z = 0); camera = OpenCV. The ground texture is an
+ego-frame raster (`GroundRaster`) shared with the lidar renderer. Everything is a pure function of its inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import shapely
+from shapely.geometry import LineString, Polygon
+
+from drivepipe.mapdata import VectorMap
+from drivepipe.schema import CATEGORIES, CameraCalibration
+from drivepipe.utils.geometry import box_corners_2d, global_to_ego_xy_yaw, invert, pose_to_transform
+from drivepipe.world.rig import (Rig, max_valid_radius, normalized_to_pixel, pixel_to_normalized,
+                                 project_points)
+from drivepipe.world.state import ActorState, WorldSnapshot
+
+__all__ = ["render_cameras", "project_points", "actor_colour", "actor_corners_ego", "GroundRaster", "ground_raster"]
+
+# Ground surface labels of the top-down raster (shared with the lidar renderer for intensities).
+LABEL_TERRAIN, LABEL_WALKWAY, LABEL_ASPHALT, LABEL_LANE, LABEL_PAINT, LABEL_CROSSWALK = range(6)
+NUM_LABELS = 6
+RASTER_RADIUS_M = 60.0        # half-side of the ego-centred ground raster
+RASTER_RES_M = 0.1            # m per raster pixel
+_MARKING_WIDTH_M = 0.15       # painted lane-divider width
+_CROSSWALK_STRIPE_M = 0.5     # stripe and gap width of zebra crossings
+_GRAIN_TILE_PX, _GRAIN_RES_M, _GRAIN_AMPLITUDE = 256, 0.2, 7.0  # periodic surface grain fixed in the global frame
+LABEL_COLOURS_RGB = np.tile(np.array([96, 112, 74], np.uint8), (256, 1))  # cv2.LUT table; unused labels = terrain
+LABEL_COLOURS_RGB[:NUM_LABELS] = [(96, 112, 74), (166, 164, 158), (72, 72, 75), (80, 80, 83), (232, 232, 224),
+                                  (238, 238, 232)]
+
+_SKY_HORIZON_RGB = np.array([200.0, 208.0, 218.0], np.float32)
+_SKY_ZENITH_RGB = np.array([95.0, 140.0, 205.0], np.float32)
+_HAZE_DISTANCE_M = 110.0      # e-folding distance of the ground's fade into the horizon colour
+_SHADOW_RGB = (38, 38, 40)    # contact shadow drawn into the ground texture around each footprint
+_SHADOW_MARGIN_M = 0.25
+_Z_NEAR_M = 0.1               # near clipping plane in the camera frame
+_EDGE_SUBDIVISIONS = 12       # samples per face edge so straight 3-D edges bend with the lens distortion
+_MAX_ACTOR_DISTANCE_M = 200.0
+_SUN_DIR_GLOBAL = np.array([0.35, 0.45, 0.82]) / np.linalg.norm([0.35, 0.45, 0.82])
+
+_VEHICLE_PAINTS = ((225, 225, 222), (28, 29, 33), (168, 170, 176), (105, 108, 115), (158, 30, 32),
+                   (38, 62, 138), (36, 78, 58), (190, 176, 140), (120, 26, 40), (210, 200, 60))
+_CATEGORY_RGB = {"bicycle": (200, 120, 30), "pedestrian": (170, 70, 150), "traffic_cone": (255, 110, 10),
+                 "barrier": (225, 215, 70), "czone_sign": (250, 160, 0), "generic_object": (125, 100, 80)}
+_PEDESTRIAN_CLOTHES = ((170, 70, 150), (60, 70, 120), (40, 40, 45), (150, 40, 40), (90, 120, 70), (200, 180, 150))
+# Box faces as corner indices (corners 0-3 bottom FL, RL, RR, FR; 4-7 the same on top). The bottom is never seen.
+_FACES = np.array([[0, 3, 7, 4], [1, 2, 6, 5], [0, 1, 5, 4], [3, 2, 6, 7], [4, 5, 6, 7]])
+
+
+@dataclass(frozen=True)
+class _CameraGeometry:
+    """Everything about one calibration that does not depend on the scene (cached).
+
+    maps: cv2 fixed-point remap tables (H, W) from image pixels to ground-texture pixels; gain: (H, W, 1) float32
+    weight of the texture (0 for sky, fades with distance); base: (H, W, 3) float32 sky / haze colour added to it.
+    """
+
+    maps: tuple[np.ndarray, np.ndarray]
+    gain: np.ndarray
+    base: np.ndarray
+    T_cam_from_ego: np.ndarray
+    cam_pos_ego: np.ndarray
+    r_max: float
+    bounds: tuple[float, float, float, float]  # xmin, xmax, ymin, ymax of the image in normalised coordinates
+
+
+_GEOMETRY_CACHE: dict[tuple, _CameraGeometry] = {}
+
+
+def render_cameras(vmap: VectorMap, snapshot: WorldSnapshot, rig: Rig,
+                   channels: Sequence[str]) -> dict[str, np.ndarray]:
+    """Render the requested cameras of `rig` for the world state `snapshot`.
+
+    Args:
+        vmap: vector map of the location (global UTM frame).
+        snapshot: world state; the ego rear axle sits on the ground at (ego.x, ego.y) with heading ego.yaw
+            (flat world: ego.z is ignored).
+        rig: sensor rig; each channel must be in `rig.cameras`.
+        channels: channel names to render.
+
+    Returns:
+        channel -> (H, W, 3) uint8 RGB image as captured through the distorted lens. Deterministic. The map raster
+        and ground texture are built once per call (and the raster reused by `render_lidar` at the same pose), so
+        render all channels of a tick in one call.
+    """
+    raster = ground_raster(vmap, snapshot.ego)
+    corners = actor_corners_ego(snapshot)
+    texture = _ground_texture(raster, corners)
+    colours = np.array([actor_colour(a.category, a.track_id) for a in snapshot.actors], np.float64).reshape(-1, 3)
+    c, s = np.cos(-snapshot.ego.yaw), np.sin(-snapshot.ego.yaw)
+    sun_ego = np.array([c * _SUN_DIR_GLOBAL[0] - s * _SUN_DIR_GLOBAL[1],
+                        s * _SUN_DIR_GLOBAL[0] + c * _SUN_DIR_GLOBAL[1], _SUN_DIR_GLOBAL[2]])
+    out = {}
+    for channel in channels:
+        if channel not in rig.cameras:
+            raise ValueError(f"unknown camera channel {channel!r}; rig has {sorted(rig.cameras)}")
+        calib = rig.cameras[channel]
+        geom = _camera_geometry(calib, raster.radius_m, raster.res_m)
+        image = _background(geom, texture)
+        _draw_actors(image, geom, calib, corners, colours, sun_ego)
+        out[channel] = image
+    return out
+
+
+def actor_colour(category: str, track_id: int) -> tuple[int, int, int]:
+    """Base RGB of an actor: a pure function of (category, track_id) (a hash, no random state)."""
+    category_index = CATEGORIES.index(category) if category in CATEGORIES else len(CATEGORIES)
+    h = (int(track_id) * 2654435761 + category_index * 40503 + 12345) & 0xFFFFFFFF
+    h ^= h >> 15
+    h = (h * 2246822519) & 0xFFFFFFFF
+    if category == "vehicle":
+        base = _VEHICLE_PAINTS[h % len(_VEHICLE_PAINTS)]
+    elif category == "pedestrian":
+        base = _PEDESTRIAN_CLOTHES[h % len(_PEDESTRIAN_CLOTHES)]
+    else:
+        base = _CATEGORY_RGB.get(category, _CATEGORY_RGB["generic_object"])
+    shade = 0.85 + 0.25 * ((h >> 8) & 0xFF) / 255.0
+    return tuple(int(min(255, round(v * shade))) for v in base)  # type: ignore[return-value]
+
+
+def actor_corners_ego(snapshot: WorldSnapshot) -> np.ndarray:
+    """(K, 8, 3) box corners of all actors in the ego frame (0-3 bottom FL, RL, RR, FR; 4-7 top), m."""
+    actors: tuple[ActorState, ...] = snapshot.actors
+    if not actors:
+        return np.zeros((0, 8, 3))
+    ego = snapshot.ego
+    xy = np.array([[a.x, a.y] for a in actors], np.float64)
+    yaw = np.array([a.yaw for a in actors], np.float64)
+    xy_e, yaw_e = global_to_ego_xy_yaw(xy, yaw, ego.x, ego.y, ego.yaw)
+    foot = box_corners_2d(xy_e, np.array([a.length for a in actors]), np.array([a.width for a in actors]),
+                          np.asarray(yaw_e))  # (K, 4, 2)
+    z_lo = np.array([a.z - a.height / 2 for a in actors])
+    z_hi = np.array([a.z + a.height / 2 for a in actors])
+    corners = np.zeros((len(actors), 8, 3))
+    corners[:, :4, :2] = foot
+    corners[:, 4:, :2] = foot
+    corners[:, :4, 2] = z_lo[:, None]
+    corners[:, 4:, 2] = z_hi[:, None]
+    return corners
+
+
+# ------------------------------------------------------------------------------------------------- background
+def _ground_texture(raster: GroundRaster, corners: np.ndarray) -> np.ndarray:
+    """(S, S, 3) uint8 RGB ground texture: label colours plus a contact shadow around every actor footprint."""
+    import cv2
+
+    labels3 = cv2.merge([raster.labels, raster.labels, raster.labels])
+    texture = cv2.LUT(labels3, LABEL_COLOURS_RGB.reshape(256, 1, 3))
+    grain = _grain(raster)
+    texture = cv2.addWeighted(texture, 1.0, cv2.merge([grain, grain, grain]), 1.0, -128.0)
+    if len(corners):
+        foot = corners[:, :4, :2]
+        centre = foot.mean(axis=1, keepdims=True)
+        half = np.linalg.norm(foot - centre, axis=2, keepdims=True)
+        grown = centre + (foot - centre) * (1 + _SHADOW_MARGIN_M / np.maximum(half, 1e-3))
+        pix = raster.ego_to_pixel(grown.reshape(-1, 2)).reshape(-1, 4, 2)
+        for quad in np.round(pix * 16).astype(np.int32):  # one call each: cv2 fills one call's contours even-odd
+            cv2.fillPoly(texture, [quad], _SHADOW_RGB, cv2.LINE_AA, 4)
+    return texture
+
+
+@lru_cache(maxsize=1)
+def _grain_tile() -> np.ndarray:
+    """(5 N, 5 N) uint8 periodic grain around 128 (fine speckle plus soft blotches); fixed seed, always the same."""
+    n = _GRAIN_TILE_PX
+    spectrum = np.fft.fft2(np.random.default_rng(7).standard_normal((n, n)))
+    f2 = np.fft.fftfreq(n)[:, None] ** 2 + np.fft.fftfreq(n)[None, :] ** 2
+    layers = [np.fft.ifft2(spectrum * np.exp(-2 * np.pi**2 * sigma**2 * f2)).real for sigma in (0.7, 6.0)]
+    grain = sum(w * g / g.std() for w, g in zip((0.6, 0.8), layers))
+    tile = np.clip(128 + _GRAIN_AMPLITUDE * grain / grain.std(), 0, 255).astype(np.uint8)
+    return np.tile(tile, (5, 5))  # pre-tiled: cv2's BORDER_WRAP path is about 20x slower
+
+
+def _grain(raster: GroundRaster) -> np.ndarray:
+    """(S, S) uint8 grain of the raster area, sampled from the global-frame tile so it stays put as the ego moves."""
+    import cv2
+
+    x, y, yaw = raster.pose
+    period = _GRAIN_TILE_PX * _GRAIN_RES_M
+    # the tile repeats: fold the pose into the middle copy of the 5 x 5 pre-tiled grain (also keeps cv2's
+    # fixed-point coordinates small); the raster's half-diagonal (85 m) stays inside the +-2 copies around it
+    tx, ty = x % period + 2 * period, y % period + 2 * period
+    c, s, res, edge = np.cos(yaw), np.sin(yaw), raster.res_m, raster.radius_m - 0.5 * raster.res_m
+    # raster (col, row) -> ego (edge - res row, edge - res col) -> global -> tile pixels
+    M = np.array([[s * res, -c * res, (c - s) * edge + tx],
+                  [-c * res, -s * res, (s + c) * edge + ty]]) / _GRAIN_RES_M
+    size = raster.labels.shape[0]
+    return cv2.warpAffine(_grain_tile(), M, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+def _background(geom: _CameraGeometry, texture: np.ndarray) -> np.ndarray:
+    """Sky plus hazy textured ground for one camera, (H, W, 3) uint8."""
+    import cv2
+
+    ground = cv2.remap(texture, geom.maps[0], geom.maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    image = ground.astype(np.float32)
+    image *= geom.gain
+    image += geom.base
+    return image.astype(np.uint8)
+
+
+def _calibration_key(calib: CameraCalibration, radius_m: float, res_m: float) -> tuple:
+    return (calib.width, calib.height, calib.intrinsic.tobytes(), calib.distortion.tobytes(),
+            calib.T_ego_from_cam.tobytes(), radius_m, res_m)
+
+
+def _camera_geometry(calib: CameraCalibration, radius_m: float, res_m: float) -> _CameraGeometry:
+    """Per-pixel rays of a calibration and their ground-texture lookup, built once and cached."""
+    key = _calibration_key(calib, radius_m, res_m)
+    if key in _GEOMETRY_CACHE:
+        return _GEOMETRY_CACHE[key]
+    import cv2
+
+    h, w = calib.height, calib.width
+    uu, vv = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    norm = pixel_to_normalized(calib, np.stack([uu.ravel(), vv.ravel()], axis=1))
+    rays_cam = np.concatenate([norm, np.ones((norm.shape[0], 1))], axis=1)
+    rays_cam /= np.linalg.norm(rays_cam, axis=1, keepdims=True)
+    R, origin = calib.T_ego_from_cam[:3, :3], calib.T_ego_from_cam[:3, 3]
+    rays = rays_cam @ R.T  # (H * W, 3) unit rays in the ego frame
+    is_ground = rays[:, 2] < -1e-6
+    t = np.where(is_ground, -origin[2] / np.where(is_ground, rays[:, 2], -1.0), 1e5)
+    hit = origin[None, :2] + t[:, None] * rays[:, :2]
+    size = int(round(2 * radius_m / res_m))
+    col = np.clip((radius_m - hit[:, 1]) / res_m - 0.5, 0, size - 1).astype(np.float32).reshape(h, w)
+    row = np.clip((radius_m - hit[:, 0]) / res_m - 0.5, 0, size - 1).astype(np.float32).reshape(h, w)
+    haze = np.where(is_ground, 1.0 - np.exp(-t / _HAZE_DISTANCE_M), 1.0)
+    elevation = np.clip(np.arcsin(np.clip(rays[:, 2], -1, 1)) / np.deg2rad(35.0), 0.0, 1.0)
+    sky = _SKY_HORIZON_RGB[None] * (1 - elevation[:, None]) + _SKY_ZENITH_RGB[None] * elevation[:, None]
+    base = (np.where(is_ground[:, None], _SKY_HORIZON_RGB[None], sky) * haze[:, None]).astype(np.float32)
+    geom = _CameraGeometry(
+        maps=cv2.convertMaps(col, row, cv2.CV_16SC2), gain=(1.0 - haze).astype(np.float32).reshape(h, w, 1),
+        base=base.reshape(h, w, 3), T_cam_from_ego=invert(calib.T_ego_from_cam), cam_pos_ego=origin.copy(),
+        r_max=max_valid_radius(tuple(calib.distortion)),
+        bounds=(float(norm[:, 0].min()), float(norm[:, 0].max()), float(norm[:, 1].min()), float(norm[:, 1].max())))
+    if len(_GEOMETRY_CACHE) > 64:
+        _GEOMETRY_CACHE.clear()
+    _GEOMETRY_CACHE[key] = geom
+    return geom
+
+
+# ----------------------------------------------------------------------------------------------------- actors
+def _draw_actors(image: np.ndarray, geom: _CameraGeometry, calib: CameraCalibration, corners: np.ndarray,
+                 colours: np.ndarray, sun_ego: np.ndarray) -> None:
+    """Paint the visible faces of all boxes into `image` (in place), far -> near."""
+    import cv2
+
+    faces = []  # (distance m, colour, (V, 3) polygon in the camera frame)
+    T = geom.T_cam_from_ego
+    for k in range(len(corners)):
+        box = corners[k]
+        centre = box.mean(axis=0)
+        if np.linalg.norm(centre[:2] - geom.cam_pos_ego[:2]) > _MAX_ACTOR_DISTANCE_M:
+            continue
+        box_cam = box @ T[:3, :3].T + T[:3, 3]
+        if _outside_view(box_cam, geom):
+            continue
+        for quad in _FACES:
+            pts = box[quad]
+            face_centre = pts.mean(axis=0)
+            normal = face_centre - centre
+            normal /= max(np.linalg.norm(normal), 1e-9)
+            to_face = face_centre - geom.cam_pos_ego
+            if normal @ to_face >= 0:  # back face
+                continue
+            shade = 0.5 + 0.5 * max(0.0, float(normal @ sun_ego))
+            faces.append((float(np.linalg.norm(to_face)), np.clip(colours[k] * shade, 0, 255), box_cam[quad]))
+    faces.sort(key=lambda f: -f[0])
+    for _, colour, poly_cam in faces:
+        poly = _clip_near(poly_cam)
+        if len(poly) < 3:
+            continue
+        uv = _project_polygon(poly, geom, calib)
+        cv2.fillPoly(image, [np.round(uv * 16).astype(np.int32)], tuple(float(c) for c in colour), cv2.LINE_AA, 4)
+
+
+def _outside_view(box_cam: np.ndarray, geom: _CameraGeometry) -> bool:
+    """Conservative test: True when the box is certainly not in the image."""
+    z = box_cam[:, 2]
+    if (z < _Z_NEAR_M).all():
+        return True
+    if (z < _Z_NEAR_M).any():
+        return False
+    xn, yn = box_cam[:, 0] / z, box_cam[:, 1] / z
+    xmin, xmax, ymin, ymax = geom.bounds
+    return bool((xn < xmin).all() or (xn > xmax).all() or (yn < ymin).all() or (yn > ymax).all())
+
+
+def _clip_near(poly: np.ndarray) -> np.ndarray:
+    """Clip a (V, 3) camera-frame polygon to z >= the near plane (Sutherland-Hodgman, one plane)."""
+    inside = poly[:, 2] >= _Z_NEAR_M
+    if inside.all():
+        return poly
+    out = []
+    n = len(poly)
+    for i in range(n):
+        cur, nxt = poly[i], poly[(i + 1) % n]
+        if inside[i]:
+            out.append(cur)
+        if inside[i] != inside[(i + 1) % n]:
+            t = (_Z_NEAR_M - cur[2]) / (nxt[2] - cur[2])
+            out.append(cur + t * (nxt - cur))
+    return np.array(out).reshape(-1, 3)
+
+
+def _project_polygon(poly: np.ndarray, geom: _CameraGeometry, calib: CameraCalibration) -> np.ndarray:
+    """(V, 3) camera-frame polygon (z >= near) -> (V * n, 2) distorted pixel outline along subdivided edges.
+
+    Directions beyond the lens model's valid radius are pulled radially onto it, which keeps them outside the
+    image instead of letting the folding polynomial bring them back in.
+    """
+    steps = np.arange(_EDGE_SUBDIVISIONS)[None, :, None] / _EDGE_SUBDIVISIONS
+    nxt = np.roll(poly, -1, axis=0)
+    pts = (poly[:, None, :] + steps * (nxt - poly)[:, None, :]).reshape(-1, 3)
+    xn, yn = pts[:, 0] / pts[:, 2], pts[:, 1] / pts[:, 2]
+    r = np.hypot(xn, yn)
+    scale = np.minimum(1.0, geom.r_max / np.maximum(r, 1e-12))
+    return normalized_to_pixel(calib, xn * scale, yn * scale)
+
+
+# ---------------------------------------------------------------------------------------------- ground raster
+@dataclass(frozen=True)
+class GroundRaster:
+    """Top-down surface labels around the ego. labels: (S, S) uint8, row i at ego x = R - (i + 0.5) res (forward is
+    up), column j at ego y = R - (j + 0.5) res (left is left), R = radius_m, res = res_m."""
+
+    labels: np.ndarray
+    radius_m: float
+    res_m: float
+    pose: tuple[float, float, float] = (0.0, 0.0, 0.0)  # ego (x, y, yaw) in the global frame, m / rad
+
+    def ego_to_pixel(self, xy: np.ndarray) -> np.ndarray:
+        """(N, 2) ego-frame (x, y) m -> (N, 2) float (column, row), pixel centres at integers."""
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        return np.stack([(self.radius_m - xy[:, 1]) / self.res_m - 0.5,
+                         (self.radius_m - xy[:, 0]) / self.res_m - 0.5], axis=1)
+
+    def label_at(self, xy: np.ndarray) -> np.ndarray:
+        """(N,) uint8 label of the nearest raster cell (edge cells continue beyond the raster)."""
+        pix = np.rint(self.ego_to_pixel(xy)).astype(np.int64)
+        size = self.labels.shape[0]
+        return self.labels[np.clip(pix[:, 1], 0, size - 1), np.clip(pix[:, 0], 0, size - 1)]
+
+
+_RASTER_CACHE: list[tuple[VectorMap, tuple[float, float, float], GroundRaster]] = []
+
+
+def ground_raster(vmap: VectorMap, ego) -> GroundRaster:
+    """Ground labels around an ego pose (`EgoKinematics`-like: x, y, yaw), cached for the last two poses so the
+    cameras and the lidar of one tick rasterise the map once."""
+    key = (float(ego.x), float(ego.y), float(ego.yaw))
+    for cached_map, cached_key, raster in _RASTER_CACHE:
+        if cached_map is vmap and cached_key == key:
+            return raster
+    raster = _rasterise(vmap, *key)
+    _RASTER_CACHE.insert(0, (vmap, key, raster))
+    del _RASTER_CACHE[2:]
+    return raster
+
+
+def _rasterise(vmap: VectorMap, x: float, y: float, yaw: float) -> GroundRaster:
+    import cv2
+
+    T_global_from_ego = pose_to_transform(x, y, 0.0, yaw)
+    layers = vmap.semantic_layers_in_ego(T_global_from_ego, RASTER_RADIUS_M,
+                                         ("walkway", "drivable_area", "lane", "crosswalk", "lane_divider"))
+    size = int(round(2 * RASTER_RADIUS_M / RASTER_RES_M))
+    raster = GroundRaster(np.full((size, size), LABEL_TERRAIN, np.uint8), RASTER_RADIUS_M, RASTER_RES_M, (x, y, yaw))
+    for cls, label in (("walkway", LABEL_WALKWAY), ("drivable_area", LABEL_ASPHALT), ("lane", LABEL_LANE)):
+        _fill_polygons(raster, [p for g in layers[cls] for p in _parts(g, Polygon)], label)
+    for g in layers["crosswalk"]:
+        for poly in _parts(g, Polygon):
+            _paint_crosswalk(raster, poly, (x, y, yaw))
+    _paint_lines(raster, layers["lane_divider"])
+    return raster
+
+
+def _paint_lines(raster: GroundRaster, geoms: list) -> None:
+    """Lane dividers / road edges as painted strips of `_MARKING_WIDTH_M`, filled with sub-pixel precision."""
+    lines = [line for g in geoms for line in _parts(g, LineString)]
+    lines += [p.exterior for g in geoms for p in _parts(g, Polygon)]
+    if not lines:
+        return
+    strips = shapely.buffer(np.array(lines, dtype=object), _MARKING_WIDTH_M / 2, cap_style="flat")
+    _fill_polygons(raster, [p for g in strips for p in _parts(g, Polygon)], LABEL_PAINT)
+
+
+def _fill_polygons(raster: GroundRaster, polygons: list[Polygon], label: int) -> None:
+    """Fill polygons (with holes) one by one: cv2 fills the contours of ONE call even-odd, so overlapping
+    polygons passed together would cancel out."""
+    import cv2
+
+    for poly in polygons:
+        cv2.fillPoly(raster.labels, [_to_fixed(raster, ring) for ring in _rings(poly)], label, cv2.LINE_8, 4)
+
+
+def _parts(geom, kind: type) -> list:
+    """Flatten (multi-part / collection) geometry into its parts of one shapely type."""
+    if isinstance(geom, kind):
+        return [geom]
+    if hasattr(geom, "geoms"):
+        return [p for g in geom.geoms for p in _parts(g, kind)]
+    return []
+
+
+def _rings(poly: Polygon) -> list[np.ndarray]:
+    return [np.asarray(poly.exterior.coords)] + [np.asarray(r.coords) for r in poly.interiors]
+
+
+def _to_fixed(raster: GroundRaster, xy: np.ndarray) -> np.ndarray:
+    """Ego-frame vertices -> int32 raster coordinates with 4 fractional bits (cv2 `shift=4`)."""
+    return np.round(raster.ego_to_pixel(xy[:, :2]) * 16).astype(np.int32)
+
+
+def _paint_crosswalk(raster: GroundRaster, poly: Polygon, ego_pose: tuple[float, float, float]) -> None:
+    """Zebra stripes across the crosswalk's long axis, phased in the global frame so they do not slide with the ego."""
+    import cv2
+
+    rect = np.asarray(poly.minimum_rotated_rectangle.exterior.coords) if poly.area > 0.05 else None
+    if rect is None or len(rect) < 4:
+        return
+    edges = np.diff(rect[:3], axis=0)
+    u = edges[np.argmax(np.linalg.norm(edges, axis=1))]
+    u = u / np.linalg.norm(u)
+    ex, ey, yaw = ego_pose
+    ug = np.array([np.cos(yaw) * u[0] - np.sin(yaw) * u[1], np.sin(yaw) * u[0] + np.cos(yaw) * u[1]])
+    if not 0.0 <= np.arctan2(ug[1], ug[0]) < np.pi:  # canonical direction so the phase is unique
+        u, ug = -u, -ug
+    contours = [_to_fixed(raster, ring) for ring in _rings(poly)]
+    lo = np.floor(np.concatenate(contours).min(axis=0) / 16).astype(int)
+    hi = np.ceil(np.concatenate(contours).max(axis=0) / 16).astype(int)
+    size = raster.labels.shape[0]
+    c0, r0 = np.clip(lo, 0, size - 1)
+    c1, r1 = np.clip(hi, 0, size - 1)
+    mask = np.zeros((r1 - r0 + 1, c1 - c0 + 1), np.uint8)
+    cv2.fillPoly(mask, [c - np.array([c0 * 16, r0 * 16], np.int32) for c in contours], 1, cv2.LINE_8, 4)
+    rows, cols = np.mgrid[r0:r1 + 1, c0:c1 + 1]
+    xs = raster.radius_m - (rows + 0.5) * raster.res_m
+    ys = raster.radius_m - (cols + 0.5) * raster.res_m
+    phase = (xs * u[0] + ys * u[1] + ex * ug[0] + ey * ug[1]) / (2 * _CROSSWALK_STRIPE_M)
+    paint = (mask > 0) & ((phase - np.floor(phase)) < 0.5)
+    raster.labels[r0:r1 + 1, c0:c1 + 1][paint] = LABEL_CROSSWALK
