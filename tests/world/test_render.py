@@ -10,7 +10,7 @@ from shapely.geometry import LineString, box
 from drivepipe.config import CAMERA_CHANNELS, SyntheticConfig
 from drivepipe.mapdata import MapFeature, VectorMap
 from drivepipe.utils.geometry import pose_to_transform, transform_points
-from drivepipe.world import render_camera
+from drivepipe.world import ground, render_camera
 from drivepipe.world.render_camera import actor_colour, render_cameras
 from drivepipe.world.render_lidar import render_lidar
 from drivepipe.world.rig import default_rig, project_points
@@ -138,7 +138,7 @@ def test_renders_are_deterministic(vmap, rig):
                                                                           length=0.6, width=0.6, height=1.8))
     first = render_cameras(vmap, snap, rig, CAMERA_CHANNELS)
     render_camera._GEOMETRY_CACHE.clear()
-    render_camera._RASTER_CACHE.clear()
+    ground._RASTER_CACHE.clear()
     second = render_cameras(vmap, snap, rig, CAMERA_CHANNELS)
     for channel in CAMERA_CHANNELS:
         assert first[channel].shape == (H, W, 3) and first[channel].dtype == np.uint8
@@ -191,19 +191,19 @@ def test_ground_raster_labels():
               "boundaries": [MapFeature(3, LineString([(-50, 1.0), (50, 1.0)]))],
               "crosswalks": [MapFeature(4, box(20, -4, 23, 4))]}
     vm = VectorMap("raster-city", "1.0", 32611, layers)
-    raster = render_camera.ground_raster(vm, EgoKinematics(x=0.0, y=0.0, yaw=0.0))
+    raster = ground.ground_raster(vm, EgoKinematics(x=0.0, y=0.0, yaw=0.0))
     label = raster.label_at(np.array([[2.0, -2.0], [2.0, 20.0], [30.0, 1.0], [30.0, 10.0]]))
     # overlapping polygons stay filled (cv2 fills one call's contours even-odd), the divider is paint
-    assert list(label) == [render_camera.LABEL_ASPHALT, render_camera.LABEL_ASPHALT, render_camera.LABEL_PAINT,
-                           render_camera.LABEL_TERRAIN]
+    assert list(label) == [ground.LABEL_ASPHALT, ground.LABEL_ASPHALT, ground.LABEL_PAINT,
+                           ground.LABEL_TERRAIN]
     stripes = raster.label_at(np.stack([np.full(40, 21.5), np.linspace(-3.5, 0.5, 40)], axis=1))
-    assert {render_camera.LABEL_CROSSWALK, render_camera.LABEL_ASPHALT} == set(stripes.tolist())
+    assert {ground.LABEL_CROSSWALK, ground.LABEL_ASPHALT} == set(stripes.tolist())
     assert np.count_nonzero(np.diff(stripes.astype(int))) >= 6  # 0.5 m stripes across 4 m of crossing
 
 
 def test_ground_grain_is_fixed_in_the_world():
     poses = [(345678.3, 4567890.1, 0.7), (345679.3, 4567893.1, 1.2)]  # UTM-sized coordinates
-    rasters = [render_camera.GroundRaster(np.zeros((1200, 1200), np.uint8), 60.0, 0.1, p) for p in poses]
+    rasters = [ground.GroundRaster(np.zeros((1200, 1200), np.uint8), 60.0, 0.1, p) for p in poses]
     points = np.array(poses[0][:2]) + np.random.default_rng(0).uniform(-40, 40, (200, 2))
     samples = []
     for raster in rasters:

@@ -17,7 +17,8 @@ import numpy as np
 from drivepipe.config import SyntheticConfig
 from drivepipe.mapdata import VectorMap
 from drivepipe.schema import LidarColumn
-from drivepipe.world.render_camera import NUM_LABELS, actor_corners_ego, ground_raster
+from drivepipe.world.ground import NUM_LABELS, ground_raster
+from drivepipe.world.render_camera import actor_corners_ego
 from drivepipe.world.rig import Rig
 from drivepipe.world.state import WorldSnapshot
 
