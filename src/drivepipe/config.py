@@ -57,6 +57,7 @@ class SyntheticConfig:
     lidar_beams: int = _f(32, ge=4)
     lidar_azimuth_step_deg: float = _f(0.6, gt=0.0, le=10.0)  # deg between rays of one beam
     lidar_max_range_m: float = _f(70.0, gt=5.0)  # m
+    workers: int = _f(2, ge=1)                # processes, one log each (output does not depend on it)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -186,13 +186,15 @@ def test_generate_dataset_is_byte_reproducible(tmp_path: Path) -> None:
     from drivepipe.world.generate import generate_dataset
 
     params = {"data": {"synthetic": {
-        "num_logs": 1, "scenes_per_log": 5, "scene_duration_s": 0.6, "image_width": 64, "image_height": 48,
+        "num_logs": 2, "scenes_per_log": 5, "scene_duration_s": 0.6, "image_width": 64, "image_height": 48,
         "num_vehicles": 3, "num_bicycles": 1, "num_pedestrians": 2, "num_static": 2, "lidar_beams": 8,
-        "lidar_azimuth_step_deg": 4.0, "locations": ["sg-one-north"]}}}
+        "lidar_azimuth_step_deg": 4.0, "locations": ["sg-one-north"], "workers": 1}}}
     cfg = from_dict(params).data
-    summaries = [generate_dataset(cfg, tmp_path / name, progress=False) for name in ("a", "b")]
+    params["data"]["synthetic"]["workers"] = 2  # one process per log must give the same bytes
+    cfg2 = from_dict(params).data
+    summaries = [generate_dataset(c, tmp_path / name, progress=False) for c, name in ((cfg, "a"), (cfg2, "b"))]
     assert summaries[0] == summaries[1]
-    assert summaries[0]["sweeps"] == 60 and summaries[0]["images"] == 30 * 8
+    assert summaries[0]["sweeps"] == 120 and summaries[0]["images"] == 60 * 8
     a = {str(p.relative_to(tmp_path / "a")): p.read_bytes() for p in sorted((tmp_path / "a").rglob("*"))
          if p.is_file()}
     b = {str(p.relative_to(tmp_path / "b")): p.read_bytes() for p in sorted((tmp_path / "b").rglob("*"))

@@ -63,7 +63,7 @@ def plan_logs(cfg: SyntheticConfig) -> list[LogPlan]:
     return plans
 
 
-def _write_log(out_root: Path, plan: LogPlan, city: object, cfg: SyntheticConfig, bar: object) -> int:
+def _write_log(out_root: Path, plan: LogPlan, city: object, cfg: SyntheticConfig, bar: object | None = None) -> int:
     """Drive one world through the plan and write it; returns the number of camera images written."""
     from drivepipe.world.render_camera import render_cameras
     from drivepipe.world.render_lidar import render_lidar
@@ -87,12 +87,37 @@ def _write_log(out_root: Path, plan: LogPlan, city: object, cfg: SyntheticConfig
             images = render_cameras(vmap, snap, rig, CAMERA_CHANNELS) if i % CAMERA_EVERY == 0 else None
             writer.add_sweep(snap, points, images, scene_index=scene)
             world.step(DT_S)
-            bar.update(1)
+            if bar is not None:
+                bar.update(1)
     except BaseException:
         writer.abort()
         raise
     writer.close(routes)
     return writer.num_images
+
+
+_FORK_STATE: dict = {}  # cities handed to forked workers without pickling them
+
+
+def _write_log_in_worker(args: tuple[Path, LogPlan, SyntheticConfig]) -> tuple[int, int]:
+    out_root, plan, cfg = args
+    return _write_log(out_root, plan, _FORK_STATE[plan.location], cfg), plan.num_sweeps
+
+
+def _write_logs_parallel(out_root: Path, plans: list[LogPlan], cities: dict, cfg: SyntheticConfig,
+                         bar: object) -> int:
+    """One process per log (logs are independent and seeded per log, so the files do not depend on the
+    number of workers); the cities are inherited through fork."""
+    import multiprocessing as mp
+
+    _FORK_STATE.clear()
+    _FORK_STATE.update(cities)
+    images = 0
+    with mp.get_context("fork").Pool(min(cfg.workers, len(plans))) as pool:
+        for num_images, num_sweeps in pool.imap(_write_log_in_worker, [(out_root, p, cfg) for p in plans]):
+            images += num_images
+            bar.update(num_sweeps)
+    return images
 
 
 def generate_dataset(cfg: DataConfig, out_root: Path, progress: bool = True) -> dict:
@@ -125,7 +150,10 @@ def generate_dataset(cfg: DataConfig, out_root: Path, progress: bool = True) -> 
     total = sum(p.num_sweeps for p in plans)
     images = 0
     with tqdm(total=total, desc="synthetic nuPlan", unit="sweep", disable=not progress) as bar:
-        for plan in plans:
-            images += _write_log(out_root, plan, cities[plan.location], syn, bar)
+        if syn.workers <= 1 or len(plans) <= 1:
+            for plan in plans:
+                images += _write_log(out_root, plan, cities[plan.location], syn, bar)
+        else:
+            images = _write_logs_parallel(out_root, plans, cities, syn, bar)
     return {"logs": [p.name for p in plans], "num_logs": len(plans), "sweeps": total, "images": images,
             "seconds": round(total * DT_S, 3), "locations": sorted(cities)}
