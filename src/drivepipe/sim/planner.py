@@ -1,0 +1,197 @@
+"""Prediction-aware route following: the ego tracks the route centreline at a speed from IDM against the
+perceived agents AND their predicted futures, so perception and prediction quality change how the ego drives.
+
+Everything here is in the CURRENT ego frame (rear axle, x forward, y left, metres, seconds).
+
+Corridor rule: a point is "in the ego's corridor" when its lateral offset from the route is below
+half the ego width + half the object width + CORRIDOR_MARGIN_M and it lies ahead of the ego (0 < s < horizon).
+- A detected object in the corridor is an IDM leader at its along-route distance with its along-route speed.
+- An agent whose predicted trajectory (any mode with probability >= MIN_MODE_PROB) enters the corridor within
+  the prediction horizon acts as a standing obstacle at that along-route distance (conservative: the ego does not
+  bet on the agent leaving again).
+Imitation option: when the model predicts a plan (`plan.traj`), it is driven unless its swept ego footprint
+overlaps an object now or an agent's most likely prediction at the same future time; then the route follower runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from drivepipe.sim.controller import EGO_FRONT_M, EGO_REAR_M, EGO_WIDTH_M, project_on_path, resample_path
+from drivepipe.utils.geometry import box_corners_2d
+
+CORRIDOR_MARGIN_M = 0.4
+MIN_MODE_PROB = 0.15
+IDM_MIN_GAP_M = 2.0
+IDM_HEADWAY_S = 1.5
+IDM_ACCEL_MPS2 = 1.5
+IDM_DECEL_MPS2 = 3.0
+PLAN_LOOKAHEAD_S = 1.0  # target speed = v + a_idm * this; the PI speed loop then reproduces a_idm
+HORIZON_M = 60.0
+
+
+@dataclass(frozen=True)
+class Perception:
+    """What the planner may use, all in the current ego frame.
+
+    boxes: (D, 9) x, y, z, l, w, h, yaw, vx, vy; labels: (D,) category index.
+    pred_xy: (A, K, Tf, 2) predicted agent positions; pred_prob: (A, K) mode probabilities; pred_width: (A,) m.
+    pred_dt_s: seconds between prediction steps. plan_xy: optional (Tf, 2) model plan, plan_dt_s between points.
+    """
+
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 9)))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pred_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1, 2)))
+    pred_prob: np.ndarray = field(default_factory=lambda: np.zeros((0, 1)))
+    pred_width: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    pred_dt_s: float = 0.5
+    plan_xy: np.ndarray | None = None
+    plan_dt_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class Plan:
+    """path: (N, 2) ego-frame path to track; target_speed_mps; lead_gap_m: bumper gap to the IDM leader (inf if
+    none); lead_source: "" | "detection" | "prediction"; source: "route" | "imitation"."""
+
+    path: np.ndarray
+    target_speed_mps: float
+    lead_gap_m: float
+    lead_source: str
+    source: str
+
+
+@dataclass(frozen=True)
+class IdmParams:
+    """IDM constants: max acceleration and comfortable braking (m/s^2), minimum gap (m), time headway (s)."""
+
+    accel_mps2: float = IDM_ACCEL_MPS2
+    decel_mps2: float = IDM_DECEL_MPS2
+    min_gap_m: float = IDM_MIN_GAP_M
+    headway_s: float = IDM_HEADWAY_S
+
+
+NUPLAN_REACTIVE_IDM = IdmParams(accel_mps2=1.0, decel_mps2=2.0, min_gap_m=1.0, headway_s=1.5)  # closed-loop.md
+
+
+def idm_accel(speed_mps: float, desired_mps: float, gap_m: float, lead_speed_mps: float,
+              params: IdmParams = IdmParams()) -> float:
+    """Intelligent Driver Model acceleration (m/s^2); gap_m = bumper-to-bumper distance (inf = free road)."""
+    free = 1.0 - (speed_mps / max(desired_mps, 0.1)) ** 4
+    if not np.isfinite(gap_m):
+        return params.accel_mps2 * free
+    dv = speed_mps - lead_speed_mps
+    s_star = params.min_gap_m + max(0.0, speed_mps * params.headway_s + speed_mps * dv / (2 * np.sqrt(
+        params.accel_mps2 * params.decel_mps2)))
+    return params.accel_mps2 * (free - (s_star / max(gap_m, 0.1)) ** 2)
+
+
+def _in_corridor(path: np.ndarray, s: np.ndarray, xy: np.ndarray, half_width_m: float) -> tuple[bool, float]:
+    """(is the point inside the corridor ahead, its arc length along the path)."""
+    along, lat, _ = project_on_path(path, s, xy)
+    limit = EGO_WIDTH_M / 2 + half_width_m + CORRIDOR_MARGIN_M
+    ok = 0.0 < along < min(s[-1] + 1.0, HORIZON_M) and abs(lat) < limit
+    return ok, along
+
+
+def _detected_leader(path: np.ndarray, s: np.ndarray, per: Perception) -> tuple[float, float]:
+    """(bumper gap, along-route speed) of the closest detected object in the corridor."""
+    best_gap, best_v = np.inf, 0.0
+    for b in per.boxes:
+        ok, along = _in_corridor(path, s, b[:2], b[4] / 2)
+        if not ok:
+            continue
+        gap = along - EGO_FRONT_M - b[3] / 2
+        if gap < best_gap:
+            k = min(int(np.searchsorted(s, along)), len(path) - 1)
+            t = path[min(k + 1, len(path) - 1)] - path[max(k - 1, 0)]
+            t = t / max(np.linalg.norm(t), 1e-9)
+            best_gap, best_v = gap, float(max(0.0, b[7:9] @ t))
+    return best_gap, best_v
+
+
+def _predicted_obstacle(path: np.ndarray, s: np.ndarray, per: Perception) -> float:
+    """Bumper gap to the nearest point where a likely predicted trajectory enters the corridor (inf if none)."""
+    best = np.inf
+    for a in range(per.pred_xy.shape[0]):
+        half_w = float(per.pred_width[a]) / 2 if a < len(per.pred_width) else 1.0
+        for k in range(per.pred_xy.shape[1]):
+            if per.pred_prob[a, k] < MIN_MODE_PROB:
+                continue
+            for xy in per.pred_xy[a, k]:
+                ok, along = _in_corridor(path, s, xy, half_w)
+                if ok:
+                    best = min(best, along - EGO_FRONT_M - half_w)
+                    break  # the first entry of this mode is where it blocks
+    return best
+
+
+def plan_route(route_ego_R2: np.ndarray, speed_mps: float, desired_mps: float, per: Perception) -> Plan:
+    """Route follower: follow the route, IDM speed against detections and predicted corridor entries."""
+    path, s = resample_path(route_ego_R2, 1.0)
+    if len(path) < 2:
+        return Plan(np.zeros((0, 2)), 0.0, np.inf, "", "route")
+    gap_d, v_lead = _detected_leader(path, s, per)
+    gap_p = _predicted_obstacle(path, s, per)
+    gap, lead_v, source = (gap_d, v_lead, "detection") if gap_d <= gap_p else (gap_p, 0.0, "prediction")
+    if not np.isfinite(gap):
+        source = ""
+    accel = idm_accel(speed_mps, desired_mps, gap, lead_v)
+    target = float(np.clip(speed_mps + accel * PLAN_LOOKAHEAD_S, 0.0, desired_mps))
+    return Plan(path, target, float(gap), source, "route")
+
+
+def boxes_overlap(a_42: np.ndarray, b_42: np.ndarray) -> bool:
+    """Separating-axis test of two convex quadrilaterals (4, 2)."""
+    for poly in (a_42, b_42):
+        for i in range(4):
+            edge = poly[(i + 1) % 4] - poly[i]
+            axis = np.array([-edge[1], edge[0]])
+            pa, pb = a_42 @ axis, b_42 @ axis
+            if pa.max() < pb.min() or pb.max() < pa.min():
+                return False
+    return True
+
+
+def _ego_footprint(xy: np.ndarray, yaw: float) -> np.ndarray:
+    length, width = EGO_FRONT_M + EGO_REAR_M, EGO_WIDTH_M + 2 * CORRIDOR_MARGIN_M
+    centre = xy + (EGO_FRONT_M - EGO_REAR_M) / 2 * np.array([np.cos(yaw), np.sin(yaw)])
+    return box_corners_2d(centre[None], np.array([length]), np.array([width]), np.array([yaw]))[0]
+
+
+def plan_collides(plan_xy: np.ndarray, plan_dt_s: float, per: Perception) -> bool:
+    """Does the ego footprint (widened by the corridor margin) along the plan overlap an object where it is now,
+    or an agent's most likely predicted position at the same future time?"""
+    pts = np.vstack([[0.0, 0.0], plan_xy])
+    now = box_corners_2d(per.boxes[:, :2], per.boxes[:, 3], per.boxes[:, 4], per.boxes[:, 6]) \
+        if len(per.boxes) else np.zeros((0, 4, 2))
+    for i in range(1, len(pts)):
+        d = pts[i] - pts[i - 1]
+        ego = _ego_footprint(pts[i], float(np.arctan2(d[1], d[0])) if np.hypot(*d) > 1e-3 else 0.0)
+        if any(boxes_overlap(ego, box) for box in now):
+            return True
+        k = int(round(i * plan_dt_s / per.pred_dt_s)) - 1
+        if not 0 <= k < per.pred_xy.shape[2]:
+            continue
+        for a in range(per.pred_xy.shape[0]):
+            traj = per.pred_xy[a, int(np.argmax(per.pred_prob[a]))]
+            step = traj[k] - (traj[k - 1] if k > 0 else traj[k])
+            yaw = float(np.arctan2(step[1], step[0])) if np.hypot(*step) > 1e-3 else 0.0
+            w = float(per.pred_width[a]) if a < len(per.pred_width) else 2.0
+            box = box_corners_2d(traj[k][None], np.array([max(w * 2.2, 1.0)]), np.array([w]), np.array([yaw]))[0]
+            if boxes_overlap(ego, box):
+                return True
+    return False
+
+
+def plan(route_ego_R2: np.ndarray, speed_mps: float, desired_mps: float, per: Perception,
+         mode: str = "route_follower") -> Plan:
+    """The planner entry point: `mode` is carla_eval.planner ("route_follower" | "imitation")."""
+    if mode == "imitation" and per.plan_xy is not None and len(per.plan_xy) >= 2:
+        if not plan_collides(per.plan_xy, per.plan_dt_s, per):
+            steps = np.linalg.norm(np.diff(np.vstack([[0.0, 0.0], per.plan_xy]), axis=0), axis=1)
+            target = float(np.clip(steps[0] / per.plan_dt_s, 0.0, desired_mps))
+            return Plan(np.vstack([[0.0, 0.0], per.plan_xy]), target, np.inf, "", "imitation")
+    return plan_route(route_ego_R2, speed_mps, desired_mps, per)
