@@ -1,0 +1,41 @@
+"""Stage 3 `train`: cached samples -> checkpoints/<experiment>/ (resumable) + reports/train/{live/,summary.json}.
+
+Single process: `drivepipe train --params params.yaml`; several: `torchrun --nproc_per_node 2 -m drivepipe.cli.main
+train ...` (rank 0 writes checkpoints and reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from drivepipe.cli._common import add_params_argument, load_config, write_resolved_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_params_argument(parser)
+    parser.add_argument("--cache", default="data/cache", help="LMDB cache from `preprocess` (default: data/cache)")
+    parser.add_argument("--checkpoints", default="checkpoints",
+                        help="checkpoint root; the run writes <root>/<train.experiment>/ (default: checkpoints)")
+    parser.add_argument("--reports", default="reports/train",
+                        help="<dir>/live (dvclive) + <dir>/summary.json (default: reports/train)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    from drivepipe.train.trainer import fit
+
+    summary = fit(cfg, args.cache, args.checkpoints, args.reports)
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_resolved_config(cfg, args.reports)
+        print(json.dumps({k: summary[k] for k in ("step", "epoch", "nonfinite_total", "val/score") if k in summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from drivepipe.cli._common import stage_main
+
+    sys.exit(stage_main(add_arguments, run, __doc__))
