@@ -1,0 +1,386 @@
+"""Traffic of the synthetic world: signal timing, lane-following vehicles and bicycles (IDM), pedestrians on
+crosswalks and walkways, and static objects on the road shoulder.
+
+Vehicles and bicycles ("movers") live on the lane graph as (edge, s): s is the arc length (m) of the box centre
+along the edge centreline. Each mover knows its next edge (a random successor drawn when it enters an edge) and
+keeps its gap with IDM against the nearest agent ahead on its current, next and next-but-one edge. Intersections run
+one green phase per approach arm, so lanes from different arms never share the box: a mover also waits at the stop
+line while a mover (or the ego) from another arm is still on one of the intersection's connectors.
+
+Pedestrians walk back and forth on one straight path each (a walkway centreline or a crosswalk). A crosswalk is
+started only while its arm's light is red for long enough and no vehicle is on or approaching it; vehicles yield to
+pedestrians on the carriageway ahead of them, and pedestrians yield to a vehicle body across their path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from drivepipe.world.roads import STOP_SETBACK_M, City
+from drivepipe.world.state import ActorState
+
+GREEN_S, YELLOW_S, ALL_RED_S = 6.0, 2.0, 1.5   # s, signal phase per approach arm
+GREEN, YELLOW, RED, UNKNOWN = 0, 1, 2, 3
+STATUS_NAMES = ("green", "yellow", "red", "unknown")
+MAX_BRAKE = 8.0            # m/s^2, emergency deceleration limit
+STOP_LINE_CLEARANCE = 0.5  # m, front bumper to stop point at standstill
+# category -> nominal (length, width, height) m
+SIZES = {"vehicle": (4.6, 1.9, 1.6), "bicycle": (1.8, 0.6, 1.5), "pedestrian": (0.6, 0.6, 1.75),
+         "traffic_cone": (0.4, 0.4, 0.7), "barrier": (2.0, 0.5, 1.0), "czone_sign": (0.6, 0.3, 1.5),
+         "generic_object": (1.0, 0.8, 1.0)}
+STATIC_CATEGORIES = ("traffic_cone", "barrier", "czone_sign", "generic_object")
+
+
+def idm_accel(v: np.ndarray, v0: np.ndarray, gap: np.ndarray, v_lead: np.ndarray, a_max: float = 1.5,
+              b: float = 2.0, s0: float = 2.0, headway_s: float = 1.2) -> np.ndarray:
+    """Intelligent Driver Model acceleration (m/s^2), vectorised. gap: bumper-to-bumper distance (m, inf = free)."""
+    v, v0 = np.asarray(v, float), np.maximum(np.asarray(v0, float), 0.1)
+    s_star = s0 + np.maximum(0.0, v * headway_s + v * (v - v_lead) / (2.0 * np.sqrt(a_max * b)))
+    free = np.maximum(1.0 - (v / v0) ** 4, -3.0)
+    interact = (s_star / np.maximum(gap, 0.1)) ** 2
+    return np.clip(a_max * (free - interact), -MAX_BRAKE, a_max)
+
+
+@dataclass(frozen=True)
+class EgoObstacle:
+    """The ego as other agents see it: box centre on the lane graph (edge, s m) and in UTM (xy, m), speed (m/s),
+    box length and width (m)."""
+
+    edge: int
+    s: float
+    v: float
+    length: float
+    xy: np.ndarray
+    width: float = 2.3
+
+
+class TrafficLights:
+    """Per-intersection cycle: each present approach arm in turn gets green, yellow, then all-red clearance."""
+
+    def __init__(self, city: City, rng: np.random.Generator) -> None:
+        self.arms = [inter.arms for inter in city.intersections]
+        self.slot = GREEN_S + YELLOW_S + ALL_RED_S
+        self.offset = rng.uniform(0.0, 4 * self.slot, len(self.arms))
+        self._n = np.array([len(a) for a in self.arms], dtype=float)
+        rows = [(i, j, arm) for i, arms in enumerate(self.arms) for j, arm in enumerate(arms)]
+        self._row, self._slot_idx, self._arm = (np.array(c, dtype=np.int64) for c in zip(*rows))
+
+    def codes(self, t_s: float) -> np.ndarray:
+        """(I, 4) status codes (GREEN/YELLOW/RED/UNKNOWN) per intersection and arm id at time t_s (s)."""
+        phase = (t_s + self.offset) % (self.slot * self._n)
+        local = phase[self._row] - self._slot_idx * self.slot
+        code = np.where((local >= 0) & (local < GREEN_S), GREEN,
+                        np.where((local >= 0) & (local < GREEN_S + YELLOW_S), YELLOW, RED))
+        out = np.full((len(self.arms), 4), UNKNOWN, dtype=np.int64)
+        out[self._row, self._arm] = code
+        return out
+
+    def time_to_green(self, t_s: float, inter: int, arm: int) -> float:
+        """Seconds until arm `arm` of intersection `inter` next turns green (0 if green now)."""
+        arms = self.arms[inter]
+        cycle = self.slot * len(arms)
+        local = ((t_s + self.offset[inter]) % cycle - arms.index(arm) * self.slot) % cycle
+        return 0.0 if local < GREEN_S else cycle - local
+
+
+class Traffic:
+    """All non-ego actors. Track ids are 1..N in the order vehicles, bicycles, pedestrians, statics."""
+
+    def __init__(self, city: City, rng: np.random.Generator, counts: dict[str, int], ego_edge: int,
+                 ego_s: float, route_edges: set[int]) -> None:
+        self.city, self.graph, self.rng = city, city.graph, rng
+        self.hw = city.lanes_per_direction * 3.5
+        n_veh, n_bic = counts["vehicle"], counts["bicycle"]
+        self._spawn_movers(n_veh, n_bic, ego_edge, ego_s)
+        self._spawn_pedestrians(counts["pedestrian"])
+        self._spawn_statics(counts["static"], route_edges)
+
+    # ------------------------------------------------------------------------------------------------ spawning
+    def _jitter(self, category: str, n: int) -> np.ndarray:
+        """(n, 3) sizes: nominal per category with +-8 % variation (vehicles a bit more)."""
+        base = np.array(SIZES[category])
+        spread = np.array([0.1, 0.05, 0.1]) if category == "vehicle" else np.full(3, 0.08)
+        return base * (1.0 + self.rng.uniform(-1, 1, (n, 3)) * spread)
+
+    def _spawn_movers(self, n_veh: int, n_bic: int, ego_edge: int, ego_s: float) -> None:
+        """Vehicles and bicycles (outer lanes) on distinct lane slots 12 m apart, clear of the ego's start."""
+        g = self.graph
+        slots = [(e, s) for e in np.flatnonzero(~g.is_connector) for s in np.arange(8.0, g.length[e] - 8.0, 12.0)
+                 if not (e == ego_edge and -20.0 < s - ego_s < 35.0)]
+        outer = [i for i, (e, _) in enumerate(slots) if g.outer[e]]
+        bic_idx = list(self.rng.choice(outer, size=min(n_bic, len(outer)), replace=False)) if n_bic else []
+        rest = [i for i in range(len(slots)) if i not in set(bic_idx)]
+        veh_idx = list(self.rng.choice(rest, size=min(n_veh, len(rest)), replace=False)) if n_veh else []
+        chosen = [slots[i] for i in veh_idx + bic_idx]
+        self.cat = ["vehicle"] * len(veh_idx) + ["bicycle"] * len(bic_idx)
+        self.edge = np.array([c[0] for c in chosen], dtype=np.int64)
+        self.s = np.array([c[1] for c in chosen], dtype=float)
+        self.size = np.concatenate([self._jitter("vehicle", len(veh_idx)), self._jitter("bicycle", len(bic_idx))])
+        self.v_des = np.concatenate([self.rng.uniform(8.0, 12.0, len(veh_idx)), self.rng.uniform(4.0, 6.0, len(bic_idx))])
+        self.nxt = np.array([self._choose(e) for e in self.edge], dtype=np.int64)
+        self.tid = np.arange(1, len(chosen) + 1)
+        self.acc = np.zeros(len(chosen))
+        # safe initial speed: able to stop at 2.5 m/s^2 behind the leader on the lane, or else at the stop line
+        gap = g.length[self.edge] - STOP_SETBACK_M - self.s - self.size[:, 0] / 2
+        for i in range(len(chosen)):
+            ahead = (self.edge == self.edge[i]) & (self.s > self.s[i])
+            if ahead.any():
+                j = np.flatnonzero(ahead)[np.argmin(self.s[ahead])]
+                gap[i] = self.s[j] - self.s[i] - (self.size[i, 0] + self.size[j, 0]) / 2
+        self.v = np.minimum(self.v_des * self.rng.uniform(0.5, 1.0, len(chosen)),
+                            np.sqrt(2.0 * 2.5 * np.clip(gap - 2.0, 0.0, None)))
+
+    def _choose(self, e: int) -> int:
+        """A random successor edge of edge e (the route a mover takes out of e)."""
+        succ = self.graph.successors[e]
+        return int(succ[self.rng.integers(len(succ))])
+
+    def _spawn_pedestrians(self, n: int) -> None:
+        """Half on crosswalks (waiting at a curb), half on walkways; <= 3 per path in distinct lateral slots."""
+        paths = self.city.crosswalk_paths + self.city.walkway_paths
+        n_cw = (n + 1) // 2
+        picks = list(self.rng.choice(len(self.city.crosswalk_paths), n_cw, replace=True))
+        picks += list(len(self.city.crosswalk_paths) + self.rng.choice(len(self.city.walkway_paths), n - n_cw))
+        used: dict[int, int] = {}
+        self.p_path, self.p_lat = [], []
+        for p in picks:
+            while used.get(p, 0) >= 3:
+                p = (p + 1) % len(paths)
+            # m left of the path; walkway slots keep clear of the curb where crosswalk pedestrians wait
+            slots = (-0.8, 0.8, 0.0) if paths[p].intersection >= 0 else (-0.35, 0.35, 1.05)
+            self.p_lat.append(slots[used.get(p, 0)])
+            used[p] = used.get(p, 0) + 1
+            self.p_path.append(paths[p])
+        lens = np.array([np.linalg.norm(pp.end - pp.start) for pp in self.p_path])
+        self.p_len = lens
+        self.p_start = np.array([pp.start for pp in self.p_path]).reshape(n, 2)
+        self.p_t = (np.array([pp.end for pp in self.p_path]).reshape(n, 2) - self.p_start) / np.maximum(lens, 1e-9)[:, None]
+        self.p_is_cw = is_cw = np.array([pp.intersection >= 0 for pp in self.p_path], dtype=bool)
+        self.p_u = np.where(is_cw, self.rng.choice([0.0, 1.0], n) * lens, self.rng.uniform(0.1, 0.9, n) * lens)
+        self.p_dir = np.where(self.p_u > lens / 2, -1.0, 1.0) if n else np.zeros(0)
+        self.p_v = np.zeros(n)
+        self.p_walk = self.rng.uniform(1.1, 1.5, n)
+        self.p_moving = ~is_cw
+        self.p_wait = self.rng.uniform(0.0, 3.0, n)
+        self.p_size = self._jitter("pedestrian", n)
+        self.p_tid = len(self.tid) + 1 + np.arange(n)
+
+    def _spawn_statics(self, n: int, route_edges: set[int]) -> None:
+        """Objects just over the outer lane edge, away from crosswalks; big ones never beside the ego route."""
+        g, w = self.graph, 3.5
+        side = 1.0 if self.city.left_hand else -1.0
+        self.st_cat, self.st_pose, self.st_size = [], [], []
+        outer = np.flatnonzero(g.outer & ~g.is_connector)
+        tries = 0
+        while len(self.st_cat) < n and tries < 50 * (n + 1):
+            tries += 1
+            cat = str(self.rng.choice(STATIC_CATEGORIES, p=[0.4, 0.2, 0.2, 0.2]))
+            e = int(self.rng.choice(outer))
+            if cat in ("barrier", "generic_object") and e in route_edges:
+                continue
+            size = self._jitter(cat, 1)[0]
+            s = self.rng.uniform(10.0, g.length[e] - 10.0)
+            x, y, h = (float(a[0]) for a in g.pose_at(np.array([e]), np.array([s])))
+            intrusion = max(0.15, size[1] - 0.25)  # m into the lane; the outer face stays <= 0.25 m past the edge
+            lat = side * (w / 2 + size[1] / 2 - intrusion)
+            xy = np.array([x - np.sin(h) * lat, y + np.cos(h) * lat])
+            if any(np.linalg.norm(xy - p[:2]) < 3.0 for p in self.st_pose):
+                continue
+            self.st_cat.append(cat)
+            self.st_size.append(size)
+            self.st_pose.append(np.array([xy[0], xy[1], h + self.rng.normal(0.0, 0.05)]))
+        self.st_tid = len(self.tid) + len(self.p_tid) + 1 + np.arange(len(self.st_cat))
+
+    # ------------------------------------------------------------------------------------------------ dynamics
+    def step(self, dt: float, t_s: float, lights: TrafficLights, codes: np.ndarray,
+             ego: EgoObstacle | None) -> None:
+        """Advance movers and pedestrians by dt (s). `codes` = lights.codes(t_s); ego None = ignore the ego."""
+        if len(self.edge):
+            self._step_movers(dt, codes, ego)
+        if len(self.p_u):
+            self._step_pedestrians(dt, t_s, lights, codes, ego)
+
+    def busy_arms(self, ego: EgoObstacle | None) -> dict[int, set[int]]:
+        """Intersection index -> approach arms with an agent (mover or ego) on one of its connectors now."""
+        g, busy = self.graph, {}
+        edges = list(self.edge) + ([ego.edge] if ego is not None else [])
+        for e in edges:
+            if g.is_connector[e]:
+                busy.setdefault(int(g.intersection[e]), set()).add(int(g.arm[e]))
+        return busy
+
+    def _leaders(self, ego: EgoObstacle | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Bumper gap (m), speed (m/s) and index (-1 ego, -2 none) of each mover's leader along its path."""
+        g = self.graph
+        edges, s, v, length = self.edge.tolist(), self.s.tolist(), self.v.tolist(), self.size[:, 0].tolist()
+        occ: dict[int, list[tuple[float, float, float, int]]] = {}
+        for i, e in enumerate(edges):
+            occ.setdefault(e, []).append((s[i], v[i], length[i], i))
+        if ego is not None:
+            occ.setdefault(ego.edge, []).append((ego.s, ego.v, ego.length, -1))
+        gap, v_lead, who = np.full(len(edges), np.inf), np.zeros(len(edges)), np.full(len(edges), -2)
+        for i, nxt in enumerate(self.nxt.tolist()):
+            path = [edges[i], nxt] + ([g.successors[nxt][0]] if g.is_connector[nxt] else [])
+            base = -s[i]
+            for depth, e in enumerate(path):
+                ahead = [o for o in occ.get(e, ()) if o[3] != i and (depth > 0 or o[0] > s[i])]
+                if ahead:
+                    o = min(ahead)
+                    gap[i] = base + o[0] - (o[2] + length[i]) / 2
+                    v_lead[i], who[i] = o[1], o[3]
+                    break
+                base += g.length[e]
+        return gap, v_lead, who
+
+    def _stop_gaps(self, codes: np.ndarray, busy: dict[int, set[int]]) -> np.ndarray:
+        """Gap (m) to a virtual standing obstacle at the stop line where the mover must wait, else inf."""
+        g = self.graph
+        out = np.full(len(self.edge), np.inf)
+        for i, e in enumerate(self.edge):
+            if g.is_connector[e]:
+                continue
+            d = g.length[e] - STOP_SETBACK_M - self.s[i] - self.size[i, 0] / 2
+            if must_stop(codes[g.intersection[e], g.arm[e]], d, self.v[i], busy.get(int(g.intersection[e]), set()),
+                         int(g.arm[e])):
+                out[i] = d - STOP_LINE_CLEARANCE + 2.0  # IDM keeps s0 = 2 m to a standing obstacle
+        return out
+
+    def _pedestrian_gaps(self, xy: np.ndarray, heading: np.ndarray) -> np.ndarray:
+        """Gap (m) from each mover's front to the nearest pedestrian on the road in its corridor, else inf."""
+        peds = self.road_pedestrians()
+        if not len(peds):
+            return np.full(len(xy), np.inf)
+        rel = peds[None, :, :] - xy[:, None, :]
+        c, s = np.cos(heading)[:, None], np.sin(heading)[:, None]
+        fwd, lat = rel[..., 0] * c + rel[..., 1] * s, -rel[..., 0] * s + rel[..., 1] * c
+        # pedestrians beside the body are not obstacles (they wait for the vehicle to pass; no deadlock)
+        hit = (fwd > self.size[:, 0:1] / 2 - 0.3) & (fwd < 25.0) & (np.abs(lat) < self.size[:, 1:2] / 2 + 0.9)
+        d = np.where(hit, fwd - self.size[:, 0:1] / 2 - 0.3, np.inf).min(axis=1)
+        return d
+
+    def _step_movers(self, dt: float, codes: np.ndarray, ego: EgoObstacle | None) -> None:
+        """IDM against leader, stop line and road pedestrians; trapezoidal integration of s; edge hand-over."""
+        g = self.graph
+        gap, v_lead, _ = self._leaders(ego)
+        stop = self._stop_gaps(codes, self.busy_arms(ego))
+        x, y, h = g.pose_at(self.edge, self.s)
+        ped = self._pedestrian_gaps(np.stack([x, y], 1), h)
+        d_next = g.length[self.edge] - self.s
+        v0 = np.minimum.reduce([self.v_des, g.curve_speed[self.edge],
+                                np.sqrt(g.curve_speed[self.nxt] ** 2 + 2.0 * 1.5 * np.maximum(d_next, 0.0))])
+        acc = np.minimum.reduce([idm_accel(self.v, v0, gap, v_lead), idm_accel(self.v, v0, stop, 0.0),
+                                 idm_accel(self.v, v0, ped + 2.0, 0.0)])
+        v_new = np.maximum(self.v + acc * dt, 0.0)
+        self.acc = (v_new - self.v) / dt
+        self.s = self.s + 0.5 * (self.v + v_new) * dt
+        self.v = v_new
+        for i in np.flatnonzero(self.s > g.length[self.edge]):
+            while self.s[i] > g.length[self.edge[i]]:
+                self.s[i] -= g.length[self.edge[i]]
+                self.edge[i] = self.nxt[i]
+                self.nxt[i] = self._choose(int(self.edge[i]))
+
+    def _ped_may_cross(self, i: int, t_s: float, lights: TrafficLights, codes: np.ndarray,
+                       ego: EgoObstacle | None) -> bool:
+        """A crosswalk pedestrian starts only while its arm is red long enough and no mover is close."""
+        pp = self.p_path[i]
+        if codes[pp.intersection, pp.arm] != RED:
+            return False
+        if lights.time_to_green(t_s, pp.intersection, pp.arm) < self.p_len[i] / self.p_walk[i] + 3.0:
+            return False
+        xy, length, _, v = self._vehicle_boxes(ego)
+        seg = pp.end - pp.start
+        t = np.clip((xy - pp.start) @ seg / (seg @ seg), 0.0, 1.0)
+        on_crossing = np.linalg.norm(xy - pp.start - t[:, None] * seg, axis=1) < length / 2 + 1.5
+        approaching = (np.linalg.norm(xy - (pp.start + pp.end) / 2, axis=1) < 12.0) & (v > 0.5)
+        return not np.any(on_crossing | approaching)
+
+    def _vehicle_boxes(self, ego: EgoObstacle | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Centres (M, 2) m, lengths, widths (M,) m and speeds (M,) m/s of movers plus the ego if given."""
+        x, y, _ = self.graph.pose_at(self.edge, self.s)
+        xy, length, width, v = np.stack([x, y], axis=1), self.size[:, 0], self.size[:, 1], self.v
+        if ego is None:
+            return xy, length, width, v
+        return (np.vstack([xy, ego.xy[None]]), np.append(length, ego.length), np.append(width, ego.width),
+                np.append(v, ego.v))
+
+    def _ped_clearance(self, i: int, boxes: tuple[np.ndarray, ...]) -> float:
+        """Distance (m) crosswalk pedestrian i may still walk before a vehicle body across its path ahead."""
+        xy, length, _, _ = boxes
+        ped_xy = self.p_start[i] + self.p_t[i] * self.p_u[i]
+        fwd_dir = self.p_t[i] * self.p_dir[i]
+        rel = xy - ped_xy
+        along, across = rel @ fwd_dir, rel @ np.array([-fwd_dir[1], fwd_dir[0]])
+        hit = (np.abs(across) < length / 2 + 0.4) & (along > -0.3) & (along < length / 2 + 4.0)
+        return float(np.maximum(along[hit] - length[hit] / 2 - 0.5, 0.0).min()) if hit.any() else np.inf
+
+    def _step_pedestrians(self, dt: float, t_s: float, lights: TrafficLights, codes: np.ndarray,
+                          ego: EgoObstacle | None) -> None:
+        """Wait (and check the crossing rule) or walk along the path with smooth start/stop; turn around at ends."""
+        boxes = self._vehicle_boxes(ego)
+        for i in range(len(self.p_u)):
+            if not self.p_moving[i]:
+                self.p_wait[i] -= dt
+                cw = self.p_path[i].intersection >= 0
+                if self.p_wait[i] <= 0 and (not cw or self._ped_may_cross(i, t_s, lights, codes, ego)):
+                    self.p_moving[i] = True
+                continue
+            d_end = self.p_len[i] - self.p_u[i] if self.p_dir[i] > 0 else self.p_u[i]
+            # accelerate at <= 1 m/s^2 to the walking speed; brake on a 0.8 m/s^2 profile to stop at the path end
+            brake = (1.6 * max(d_end - self.p_v[i] * dt, 0.0)) ** 0.5
+            if self.p_is_cw[i]:  # yield to a vehicle body across the crosswalk ahead
+                brake = min(brake, (1.6 * max(self._ped_clearance(i, boxes) - self.p_v[i] * dt, 0.0)) ** 0.5)
+            v_new = min(self.p_v[i] + 1.0 * dt, self.p_walk[i], brake)
+            step = min(0.5 * (self.p_v[i] + v_new) * dt, d_end)
+            self.p_u[i] += self.p_dir[i] * step
+            self.p_v[i] = v_new
+            if d_end - step < 0.03 and v_new < 0.08:  # arrived: turn around after a pause
+                self.p_v[i], self.p_moving[i], self.p_dir[i] = 0.0, False, -self.p_dir[i]
+                self.p_wait[i] = self.rng.uniform(1.0, 5.0)
+
+    # ------------------------------------------------------------------------------------------------ outputs
+    def pedestrian_xy_yaw_vel(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(P, 2) positions (m), (P,) yaw (rad), (P, 2) global velocity (m/s)."""
+        t = self.p_t
+        nrm = np.stack([-t[:, 1], t[:, 0]], axis=1)
+        xy = self.p_start + t * self.p_u[:, None] + nrm * np.asarray(self.p_lat)[:, None]
+        yaw = np.arctan2(t[:, 1] * self.p_dir, t[:, 0] * self.p_dir)
+        return xy, yaw, t * (self.p_dir * self.p_v)[:, None]
+
+    def on_road_mask(self) -> np.ndarray:
+        """(P,) bool: pedestrian is on the carriageway part of a crosswalk (vehicles must yield)."""
+        return self.p_is_cw & (np.abs(self.p_u - self.p_len / 2) < self.hw + 0.2)
+
+    def road_pedestrians(self) -> np.ndarray:
+        """(K, 2) positions of pedestrians currently on the carriageway part of a crosswalk."""
+        xy, _, _ = self.pedestrian_xy_yaw_vel()
+        return xy[self.on_road_mask()] if len(xy) else np.zeros((0, 2))
+
+    def actor_states(self) -> tuple[ActorState, ...]:
+        """All actors as ActorState (box centre z = height / 2, global velocity)."""
+        x, y, h = self.graph.pose_at(self.edge, self.s)
+        pxy, pyaw, pvel = self.pedestrian_xy_yaw_vel()
+        n_st = len(self.st_cat)
+        st_pose = np.array(self.st_pose).reshape(n_st, 3)
+        cols = [np.concatenate(parts).tolist() for parts in (
+            (x, pxy[:, 0], st_pose[:, 0]), (y, pxy[:, 1], st_pose[:, 1]), (h, pyaw, st_pose[:, 2]),
+            (self.v * np.cos(h), pvel[:, 0], np.zeros(n_st)), (self.v * np.sin(h), pvel[:, 1], np.zeros(n_st)))]
+        size = np.concatenate([self.size, self.p_size, np.array(self.st_size).reshape(n_st, 3)]).tolist()
+        tids = np.concatenate([self.tid, self.p_tid, self.st_tid]).astype(int).tolist()
+        cats = self.cat + ["pedestrian"] * len(self.p_u) + self.st_cat
+        return tuple(ActorState(t, c, px, py, H / 2, yaw, L, W, H, vx, vy)
+                     for t, c, px, py, yaw, vx, vy, (L, W, H) in zip(tids, cats, *cols, size))
+
+
+def must_stop(code: int, gap_m: float, v: float, busy_arms: set[int], arm: int) -> bool:
+    """Whether an agent `gap_m` before its stop point at speed v (m/s) must stop there: red (unless already past),
+    yellow or an intersection occupied from another arm (unless it can no longer stop comfortably / hard)."""
+    if gap_m < -0.5:
+        return False
+    if code == RED:
+        return True
+    if code == YELLOW and gap_m > v * v / (2.0 * 3.0):
+        return True
+    return bool(busy_arms - {arm}) and gap_m > v * v / (2.0 * 6.0)

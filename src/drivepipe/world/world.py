@@ -1,0 +1,288 @@
+"""The synthetic world: a city, its traffic lights and actors, and the ego on a route. `World.step` advances time,
+`World.snapshot` exposes the observable state (`drivepipe.world.state.WorldSnapshot`) to renderers and writers.
+
+Everything random comes from one `np.random.default_rng(seed)`, drawn in a fixed order, so the same (city, cfg,
+seed, start time) and the same sequence of `step` calls give identical snapshots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from shapely.geometry import Point
+
+from drivepipe.config import SyntheticConfig
+from drivepipe.world.ego import (
+    EGO_CENTER_OFFSET_M,
+    EGO_FRONT_M,
+    EGO_LENGTH_M,
+    EGO_WIDTH_M,
+    EgoState,
+    ExpertDriver,
+    bicycle_step,
+    plan_route,
+)
+from drivepipe.world.roads import STOP_SETBACK_M, City
+from drivepipe.world.state import EgoKinematics, WorldSnapshot
+from drivepipe.world.traffic import GREEN, RED, STATUS_NAMES, YELLOW, EgoObstacle, Traffic, TrafficLights, must_stop
+
+EXPERT_SPEED_RANGE = (8.0, 11.0)   # m/s, ego target speed drawn per world
+LIGHT_RADIUS_M = 100.0             # snapshot reports lights of intersections whose centre is this close to the ego
+NEAR_RADIUS_M = 15.0               # "near_*" scenario tags
+SPEED_BANDS = (0.3, 4.0, 10.0)     # m/s: stationary < low < medium < high
+
+
+@dataclass(frozen=True)
+class EgoView:
+    """What the ego perceives along its route: leader (bumper gap m, speed m/s, track id, category), the next
+    traffic-light stop point (status code, gap m from the front bumper), the IDM stop gap (inf = none) and the
+    nearest pedestrian on the road in its corridor (gap m, track id)."""
+
+    lead_gap: float = np.inf
+    lead_v: float = 0.0
+    lead_tid: int | None = None
+    lead_cat: str | None = None
+    light_code: int | None = None
+    light_gap: float = np.inf
+    stop_gap: float = np.inf
+    ped_gap: float = np.inf
+    ped_tid: int | None = None
+
+
+class World:
+    """Synthetic traffic world around one ego. `reactive` (default True): other agents yield to the ego; False =
+    they ignore it (log-replay-like)."""
+
+    def __init__(self, city: City, cfg: SyntheticConfig, seed: int, start_time_us: int) -> None:
+        self.city, self.graph = city, city.graph
+        self.rng = np.random.default_rng(seed)
+        self.reactive = True
+        self.start_time_us, self._elapsed_us = int(start_time_us), 0
+        lanes = np.flatnonzero(~self.graph.is_connector & (self.graph.length >= 40.0))
+        start_edge = int(self.rng.choice(lanes))
+        horizon_s = cfg.scenes_per_log * cfg.scene_duration_s + 10.0
+        self.route = plan_route(self.graph, self.rng, start_edge, max(200.0, 1.3 * EXPERT_SPEED_RANGE[1] * horizon_s))
+        self.driver = ExpertDriver(self.graph, self.route, float(self.rng.uniform(*EXPERT_SPEED_RANGE)))
+        x, y, h = (float(a[0]) for a in self.graph.pose_at(np.array([start_edge]), np.array([5.0])))
+        self.ego = EgoState(x, y, h, v=0.7 * self.driver.target_speed, route_s=5.0)
+        self.lights = TrafficLights(city, self.rng)
+        counts = {"vehicle": cfg.num_vehicles, "bicycle": cfg.num_bicycles, "pedestrian": cfg.num_pedestrians,
+                  "static": cfg.num_static}
+        self.traffic = Traffic(city, self.rng, counts, start_edge, 5.0 + EGO_CENTER_OFFSET_M, set(self.route.edges))
+        self._conns_by_inter = [np.flatnonzero(self.graph.is_connector & (self.graph.intersection == i))
+                                for i in range(len(city.intersections))]
+
+    # ------------------------------------------------------------------------------------------------ public
+    @property
+    def time_s(self) -> float:
+        """Seconds since start_time_us."""
+        return self._elapsed_us / 1e6
+
+    def step(self, dt_s: float, ego: EgoKinematics | None = None) -> None:
+        """Advance all actors by dt_s (s). With `ego` given, the ego's new state is `ego` (closed loop, rear axle,
+        ego-frame vx/ax) instead of the expert's; traffic reacts to the ego's state at the start of the step."""
+        codes = self.lights.codes(self.time_s)
+        obstacle = self._ego_obstacle() if self.reactive else None
+        if ego is None:
+            view = self._perceive(self.ego, codes)
+            acc = self.driver.acceleration(self.ego, [(view.lead_gap, view.lead_v), (view.stop_gap, 0.0),
+                                                      (view.ped_gap, 0.0)])
+            new = bicycle_step(self.ego, acc, self.driver.steering(self.ego), dt_s)
+        else:
+            new = EgoState(float(ego.x), float(ego.y), float(ego.yaw), v=float(ego.vx), acc=float(ego.ax),
+                           yaw_rate=float(ego.yaw_rate), route_s=self.ego.route_s)
+        s, _ = self.route.project(np.array([new.x, new.y]), self.ego.route_s)
+        self.ego = replace(new, route_s=max(s, self.ego.route_s - 1.0))
+        self.traffic.step(dt_s, self.time_s, self.lights, codes, obstacle)
+        self._elapsed_us += round(dt_s * 1e6)
+
+    def snapshot(self) -> WorldSnapshot:
+        """Observable state now: ego kinematics, actors, nearby traffic lights and active scenario tags."""
+        e = self.ego
+        kin = EgoKinematics(x=float(e.x), y=float(e.y), yaw=float(e.yaw), vx=float(e.v), vy=0.0, ax=float(e.acc),
+                            ay=float(e.v * e.yaw_rate), yaw_rate=float(e.yaw_rate), z=0.0)
+        codes = self.lights.codes(self.time_s)
+        return WorldSnapshot(timestamp_us=self.start_time_us + self._elapsed_us, ego=kin,
+                             actors=self.traffic.actor_states(), traffic_lights=self._light_status(codes),
+                             scenario_tags=self._scenario_tags(codes))
+
+    def route_polyline(self) -> np.ndarray:
+        """(R, 2) global centreline of the ego route (UTM m)."""
+        return self.route.pts.copy()
+
+    def route_roadblock_ids(self) -> list[int]:
+        """lane_groups_polygons / lane_group_connectors fids along the route, in order, consecutive duplicates
+        removed."""
+        out: list[int] = []
+        for e in self.route.edges:
+            fid = int(self.graph.group_fid[e])
+            if not out or out[-1] != fid:
+                out.append(fid)
+        return out
+
+    # ------------------------------------------------------------------------------------------------ ego
+    def _ego_obstacle(self) -> EgoObstacle | None:
+        """The ego as an agent on the lane graph (None while it is more than 2 m off its route)."""
+        e = self.ego
+        _, lat = self.route.project(np.array([e.x, e.y]), e.route_s)
+        if abs(lat) > 2.0:
+            return None
+        s_c = e.route_s + EGO_CENTER_OFFSET_M
+        k = self.route.element_at(s_c)
+        xy = np.array([e.x, e.y]) + EGO_CENTER_OFFSET_M * np.array([np.cos(e.yaw), np.sin(e.yaw)])
+        return EgoObstacle(self.route.edges[k], float(s_c - self.route.start_s[k]), float(e.v), EGO_LENGTH_M, xy,
+                           EGO_WIDTH_M)
+
+    def _perceive(self, ego: EgoState, codes: np.ndarray) -> EgoView:
+        """Leader, next stop line and road pedestrians along the route ahead of the ego."""
+        r, g, tr = self.route, self.graph, self.traffic
+        k, front = r.element_at(ego.route_s), ego.route_s + EGO_FRONT_M
+        window: dict[int, int] = {}
+        for j in range(k, min(k + 5, len(r.edges))):
+            window.setdefault(r.edges[j], j)
+        view: dict = {}
+        for i, e in enumerate(tr.edge.tolist()):
+            j = window.get(e)
+            if j is None:
+                continue
+            s_c = float(r.start_s[j] + tr.s[i])
+            gap = s_c - tr.size[i, 0] / 2 - front
+            if s_c > ego.route_s + EGO_CENTER_OFFSET_M and gap < view.get("lead_gap", np.inf):
+                view.update(lead_gap=float(gap), lead_v=float(tr.v[i]), lead_tid=int(tr.tid[i]), lead_cat=tr.cat[i])
+        busy = tr.busy_arms(None)
+        for j in range(k, min(k + 4, len(r.edges) - 1)):
+            e = r.edges[j]
+            d = float(r.start_s[j] + g.length[e] - STOP_SETBACK_M - front)
+            if g.is_connector[e] or d < -0.5:
+                continue
+            code, arm = int(codes[g.intersection[e], g.arm[e]]), int(g.arm[e])
+            view.update(light_code=code, light_gap=d)
+            if must_stop(code, d, ego.v, busy.get(int(g.intersection[e]), set()), arm):
+                view["stop_gap"] = d - 0.5 + 2.0
+            break
+        end_gap = r.length - front - 3.0
+        if end_gap < 60.0:
+            view["stop_gap"] = min(view.get("stop_gap", np.inf), end_gap + 2.0)
+        view.update(self._road_pedestrian_ahead(ego, front))
+        return EgoView(**view)
+
+    def _road_pedestrian_ahead(self, ego: EgoState, front: float) -> dict:
+        """Nearest pedestrian on the road within the ego's corridor (route +- half width + 0.8 m), 30 m ahead."""
+        tr, r = self.traffic, self.route
+        mask = tr.on_road_mask() if len(tr.p_u) else np.zeros(0, dtype=bool)
+        if not mask.any():
+            return {}
+        xy = tr.pedestrian_xy_yaw_vel()[0][mask]
+        lo, hi = np.searchsorted(r.cum, [ego.route_s, front + 30.0])
+        pts = r.pts[lo:hi + 1]
+        if not len(pts):
+            return {}
+        d = np.linalg.norm(xy[:, None, :] - pts[None, :, :], axis=2)
+        s_p = r.cum[lo + d.argmin(axis=1)]
+        near = (d.min(axis=1) < EGO_WIDTH_M / 2 + 0.8) & (s_p > front - 0.3)  # beside the body: they wait for us
+        if not near.any():
+            return {}
+        gaps = np.where(near, s_p - front - 0.3, np.inf)
+        i = int(np.argmin(gaps))
+        return {"ped_gap": float(gaps[i]), "ped_tid": int(tr.p_tid[np.flatnonzero(mask)[i]])}
+
+    # ------------------------------------------------------------------------------------------------ outputs
+    def _light_status(self, codes: np.ndarray) -> dict[int, str]:
+        """{lane_connectors fid: status} for the intersections within LIGHT_RADIUS_M of the ego."""
+        out: dict[int, str] = {}
+        ego_xy = np.array([self.ego.x, self.ego.y])
+        for inter, conns in zip(self.city.intersections, self._conns_by_inter):
+            if np.linalg.norm(inter.center - ego_xy) <= LIGHT_RADIUS_M:
+                for c in conns:
+                    out[int(self.graph.fid[c])] = STATUS_NAMES[codes[inter.index, self.graph.arm[c]]]
+        return out
+
+    def _scenario_tags(self, codes: np.ndarray) -> tuple[tuple[str, int | None], ...]:
+        """nuPlan scenario types that apply now (nuplan-format.md §5.2), each with the interacting track id."""
+        e, view = self.ego, self._perceive(self.ego, codes)
+        tags: list[tuple[str, int | None]] = []
+        v = e.v
+        band = ("stationary" if v < SPEED_BANDS[0] else "low_magnitude_speed" if v < SPEED_BANDS[1]
+                else "medium_magnitude_speed" if v < SPEED_BANDS[2] else "high_magnitude_speed")
+        tags.append((band, None))
+        tags += self._intersection_tags(view)
+        tags += self._near_tags()
+        if abs(v * e.yaw_rate) > 3.0:
+            tags.append(("high_lateral_acceleration", None))
+        return tuple(tags)
+
+    def _intersection_tags(self, view: EgoView) -> list[tuple[str, int | None]]:
+        """Lane following, traffic-light and intersection-traversal tags."""
+        e, g = self.ego, self.graph
+        k = self.route.element_at(e.route_s + EGO_CENTER_OFFSET_M)
+        edge, tags = self.route.edges[k], []
+        lead = view.lead_tid if view.lead_gap < 30.0 else None
+        red_ahead = view.light_code in (RED, YELLOW) and view.light_gap < 30.0
+        if g.is_connector[edge]:
+            tags += [("on_intersection", None), ("on_traffic_light_intersection", None)]
+            if e.v >= SPEED_BANDS[0]:
+                tags += [("traversing_intersection", None), ("traversing_traffic_light_intersection", None)]
+            if e.route_s + EGO_CENTER_OFFSET_M - self.route.start_s[k] < 0.5 * g.length[edge]:
+                turn = g.turn[edge]
+                tags.append(("starting_straight_traffic_light_intersection_traversal", None) if turn == "straight"
+                            else (f"starting_{turn}_turn", None))
+                if turn != "straight":
+                    tags.append(("starting_low_speed_turn", None))
+        elif red_ahead and e.v < SPEED_BANDS[0]:
+            tags.append(("stationary_at_traffic_light_with_lead" if lead is not None and view.lead_gap < view.light_gap
+                         else "stationary_at_traffic_light_without_lead", lead))
+        elif red_ahead and e.acc < -0.3:
+            tags.append(("stopping_at_traffic_light_with_lead" if lead is not None and view.lead_gap < view.light_gap
+                         else "stopping_at_traffic_light_without_lead", lead))
+        elif view.light_code == GREEN and view.light_gap < 15.0 and e.v < 3.0 and e.acc > 0.3:
+            tags += [("accelerating_at_traffic_light", None),
+                     ("accelerating_at_traffic_light_with_lead" if lead is not None
+                      else "accelerating_at_traffic_light_without_lead", lead)]
+        elif e.v >= SPEED_BANDS[0]:
+            tags.append(("following_lane_with_lead", lead) if lead is not None
+                        else ("following_lane_without_lead", None))
+            if lead is not None and view.lead_v < 0.5 * self.driver.target_speed:
+                tags.append(("following_lane_with_slow_lead", lead))
+        elif lead is not None and view.lead_gap < 6.0:
+            tags.append(("stationary_in_traffic", lead))
+        if view.lead_cat == "bicycle" and view.lead_gap < 20.0:
+            tags.append(("behind_bike", view.lead_tid))
+        if view.ped_tid is not None and view.ped_gap < 10.0 and e.v < SPEED_BANDS[0]:
+            tags.append(("waiting_for_pedestrian_to_cross", view.ped_tid))
+        return tags
+
+    def _near_tags(self) -> list[tuple[str, int | None]]:
+        """Tags about nearby agents and objects within NEAR_RADIUS_M of the ego's box centre."""
+        e, tr = self.ego, self.traffic
+        c = np.array([e.x, e.y]) + EGO_CENTER_OFFSET_M * np.array([np.cos(e.yaw), np.sin(e.yaw)])
+        tags: list[tuple[str, int | None]] = []
+        if len(tr.edge):
+            x, y, _ = self.graph.pose_at(tr.edge, tr.s)
+            near = np.hypot(x - c[0], y - c[1]) < NEAR_RADIUS_M
+            cats = np.array(tr.cat)
+            if np.sum(near & (cats == "vehicle")) >= 3:
+                tags.append(("near_multiple_vehicles", None))
+            if np.sum(near & (cats == "bicycle")) >= 2:
+                tags.append(("near_multiple_bikes", None))
+        if len(tr.p_u):
+            pxy = tr.pedestrian_xy_yaw_vel()[0]
+            d = np.linalg.norm(pxy - c, axis=1)
+            if np.sum(d < NEAR_RADIUS_M) >= 3:
+                tags.append(("near_multiple_pedestrians", None))
+            on_cw = tr.on_road_mask() & (d < 20.0)
+            if on_cw.any():
+                i = int(np.argmin(np.where(on_cw, d, np.inf)))
+                tags.append(("near_pedestrian_on_crosswalk", int(tr.p_tid[i])))
+        names = {"czone_sign": "near_construction_zone_sign", "traffic_cone": "near_trafficcone_on_driveable",
+                 "barrier": "near_barrier_on_driveable"}
+        for cat, name in names.items():
+            hits = [(np.linalg.norm(p[:2] - c), int(t)) for t, k, p in zip(tr.st_tid, tr.st_cat, tr.st_pose)
+                    if k == cat and np.linalg.norm(p[:2] - c) < NEAR_RADIUS_M]
+            if hits:
+                tags.append((name, min(hits)[1]))
+        for f in self.city.vector_map.query("crosswalks", (c[0] - 1.0, c[1] - 1.0, c[0] + 1.0, c[1] + 1.0)):
+            if f.geometry.distance(Point(float(c[0]), float(c[1]))) < 1.0:
+                tags.append(("traversing_crosswalk", None))
+                break
+        return tags
