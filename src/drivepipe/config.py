@@ -45,8 +45,8 @@ class SyntheticConfig:
     seed: int = _f(1234)                      # world seed; same seed -> byte-identical dataset
     locations: list[str] = _f(list(LOCATIONS))  # one map per location; logs cycle through them
     num_logs: int = _f(4, ge=1)               # number of .db logs
-    scenes_per_log: int = _f(7, ge=5)         # nuPlan drops 2 + 2 scenes per log, so >= 5
-    scene_duration_s: float = _f(3.0, gt=0.5, le=20.0)  # s, length of one scene
+    scenes_per_log: int = _f(9, ge=5)         # nuPlan drops 2 + 2 scenes per log, so >= 5
+    scene_duration_s: float = _f(2.0, gt=0.5, le=20.0)  # s, length of one scene
     image_width: int = _f(480, ge=32)         # px, written camera resolution (real nuPlan: 1920)
     image_height: int = _f(270, ge=32)        # px (real nuPlan: 1080)
     jpeg_quality: int = _f(90, ge=10, le=100)
@@ -100,7 +100,7 @@ class PreprocessConfig:
     intensity_max: float = _f(255.0, gt=0.0)   # raw intensity divided by this, clipped to [0, 1]
     max_points: int = _f(40000, ge=100)        # points kept per sweep (nearest first)
     pillar_size_m: float = _f(0.2, gt=0.0)     # m, pillar edge
-    bev_size: int = _f(128, ge=8)              # cells per side of the BEV grid (GPU profile 200)
+    bev_size: int = _f(96, ge=8)              # cells per side of the BEV grid (GPU profile 200)
     bev_resolution_m: float = _f(0.5, gt=0.0)  # m per BEV cell
     seg_classes: list[str] = _f(["drivable_area", "lane", "lane_divider", "crosswalk"])
     occupancy_future_steps: int = _f(2, ge=0)  # future occupancy frames at traj_dt_s
@@ -158,12 +158,12 @@ class ModelConfig:
     use_lidar: bool = _f(True)
     backbone: Literal["resnet18", "resnet34", "resnet50", "efficientnet_b0", "tiny"] = _f("tiny")
     pretrained_path: str = _f("")             # local torchvision state_dict file; never downloaded
-    image_channels: int = _f(32, ge=4)         # camera context channels lifted to BEV
-    pillar_channels: int = _f(32, ge=4)
-    bev_channels: int = _f(64, ge=8)
-    bev_blocks: int = _f(2, ge=1)              # residual blocks per BEV stage
+    image_channels: int = _f(16, ge=4)         # camera context channels lifted to BEV
+    pillar_channels: int = _f(16, ge=4)
+    bev_channels: int = _f(32, ge=8)
+    bev_blocks: int = _f(1, ge=1)              # residual blocks per BEV stage
     num_modes: int = _f(6, ge=1)               # trajectory modes K
-    agent_hidden: int = _f(64, ge=8)
+    agent_hidden: int = _f(32, ge=8)
     planning_head: bool = _f(False)            # imitation of the expert future; off by default
     max_detections: int = _f(100, ge=1)
 
