@@ -1,0 +1,1 @@
+"""LMDB sample cache (`lmdb_store`): writer, lazy reader, value codec."""

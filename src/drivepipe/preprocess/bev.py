@@ -1,0 +1,171 @@
+"""BEV rasters (map segmentation, agent occupancy) and planar transforms of boxes / trajectories.
+
+Grid convention (`drivepipe.sample`): a square of half-side E = bev_size * res / 2 centred on the rear axle; array
+axis -2 runs along ego +x, axis -1 along ego +y; cell (i, j) has its centre at x = -E + (i + 0.5) res,
+y = -E + (j + 0.5) res. OpenCV draws at (column, row) = (j, i), so ego (x, y) maps to cv2 point
+((y + E) / res - 0.5, (x + E) / res - 0.5); sub-pixel precision comes from cv2's `shift` argument.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from drivepipe.utils.geometry import wrap_angle
+
+_SHIFT = 4  # cv2 fixed-point fractional bits (1/16 px)
+LINE_WIDTH_M = 0.3  # drawn width of line classes (lane_divider)
+LINE_CLASSES = ("lane_divider",)
+
+
+def ego_xy_to_pixels(xy_N2: np.ndarray, bev_size: int, resolution_m: float) -> np.ndarray:
+    """Ego (x, y) in m -> cv2 fixed-point (column, row) int32 points (N, 2) for drawing with `shift=_SHIFT`."""
+    extent = bev_size * resolution_m / 2.0
+    xy = np.asarray(xy_N2, dtype=np.float64)
+    col = (xy[:, 1] + extent) / resolution_m - 0.5
+    row = (xy[:, 0] + extent) / resolution_m - 0.5
+    return np.round(np.stack([col, row], axis=1) * (1 << _SHIFT)).astype(np.int32)
+
+
+def _polygons(geom: Any) -> list[Any]:
+    kind = geom.geom_type
+    if kind == "Polygon":
+        return [geom]
+    if kind in ("MultiPolygon", "GeometryCollection"):
+        return [p for g in geom.geoms for p in _polygons(g)]
+    return []
+
+
+def _lines(geom: Any) -> list[np.ndarray]:
+    """(K, 2) coordinate arrays of every line in a geometry; polygon rings count as lines."""
+    kind = geom.geom_type
+    if kind in ("LineString", "LinearRing"):
+        return [np.asarray(geom.coords)[:, :2]]
+    if kind == "Polygon":
+        return [np.asarray(geom.exterior.coords)[:, :2]] + [np.asarray(r.coords)[:, :2] for r in geom.interiors]
+    if kind.startswith("Multi") or kind == "GeometryCollection":
+        return [line for g in geom.geoms for line in _lines(g)]
+    return []
+
+
+def fill_polygons(canvas_SS: np.ndarray, geoms: list[Any], resolution_m: float) -> None:
+    """Fill shapely (multi)polygons into a (S, S) uint8 canvas in place (holes stay empty; cells touched by an edge
+    are filled, i.e. up to half a cell of dilation)."""
+    import cv2
+
+    size = canvas_SS.shape[0]
+    for geom in geoms:
+        for poly in _polygons(geom):
+            outer = ego_xy_to_pixels(np.asarray(poly.exterior.coords)[:, :2], size, resolution_m)
+            holes = [ego_xy_to_pixels(np.asarray(r.coords)[:, :2], size, resolution_m) for r in poly.interiors]
+            if not holes:
+                cv2.fillPoly(canvas_SS, [outer], 1, lineType=cv2.LINE_8, shift=_SHIFT)
+                continue
+            mask = np.zeros_like(canvas_SS)  # holes must not erase other polygons already drawn
+            cv2.fillPoly(mask, [outer], 1, lineType=cv2.LINE_8, shift=_SHIFT)
+            cv2.fillPoly(mask, holes, 0, lineType=cv2.LINE_8, shift=_SHIFT)
+            canvas_SS |= mask
+
+
+def draw_lines(canvas_SS: np.ndarray, geoms: list[Any], resolution_m: float, width_m: float = LINE_WIDTH_M) -> None:
+    """Draw the lines (and polygon outlines) of shapely geometries into a (S, S) uint8 canvas, ~width_m wide."""
+    import cv2
+
+    size = canvas_SS.shape[0]
+    thickness = max(1, int(round(width_m / resolution_m)))
+    for geom in geoms:
+        lines = [ego_xy_to_pixels(c, size, resolution_m) for c in _lines(geom) if len(c) >= 2]
+        if lines:
+            cv2.polylines(canvas_SS, lines, False, 1, thickness=thickness, lineType=cv2.LINE_8, shift=_SHIFT)
+
+
+def rasterize_map(map_layers: dict[str, list[Any]], classes: list[str], bev_size: int, resolution_m: float
+                  ) -> np.ndarray:
+    """Semantic map raster.
+
+    Args:
+        map_layers: class name -> shapely geometries in the ego frame (m), e.g. `Annotations.map_layers`.
+        classes: output channel order (preprocess.seg_classes); line classes are drawn, others filled.
+
+    Returns:
+        seg (C, S, S) uint8 in {0, 1}.
+    """
+    seg = np.zeros((len(classes), bev_size, bev_size), dtype=np.uint8)
+    for c, name in enumerate(classes):
+        geoms = map_layers.get(name, [])
+        if name in LINE_CLASSES:
+            draw_lines(seg[c], geoms, resolution_m)
+        else:
+            fill_polygons(seg[c], geoms, resolution_m)
+    return seg
+
+
+def fill_boxes(canvas_SS: np.ndarray, xy_N2: np.ndarray, yaw_N: np.ndarray, length_N: np.ndarray,
+               width_N: np.ndarray, resolution_m: float) -> None:
+    """Set the cells whose centre lies inside an oriented box footprint (ego frame, m / rad); in place.
+
+    Exact centre-in-box test (cv2.fillPoly dilates by up to half a cell, too coarse for occupancy targets).
+    """
+    size = canvas_SS.shape[0]
+    extent = size * resolution_m / 2.0
+    centers = -extent + (np.arange(size) + 0.5) * resolution_m
+    xy, yaw = np.asarray(xy_N2, np.float64).reshape(-1, 2), np.asarray(yaw_N, np.float64).reshape(-1)
+    half_l, half_w = np.asarray(length_N, np.float64) / 2, np.asarray(width_N, np.float64) / 2
+    for k in range(len(xy)):
+        r = float(np.hypot(half_l[k], half_w[k]))
+        lo = np.clip(np.floor((xy[k] - r + extent) / resolution_m).astype(int), 0, size)
+        hi = np.clip(np.ceil((xy[k] + r + extent) / resolution_m).astype(int) + 1, 0, size)
+        if lo[0] >= hi[0] or lo[1] >= hi[1]:
+            continue
+        dx = centers[lo[0]:hi[0], None] - xy[k, 0]
+        dy = centers[None, lo[1]:hi[1]] - xy[k, 1]
+        c, s = np.cos(yaw[k]), np.sin(yaw[k])
+        inside = (np.abs(c * dx + s * dy) <= half_l[k]) & (np.abs(-s * dx + c * dy) <= half_w[k])
+        canvas_SS[lo[0]:hi[0], lo[1]:hi[1]] |= inside.astype(np.uint8)
+
+
+def rasterize_occupancy(now_xyyaw_A3: np.ndarray, size_A2: np.ndarray, future_A_T3: np.ndarray,
+                        future_valid_AT: np.ndarray, future_steps: int, bev_size: int, resolution_m: float
+                        ) -> np.ndarray:
+    """Agent occupancy now and at `future_steps` future steps.
+
+    Args:
+        now_xyyaw_A3: (A, 3) current agent poses (x, y in m, yaw in rad), ego frame.
+        size_A2: (A, 2) box length, width in m.
+        future_A_T3: (A, Tf, 3) future poses at traj_dt_s, 2 traj_dt_s, ...; future_valid_AT: (A, Tf) bool.
+
+    Returns:
+        occ (1 + future_steps, S, S) uint8 in {0, 1}; channel k > 0 uses future row k - 1 (invalid rows skipped).
+    """
+    occ = np.zeros((1 + future_steps, bev_size, bev_size), dtype=np.uint8)
+    if len(now_xyyaw_A3) == 0:
+        return occ
+    fill_boxes(occ[0], now_xyyaw_A3[:, :2], now_xyyaw_A3[:, 2], size_A2[:, 0], size_A2[:, 1], resolution_m)
+    for k in range(1, future_steps + 1):
+        if k - 1 >= future_A_T3.shape[1]:
+            break
+        ok = future_valid_AT[:, k - 1]
+        fut = future_A_T3[ok, k - 1]
+        fill_boxes(occ[k], fut[:, :2], fut[:, 2], size_A2[ok, 0], size_A2[ok, 1], resolution_m)
+    return occ
+
+
+def transform_trajectory(traj_N3: np.ndarray, T_dst_from_src: np.ndarray) -> np.ndarray:
+    """Planar poses (..., 3) = (x, y, yaw) in frame src -> frame dst with a (4, 4) rigid transform (yaw wrapped)."""
+    traj = np.asarray(traj_N3, dtype=np.float64)
+    R, t = T_dst_from_src[:2, :2], T_dst_from_src[:2, 3]
+    out = np.empty_like(traj)
+    out[..., :2] = traj[..., :2] @ R.T + t
+    out[..., 2] = wrap_angle(traj[..., 2] + np.arctan2(R[1, 0], R[0, 0]))
+    return out
+
+
+def transform_boxes(boxes_M9: np.ndarray, T_dst_from_src: np.ndarray) -> np.ndarray:
+    """Boxes (M, 9) = x, y, z, l, w, h, yaw, vx, vy in frame src -> frame dst (rigid, z-rotation assumed)."""
+    b = np.asarray(boxes_M9, dtype=np.float64)
+    out = b.copy()
+    out[:, :3] = b[:, :3] @ T_dst_from_src[:3, :3].T + T_dst_from_src[:3, 3]
+    out[:, 6] = wrap_angle(b[:, 6] + np.arctan2(T_dst_from_src[1, 0], T_dst_from_src[0, 0]))
+    out[:, 7:9] = b[:, 7:9] @ T_dst_from_src[:2, :2].T
+    return out.astype(boxes_M9.dtype if isinstance(boxes_M9, np.ndarray) else np.float64)

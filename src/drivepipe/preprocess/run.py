@@ -1,0 +1,339 @@
+"""The preprocess stage: nuPlan-format logs -> windows -> `build_sample` -> LMDB cache + `reports/preprocess.json`.
+
+Windows and the train/val split are planned over ALL logs (cheap SQL), then only this shard's logs
+(`logs[shard_index::shard_count]`) are built, in chunks of CHUNK_WINDOWS windows spread over a process pool.
+Workers return encoded values (never exceptions); the parent writes them in sorted key order and the writer commits
+every fixed number of records, so the cache bytes do not depend on the number of workers, and `merge_shards` of
+all shards rebuilds exactly the single-run cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drivepipe.cache.lmdb_store import (SAMPLE_FORMAT_VERSION, LmdbReader, LmdbWriter, cache_config_hash,
+                                        cache_preprocess_dict, decode_meta, encode_sample)
+from drivepipe.config import Config, PreprocessConfig
+from drivepipe.errors import DataError
+from drivepipe.preprocess.image import IMAGE_MEAN, IMAGE_STD
+from drivepipe.preprocess.lidar import pillar_grid_size
+from drivepipe.preprocess.pipeline import build_sample
+from drivepipe.preprocess.windows import Window, make_windows
+from drivepipe.sample import FIELDS, ROUTE_POINTS
+from drivepipe.schema import CATEGORIES, SCHEMA_VERSION, SensorBundle
+from drivepipe.utils.io import atomic_write_json, sha256_file, sha256_json
+
+log = logging.getLogger(__name__)
+PER_SAMPLE_HEADER_KEYS = ("count", "keys", "splits", "point_counts")
+CHUNK_WINDOWS = 32  # windows per worker task (bounds the memory a result holds)
+_OPEN_LOG: dict[str, Any] = {}
+
+
+@dataclass
+class LogResult:
+    """What one worker returns for one chunk of a log: encoded records (key, value, info) in key order, samples
+    skipped by reason, missing sensor files, and `error` = (source, problem) when the failure policy is "fail"
+    (exceptions with a custom __init__ do not survive pickling, so the parent raises)."""
+
+    log_name: str
+    records: list[tuple[str, bytes, dict[str, Any]]] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+    missing_blobs: Counter = field(default_factory=Counter)
+    error: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class LogTask:
+    """A chunk of one log's windows (sorted by key) for one worker call."""
+
+    log_name: str
+    db_path: Path
+    sensor_root: Path
+    maps_root: Path
+    windows: tuple[Window, ...]
+    cfg: Config
+
+
+# ------------------------------------------------------------------------------------------------- per sample
+def window_meta(w: Window) -> dict[str, Any]:
+    """The per-sample meta stored in the value and returned by the dataset."""
+    return {"log": w.log_name, "token": w.token, "timestamp_us": w.timestamp_us, "location": w.location,
+            "scenario_type": w.scenario_type, "split": w.split}
+
+
+def _reason(exc: Exception) -> str:
+    text = exc.problem if isinstance(exc, DataError) else str(exc)
+    return f"{type(exc).__name__}: {text}"[:120]
+
+
+def process_windows(load: Callable[[Window], SensorBundle], windows: list[Window], cfg: Config,
+                    log_name: str = "") -> LogResult:
+    """Build and encode the samples of one log, applying `preprocess.failure_policy` per sample."""
+    p = cfg.preprocess
+    result = LogResult(log_name or (windows[0].log_name if windows else ""))
+    for w in sorted(windows, key=lambda w: w.key):
+        try:
+            sample = build_sample(load(w), p)
+            meta = window_meta(w)
+            value = encode_sample(sample, meta, p.image_storage, p.jpeg_quality)
+        except Exception as exc:  # noqa: BLE001 - the policy decides; "fail" names the sample
+            if p.failure_policy == "fail":
+                result.error = (f"{w.log_name}/{w.token}", f"sample failed: {_reason(exc)}")
+                return result
+            result.skipped[_reason(exc)] += 1
+            continue
+        result.records.append((w.key, value, {**meta, "num_points": int(len(sample["points"]))}))
+    return result
+
+
+def _load_log_task(task: LogTask) -> LogResult:
+    """Worker: build one chunk's samples. Never raises: a log that cannot be opened becomes `error` (policy "fail")
+    or one skip reason counted once per window (policy "skip")."""
+    try:
+        return _build_log(task)
+    except Exception as exc:  # noqa: BLE001 - exceptions must cross the process boundary as data
+        result = LogResult(task.log_name)
+        if task.cfg.preprocess.failure_policy == "fail":
+            result.error = (str(task.db_path), f"log failed: {_reason(exc)}")
+        else:
+            result.skipped[f"log failed: {_reason(exc)}"] += len(task.windows)
+        return result
+
+
+def _open_log(task: LogTask) -> Any:
+    """The worker's open NuplanLog for the task's db (one kept open: consecutive chunks share a log)."""
+    from drivepipe.nuplan.db import NuplanLog
+    from drivepipe.nuplan.maps import MapsRoot
+
+    key = str(task.db_path)
+    if key not in _OPEN_LOG:
+        close_open_log()
+        _OPEN_LOG[key] = NuplanLog(task.db_path, task.sensor_root, MapsRoot(task.maps_root),
+                                   task.cfg.data.missing_blob_policy)
+    return _OPEN_LOG[key]
+
+
+def close_open_log() -> None:
+    """Close the log kept open by `_open_log` in this process."""
+    for nlog in _OPEN_LOG.values():
+        nlog.close()
+    _OPEN_LOG.clear()
+
+
+def _build_log(task: LogTask) -> LogResult:
+    """Load each window's bundle from the (cached) open log and process it."""
+    from drivepipe.nuplan.bundle import load_bundle
+
+    p = task.cfg.preprocess
+    nlog = _open_log(task)
+    blobs_before = Counter(nlog.skipped)
+
+    def load(w: Window) -> SensorBundle:
+        return load_bundle(nlog, w.token, channels=list(p.cameras), history_steps=p.history_steps,
+                           future_steps=max(p.future_steps, p.occupancy_future_steps), dt_s=p.traj_dt_s,
+                           map_radius_m=p.bev_extent_m + p.bev_resolution_m, with_annotations=True)
+
+    result = process_windows(load, list(task.windows), task.cfg, task.log_name)
+    result.missing_blobs.update(Counter(nlog.skipped) - blobs_before)
+    return result
+
+
+def _worker_init() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def _map_logs(tasks: list[LogTask], workers: int) -> Iterator[LogResult]:
+    """Results in task order; a process pool when workers > 1 (spawn: no inherited LMDB/OpenMP state)."""
+    if workers <= 1 or len(tasks) <= 1:
+        try:
+            yield from map(_load_log_task, tasks)
+        finally:
+            close_open_log()
+        return
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(min(workers, len(tasks)), initializer=_worker_init) as pool:
+        yield from pool.imap(_load_log_task, tasks, chunksize=1)
+
+
+# ----------------------------------------------------------------------------------------------------- header
+def field_specs(p: PreprocessConfig) -> dict[str, dict[str, Any]]:
+    """Per-field dtype and shape (None = variable length) of the stored samples."""
+    n, s, th, tf = len(p.cameras), p.bev_size, p.history_steps + 1, p.future_steps
+    shapes = {"images": [n, 3, p.image_height, p.image_width], "intrinsics": [n, 3, 3], "cam_to_ego": [n, 4, 4],
+              "points": [None, 4], "pillar_index": [None], "seg": [len(p.seg_classes), s, s],
+              "occ": [1 + p.occupancy_future_steps, s, s], "boxes": [None, 9], "box_labels": [None],
+              "box_track": [None], "agent_box": [None], "agent_labels": [None], "agent_hist": [None, th, 3],
+              "agent_hist_valid": [None, th], "agent_fut": [None, tf, 3], "agent_fut_valid": [None, tf],
+              "ego_hist": [th, 3], "ego_hist_valid": [th], "ego_state": [5], "ego_fut": [tf, 3],
+              "ego_fut_valid": [tf], "route": [ROUTE_POINTS, 2], "route_valid": [ROUTE_POINTS]}
+    return {name: {"dtype": FIELDS[name][0].str, "shape": shapes[name]} for name in FIELDS}
+
+
+def dataset_manifest_hash(data_root: Path, db_files: list[Path]) -> str:
+    """sha256 of `<data_root>/manifest.json` if present, else of the sorted (relative db path, size) list."""
+    manifest = Path(data_root) / "manifest.json"
+    if manifest.is_file():
+        return sha256_file(manifest)
+    rows = sorted((str(Path(f).relative_to(data_root)) if Path(f).is_relative_to(data_root) else Path(f).name,
+                   Path(f).stat().st_size) for f in db_files)
+    return sha256_json(rows)
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("drivepipe")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def header_common(cfg: Config, manifest_hash: str) -> dict[str, Any]:
+    """The header fields that depend on the config and the dataset only (not on which samples were written)."""
+    p = cfg.preprocess
+    return {"schema_version": SCHEMA_VERSION, "sample_format_version": SAMPLE_FORMAT_VERSION,
+            "package_version": _package_version(),
+            "preprocess": cache_preprocess_dict(cfg), "config_hash": cache_config_hash(cfg),
+            "data_manifest_hash": manifest_hash, "fields": field_specs(p), "categories": list(CATEGORIES),
+            "seg_classes": list(p.seg_classes), "cameras": list(p.cameras), "image_mean": list(IMAGE_MEAN),
+            "image_std": list(IMAGE_STD), "image_storage": p.image_storage, "bev_size": p.bev_size,
+            "bev_resolution_m": p.bev_resolution_m, "pillar_grid": pillar_grid_size(p),
+            "pillar_size_m": p.pillar_size_m, "route_points": ROUTE_POINTS}
+
+
+def build_header(common: dict[str, Any], infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """Common fields + the sorted key list, split index lists and per-key point counts."""
+    infos = sorted(infos, key=lambda i: f"{i['log']}/{i['token']}")
+    splits: dict[str, list[int]] = {"train": [], "val": []}
+    for idx, info in enumerate(infos):
+        splits.setdefault(info["split"], []).append(idx)
+    return {**common, "count": len(infos), "keys": [f"{i['log']}/{i['token']}" for i in infos], "splits": splits,
+            "point_counts": [i["num_points"] for i in infos]}
+
+
+# ------------------------------------------------------------------------------------------------------- stage
+def plan_tasks(cfg: Config, data_root: Path) -> tuple[list[LogTask], str, int]:
+    """Enumerate ALL logs' scenarios, make windows + split; return (this shard's tasks in key order, each at most
+    CHUNK_WINDOWS windows of one log; the dataset manifest hash; the number of logs in the dataset)."""
+    from drivepipe.nuplan.db import NuplanLog
+    from drivepipe.nuplan.layout import discover
+    from drivepipe.nuplan.scenarios import enumerate_scenarios
+
+    layout = discover(data_root)
+    scenarios, locations, spans, db_of = [], {}, {}, {}
+    for db in sorted(layout.db_files):
+        with NuplanLog(db, layout.sensor_root, None, cfg.data.missing_blob_policy) as nlog:
+            scenarios.extend(enumerate_scenarios(nlog))
+            ts = nlog.lidar_pcs.timestamp_us
+            name = nlog.log_name
+            locations[name], spans[name], db_of[name] = nlog.location, (int(ts[0]), int(ts[-1])), Path(db)
+    windows = make_windows(scenarios, cfg.preprocess, locations, spans)
+    by_log: dict[str, list[Window]] = {}
+    for w in windows:
+        by_log.setdefault(w.log_name, []).append(w)
+    names = sorted(db_of, key=lambda n: n + "/")  # the order of the keys "<log>/<token>"
+    p = cfg.preprocess
+    tasks = []
+    for n in names[p.shard_index::p.shard_count]:
+        wins = by_log.get(n, [])
+        for i in range(0, len(wins), CHUNK_WINDOWS):
+            tasks.append(LogTask(n, db_of[n], Path(layout.sensor_root), Path(layout.maps_root),
+                                 tuple(wins[i:i + CHUNK_WINDOWS]), cfg))
+    return tasks, dataset_manifest_hash(Path(data_root), list(layout.db_files)), len(names)
+
+
+def build_report(infos: list[dict[str, Any]], skipped: Counter, blobs: Counter, seconds: float,
+                 extra: dict[str, Any]) -> dict[str, Any]:
+    """Counts per split / location / scenario type, skip reasons and throughput."""
+    def count(key: str) -> dict[str, int]:
+        return dict(sorted(Counter(i[key] for i in infos).items()))
+
+    per_split = {"train": 0, "val": 0, **count("split")}
+    return {"samples": len(infos), "per_split": per_split, "per_location": count("location"),
+            "per_scenario_type": count("scenario_type"), "skipped": dict(sorted(skipped.items())),
+            "skipped_total": int(sum(skipped.values())), "missing_blobs": dict(sorted(blobs.items())),
+            "seconds": round(seconds, 3),
+            "samples_per_s": round(len(infos) / seconds, 3) if seconds > 0 else 0.0, **extra}
+
+
+def write_cache(results: Iterable[LogResult], out_dir: Path, common: dict[str, Any]
+                ) -> tuple[list[dict[str, Any]], Counter, Counter]:
+    """Write per-log results (in key order) into a new cache at `out_dir`.
+
+    Returns (sample infos, samples skipped by reason, missing sensor files by kind).
+
+    Raises DataError for the first result that carries an error (failure_policy "fail"); nothing is left at
+    `out_dir` then (the tmp dir is removed).
+    """
+    infos: list[dict[str, Any]] = []
+    skipped: Counter = Counter()
+    blobs: Counter = Counter()
+    with LmdbWriter(out_dir) as writer:
+        for result in results:
+            if result.error is not None:
+                raise DataError(*result.error)
+            writer.put_many((k, v) for k, v, _ in result.records)
+            infos.extend(info for _, _, info in result.records)
+            skipped.update(result.skipped)
+            blobs.update(result.missing_blobs)
+        writer.finish(build_header(common, infos))
+    return infos, skipped, blobs
+
+
+def _progress(results: Iterator[LogResult], bar: Any) -> Iterator[LogResult]:
+    for result in results:
+        bar.update(len(result.records) + sum(result.skipped.values()))
+        yield result
+
+
+def run_preprocess(cfg: Config, data_root: Path, out_dir: Path, report_path: Path) -> dict[str, Any]:
+    """Build the LMDB cache of this shard at `out_dir` and write the report; returns the report dict."""
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    tasks, manifest_hash, n_logs = plan_tasks(cfg, Path(data_root))
+    bar = tqdm(total=sum(len(t.windows) for t in tasks), unit="sample", desc="preprocess")
+    infos, skipped, blobs = write_cache(_progress(_map_logs(tasks, cfg.preprocess.workers), bar), Path(out_dir),
+                                        header_common(cfg, manifest_hash))
+    bar.close()
+    extra = {"logs_total": n_logs, "logs_in_shard": len({t.log_name for t in tasks}),
+             "shard_index": cfg.preprocess.shard_index,
+             "shard_count": cfg.preprocess.shard_count, "cache_dir": str(out_dir)}
+    report = build_report(infos, skipped, blobs, time.perf_counter() - t0, extra)
+    atomic_write_json(report_path, report)
+    log.info("preprocess: %d samples (%d skipped) in %.1f s", len(infos), report["skipped_total"], report["seconds"])
+    return report
+
+
+def merge_shards(shard_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
+    """Merge shard caches (same config hash and dataset) into one cache equal to a single-run cache."""
+    readers = [LmdbReader(d) for d in shard_dirs]
+    common = {k: v for k, v in readers[0].header.items() if k not in PER_SAMPLE_HEADER_KEYS}
+    for r in readers[1:]:
+        other = {k: v for k, v in r.header.items() if k not in PER_SAMPLE_HEADER_KEYS}
+        if other != common:
+            raise DataError(r.path, "shard built with other params or data than the first shard; rebuild it")
+    owner: dict[str, LmdbReader] = {}
+    for r in readers:
+        for key in r.keys():
+            if key in owner:
+                raise DataError(r.path, f"key {key} is also in {owner[key].path}; shards overlap")
+            owner[key] = r
+    infos = []
+    with LmdbWriter(out_dir) as writer:
+        for key in sorted(owner):
+            value = owner[key].get_raw(key)
+            writer.put(key, value)
+            infos.append({**decode_meta(value),
+                          "num_points": owner[key].header["point_counts"][owner[key].key_index(key)]})
+        writer.finish(build_header(common, infos))
+    return {"shards": len(readers), "samples": len(infos), "cache_dir": str(out_dir)}
