@@ -1,0 +1,1 @@
+"""Stage entry points (`python -m drivepipe.cli.<stage>`) and the `drivepipe` dispatcher."""

@@ -202,6 +202,7 @@ class Trainer:
         t, p = self.cfg.train, self.progress
         self.net.train()
         stop = t.max_steps > 0 and p.step >= t.max_steps
+        bar = self._progress_bar()
         while p.epoch < t.epochs and not stop:
             self.train_loader.batch_sampler.set_epoch(p.epoch, skip_batches=p.batch_in_epoch)
             self.train_loader.generator.manual_seed(t.seed * 100_003 + p.epoch)
@@ -218,15 +219,28 @@ class Trainer:
                 stop = t.max_steps > 0 and p.step >= t.max_steps
                 if metrics is not None:
                     self._log_step(metrics, wait, time.perf_counter() - tic, len(micro))
+                    bar.update(1)
+                    bar.set_postfix(epoch=p.epoch, loss=f"{metrics['loss/total']:.3f}", refresh=False)
             if not stop:
                 p.epoch, p.batch_in_epoch = p.epoch + 1, 0
                 self._end_of_epoch(final=p.epoch >= t.epochs)
         if stop:
             self._end_of_epoch(final=True)
+        bar.close()
         summary = {**p.last_metrics, "step": p.step, "micro_step": p.micro_step, "epoch": p.epoch,
                    "nonfinite_total": p.nonfinite_total}
         self.logger.write_summary(summary)
         return summary
+
+    def _progress_bar(self) -> Any:
+        """A tqdm bar over optimizer steps on the main rank (disabled elsewhere)."""
+        from tqdm import tqdm
+
+        t = self.cfg.train
+        total = t.epochs * self.steps_per_epoch
+        if t.max_steps > 0:
+            total = min(total, t.max_steps)
+        return tqdm(total=total, initial=self.progress.step, desc="train", unit="step", disable=not self.dist.is_main)
 
     def train_step(self, micro_batches: list[dict[str, Any]]) -> dict[str, float] | None:
         """One optimizer step over `accumulate` micro-batches; None when a non-finite loss voided it."""

@@ -1,0 +1,1 @@
+"""drivepipe.world."""
