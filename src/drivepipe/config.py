@@ -90,8 +90,8 @@ class DataConfig:
 @dataclass(frozen=True, kw_only=True)
 class PreprocessConfig:
     cameras: list[str] = _f(["CAM_F0", "CAM_L0", "CAM_R0", "CAM_L2", "CAM_R2", "CAM_B0"])
-    image_width: int = _f(160, ge=16)          # px after undistort + resize (GPU profile 640)
-    image_height: int = _f(96, ge=16)          # px (GPU profile 384)
+    image_width: int = _f(128, ge=16)          # px after undistort + resize (GPU profile 640)
+    image_height: int = _f(72, ge=16)          # px (GPU profile 384)
     image_storage: Literal["jpeg", "raw"] = _f("jpeg")  # how images are stored in LMDB
     jpeg_quality: int = _f(95, ge=10, le=100)
     lidar_max_range_m: float = _f(60.0, gt=1.0)  # m, points farther (in x-y) are dropped
@@ -100,7 +100,7 @@ class PreprocessConfig:
     intensity_max: float = _f(255.0, gt=0.0)   # raw intensity divided by this, clipped to [0, 1]
     max_points: int = _f(40000, ge=100)        # points kept per sweep (nearest first)
     pillar_size_m: float = _f(0.2, gt=0.0)     # m, pillar edge
-    bev_size: int = _f(96, ge=8)              # cells per side of the BEV grid (GPU profile 200)
+    bev_size: int = _f(80, ge=8)              # cells per side of the BEV grid (GPU profile 200)
     bev_resolution_m: float = _f(0.5, gt=0.0)  # m per BEV cell
     seg_classes: list[str] = _f(["drivable_area", "lane", "lane_divider", "crosswalk"])
     occupancy_future_steps: int = _f(2, ge=0)  # future occupancy frames at traj_dt_s
@@ -194,7 +194,7 @@ class LossConfig:
 class TrainConfig:
     experiment: str = _f("default")            # checkpoints/<experiment>/
     seed: int = _f(0)
-    epochs: int = _f(8, ge=1)
+    epochs: int = _f(6, ge=1)
     batch_size: int = _f(4, ge=1)
     accumulate: int = _f(1, ge=1)              # micro-batches per optimizer step
     lr: float = _f(2e-3, gt=0.0)
@@ -204,7 +204,7 @@ class TrainConfig:
     step_every_epochs: int = _f(4, ge=1)       # step schedule period
     step_gamma: float = _f(0.3, gt=0.0, le=1.0)
     grad_clip: float = _f(5.0, ge=0.0)         # max global grad norm (0 = off)
-    amp: Literal["off", "fp16", "bf16"] = _f("off")
+    amp: Literal["fp32", "fp16", "bf16"] = _f("fp32")  # "fp32" = AMP off (not "off": YAML 1.1 reads it as false)
     device: Literal["auto", "cpu", "cuda"] = _f("auto")
     workers: int = _f(1, ge=0)
     pin_memory: bool = _f(False)

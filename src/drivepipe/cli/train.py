@@ -1,4 +1,5 @@
-"""Stage 3 `train`: cached samples -> checkpoints/<experiment>/ (resumable) + reports/train/{live/,summary.json}.
+"""Stage 3 `train`: cached samples -> checkpoints/<experiment>/ (resumable, local), models/<experiment>/{best,latest}/
+(exported weights, pushed) + reports/train/{live/,summary.json}.
 
 Single process: `drivepipe train --params params.yaml`; several: `torchrun --nproc_per_node 2 -m drivepipe.cli.main
 train ...` (rank 0 writes checkpoints and reports).
@@ -18,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default="data/cache", help="LMDB cache from `preprocess` (default: data/cache)")
     parser.add_argument("--checkpoints", default="checkpoints",
                         help="checkpoint root; the run writes <root>/<train.experiment>/ (default: checkpoints)")
+    parser.add_argument("--models", default="models",
+                        help="root of the exported best/latest weights, <root>/<train.experiment>/ (default: models)")
     parser.add_argument("--reports", default="reports/train",
                         help="<dir>/live (dvclive) + <dir>/summary.json (default: reports/train)")
 
@@ -28,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
 
     summary = fit(cfg, args.cache, args.checkpoints, args.reports)
     if int(os.environ.get("RANK", "0")) == 0:
+        from pathlib import Path
+
+        from drivepipe.train.checkpoint import export_models
+
+        export_models(Path(args.checkpoints) / cfg.train.experiment, Path(args.models) / cfg.train.experiment)
         write_resolved_config(cfg, args.reports)
         print(json.dumps({k: summary[k] for k in ("step", "epoch", "nonfinite_total", "val/score") if k in summary}))
     return 0

@@ -155,6 +155,25 @@ def _metric(meta: dict[str, Any], key: str) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
 
 
+EXPORT_FILES = ("model.pt", "meta.json", "resolved_config.json")
+
+
+def export_models(exp_dir: str | Path, out_dir: str | Path) -> None:
+    """Copy the `best` and `latest` checkpoints' weights (model.pt, meta.json, resolved_config.json) into
+    `out_dir/{best,latest}/`: the small, pushed DVC output that evaluation and the closed loop read, while the
+    full training checkpoints (optimizer, RNG, every step) stay local."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for which in ("best", "latest"):
+        src = resolve_checkpoint(exp_dir, which)  # type: ignore[arg-type]
+        (tmp / which).mkdir(parents=True)
+        for name in EXPORT_FILES:
+            shutil.copy2(src / name, tmp / which / name)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+
+
 class Checkpointer:
     """Saves, links, prunes and resumes the checkpoints of one experiment directory (rank 0 only)."""
 

@@ -104,9 +104,9 @@ def resolve_device(t: TrainConfig, info: D.DistInfo) -> torch.device:
 def resolve_amp(t: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
     """(autocast dtype or None, use GradScaler). fp16 needs CUDA; on CPU it falls back to off with a warning."""
     if t.amp == "fp16" and device.type != "cuda":
-        log.warning("train.amp=fp16 is not available on %s; training in fp32 (amp off)", device)
+        log.warning("train.amp=fp16 is not available on %s; training in fp32", device)
         return None, False
-    return {"off": (None, False), "fp16": (torch.float16, True), "bf16": (torch.bfloat16, False)}[t.amp]
+    return {"fp32": (None, False), "fp16": (torch.float16, True), "bf16": (torch.bfloat16, False)}[t.amp]
 
 
 def data_hashes(header: dict[str, Any]) -> dict[str, str]:
