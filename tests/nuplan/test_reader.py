@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 import sqlite3
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -22,17 +20,8 @@ from drivepipe.nuplan.tables import make_token
 from drivepipe.schema import CATEGORY_INDEX
 
 
-def _reader_data():
-    """tests/nuplan/conftest.py as a uniquely named module (a plain `import conftest` may find another folder's)."""
-    name = "_nuplan_reader_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
+import reader_data as _D  # noqa: E402  (tests/nuplan is on sys.path under pytest)
 
-
-_D = _reader_data()
 CHANNELS = _D.CHANNELS
 CONE_ID = _D.CONE_ID
 DT_US = _D.DT_US

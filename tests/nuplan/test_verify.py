@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,17 +11,8 @@ from drivepipe.cli.main import main
 from drivepipe.nuplan.verify import verify_dataset
 
 
-def _reader_data():
-    """tests/nuplan/conftest.py as a uniquely named module (a plain `import conftest` may find another folder's)."""
-    name = "_nuplan_reader_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
+import reader_data as _D  # noqa: E402  (tests/nuplan is on sys.path under pytest)
 
-
-_D = _reader_data()
 CHANNELS = _D.CHANNELS
 LOCATION = _D.LOCATION
 NUM_SCENES = _D.NUM_SCENES

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_bundle, small_config
+from bundle_factory import make_bundle, small_config
 from drivepipe.cache.lmdb_store import LmdbReader, LmdbWriter, decode_sample, encode_sample
 from drivepipe.config import from_dict, to_dict
 from drivepipe.data.dataset import CacheDataset

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import camera_calibration
+from bundle_factory import camera_calibration
 from drivepipe.preprocess.image import undistort_maps, undistort_resize
 
 W, H = 640, 384

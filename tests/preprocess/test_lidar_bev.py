@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from shapely.geometry import LineString, Polygon
 
-from conftest import small_preprocess
+from bundle_factory import small_preprocess
 from drivepipe.preprocess.bev import rasterize_map, rasterize_occupancy, transform_boxes, transform_trajectory
 from drivepipe.preprocess.lidar import pillar_grid_size, process_lidar
 from drivepipe.sample import bev_cell_centers, ego_xy_to_cell

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import make_bundle, small_preprocess
+from bundle_factory import make_bundle, small_preprocess
 from drivepipe.errors import DataError
 from drivepipe.preprocess.pipeline import build_sample, fit_steps, resample_route
 from drivepipe.sample import ROUTE_POINTS, collate, ego_xy_to_cell, validate_sample

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_bundle, small_config
+from bundle_factory import make_bundle, small_config
 from drivepipe.cache.lmdb_store import LmdbReader
 from drivepipe.errors import DataError
 from drivepipe.preprocess import run as run_mod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-from conftest import small_preprocess
+from bundle_factory import small_preprocess
 from drivepipe.preprocess.windows import assign_splits, make_windows, scene_score
 
 Scenario = namedtuple("Scenario", "log_name token timestamp_us scene_token scenario_type index")
