@@ -183,6 +183,7 @@ class LossConfig:
     plan_weight: float = _f(1.0, ge=0.0)
     box_weight: float = _f(0.25, ge=0.0)       # L1 box regression relative to the focal heatmap term
     dice_weight: float = _f(1.0, ge=0.0)
+    occ_pos_weight: float = _f(8.0, gt=0.0)   # BCE weight of occupied cells (rare) against free ones
     nll_weight: float = _f(0.1, ge=0.0)
     mode_cls_weight: float = _f(0.5, ge=0.0)
     focal_alpha: float = _f(2.0, gt=0.0)

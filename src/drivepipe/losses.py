@@ -126,9 +126,13 @@ def segmentation_loss(outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -
             "loss/seg/dice": soft_dice_loss(logits, target)}
 
 
-def occupancy_loss(outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """loss/occ/bce against batch occ (B, 1 + To, S, S) 0/1."""
-    return {"loss/occ/bce": F.binary_cross_entropy_with_logits(outputs["occ.logits"].float(), batch["occ"].float())}
+def occupancy_loss(outputs: dict[str, torch.Tensor], batch: dict[str, Any],
+                   pos_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """loss/occ/bce against batch occ (B, 1 + To, S, S) 0/1. Occupied cells are a few percent of the grid, so their
+    term is weighted by `pos_weight` (loss.occ_pos_weight); with 1.0 the head learns to predict "free" everywhere."""
+    logits = outputs["occ.logits"].float()
+    weight = torch.tensor(pos_weight, device=logits.device)
+    return {"loss/occ/bce": F.binary_cross_entropy_with_logits(logits, batch["occ"].float(), pos_weight=weight)}
 
 
 def prediction_loss(outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -217,7 +221,7 @@ class MultiTaskLoss(nn.Module):
 
     def forward(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         terms = {**detection_loss(outputs, batch, self.cfg), **segmentation_loss(outputs, batch),
-                 **occupancy_loss(outputs, batch), **prediction_loss(outputs, batch)}
+                 **occupancy_loss(outputs, batch, self.cfg.loss.occ_pos_weight), **prediction_loss(outputs, batch)}
         if "plan.traj" in outputs:
             terms.update(planning_loss(outputs, batch))
         totals = head_totals(terms, self.cfg.loss)

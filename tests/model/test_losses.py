@@ -212,3 +212,15 @@ def test_multitask_loss_static_weights_and_names() -> None:
             + result["loss/plan"])
     assert result["loss/total"].item() == pytest.approx(want.item(), rel=1e-6)
     assert all(k.startswith("loss/") for k in result) and not any(k.startswith("stats/") for k in result)
+
+
+def test_occupancy_positive_weight_scales_only_occupied_cells():
+    from drivepipe.losses import occupancy_loss
+
+    logits = torch.zeros(1, 1, 2, 2)
+    target = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    base = occupancy_loss({"occ.logits": logits}, {"occ": target})["loss/occ/bce"]
+    weighted = occupancy_loss({"occ.logits": logits}, {"occ": target}, pos_weight=5.0)["loss/occ/bce"]
+    # every cell costs log 2 at p = 0.5; the one occupied cell counts 5x: (5 + 3) / 4 log 2
+    assert base.item() == pytest.approx(math.log(2), abs=1e-6)
+    assert weighted.item() == pytest.approx(8 / 4 * math.log(2), abs=1e-6)
