@@ -33,3 +33,29 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("nuplan") / "nuplan_mini"
     generate_dataset(cfg.data, root, progress=False)
     return root
+
+
+def tiny_pipeline_params() -> dict:
+    """The tiny profile of every stage (tests/pipeline/tiny_params.yaml) with the session dataset's data section."""
+    import yaml
+
+    params = yaml.safe_load((REPO / "tests" / "pipeline" / "tiny_params.yaml").read_text())
+    params["data"]["synthetic"].update(tiny_params()["data"]["synthetic"])
+    return params
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """preprocess -> train (a few steps) on the session dataset; returns paths and the config."""
+    from drivepipe.config import from_dict
+    from drivepipe.preprocess.run import run_preprocess
+    from drivepipe.train.checkpoint import export_models
+    from drivepipe.train.trainer import fit
+
+    cfg = from_dict(tiny_pipeline_params())
+    work = tmp_path_factory.mktemp("tiny_trained")
+    run_preprocess(cfg, synthetic_root, work / "cache", work / "preprocess.json")
+    fit(cfg, work / "cache", work / "checkpoints", work / "reports_train")
+    export_models(work / "checkpoints" / cfg.train.experiment, work / "models" / cfg.train.experiment)
+    return {"cfg": cfg, "cache": work / "cache", "checkpoints": work / "checkpoints", "models": work / "models",
+            "data": synthetic_root, "work": work}

@@ -52,11 +52,15 @@ def test_cli_train_then_split_run_matches(cache: Path, tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_params()))
     a = tmp_path / "a"
     rc = main(["train", "--params", str(tmp_path / "params.yaml"), "--cache", str(cache),
-               "--checkpoints", str(a / "ckpt"), "--reports", str(a / "reports")])
+               "--checkpoints", str(a / "ckpt"), "--models", str(a / "models"), "--reports", str(a / "reports")])
     assert rc == 0
     summary = json.loads((a / "reports" / "summary.json").read_text())
     assert summary["step"] == 8 and {"val/score", "val/seg_iou", "val/min_ade", "val/loss/total"} <= set(summary)
     assert (a / "reports" / "resolved_config.json").is_file()
+    for which in ("best", "latest"):  # the exported (pushed) weights equal the checkpoint's
+        exported, _ = load_model_weights(a / "models" / "default" / which)
+        original, _ = load_model_weights(resolve_checkpoint(a / "ckpt" / "default", which))
+        assert exported.keys() == original.keys() and all(torch.equal(exported[k], original[k]) for k in exported)
     meta = json.loads((resolve_checkpoint(a / "ckpt" / "default", "latest") / "meta.json").read_text())
     assert len(meta["header_hash"]) == 64 and meta["manifest_hash"] == "manifest"
 

@@ -1,0 +1,102 @@
+"""The evaluate stage end to end on the tiny synthetic pipeline: required metric keys, baselines, exports that
+round-trip to the same mAP, pictures and report, and different weights giving different metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from drivepipe.evaluate.export import records_to_arrays
+from drivepipe.evaluate.run import run_evaluate
+from drivepipe.metrics import DetectionMetric
+
+REQUIRED = ["detection.mAP", "segmentation.mIoU", "occupancy.iou", "occupancy.accuracy", "occupancy.recall",
+            "prediction.minADE", "prediction.minFDE", "prediction.miss_rate_2m", "prediction.mode_precision",
+            "prediction.mode_recall", "prediction.collision_rate", "baseline.constant_velocity.minADE",
+            "baseline.constant_acceleration.minADE", "baseline.empty_detector.mAP", "baseline.untrained_model.mAP"]
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        d = d[part]
+    return d
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluate") / "reports"
+    results = run_evaluate(tiny_trained["cfg"], tiny_trained["cache"], tiny_trained["models"], out)
+    return out, results
+
+
+@pytest.mark.slow
+def test_metrics_json_has_every_required_key(evaluated):
+    out, results = evaluated
+    on_disk = json.loads((out / "metrics.json").read_text())
+    for key in REQUIRED:
+        _get(on_disk, key)  # raises KeyError when missing
+    assert on_disk["baseline"]["empty_detector"]["mAP"] == 0.0
+    assert 0.0 <= on_disk["detection"]["mAP"] <= 1.0 and 0.0 <= on_disk["occupancy"]["accuracy"] <= 1.0
+    assert set(on_disk["breakdown"]) == {"location", "scenario_type"}
+    assert on_disk == json.loads(json.dumps(results))
+
+
+@pytest.mark.slow
+def test_exports_round_trip_to_the_same_map(evaluated):
+    out, results = evaluated
+    dets = json.loads((out / "exports" / "detections.json").read_text())
+    gts = json.loads((out / "exports" / "ground_truth.json").read_text())
+    assert dets["meta"]["frame"] == "ego" and set(dets["results"]) == set(gts["results"])
+    first = next(iter(dets["results"].values()))
+    if first:
+        assert set(first[0]) == {"sample_token", "translation", "size", "rotation", "velocity", "detection_name",
+                                 "detection_score", "attribute_name"}
+    metric = DetectionMetric()
+    for token in sorted(gts["results"]):
+        boxes, labels, scores = records_to_arrays(dets["results"][token])
+        gt_boxes, gt_labels, _ = records_to_arrays(gts["results"][token])
+        metric.update(boxes, labels, scores, gt_boxes, gt_labels)
+    assert metric.compute()["mAP"] == pytest.approx(results["detection"]["mAP"], abs=1e-9)
+    trajs = json.loads((out / "exports" / "trajectories.json").read_text())["results"]
+    agents = [a for v in trajs.values() for a in v]
+    assert agents and {"modes", "mode_probabilities", "ground_truth", "valid"} <= set(agents[0])
+    assert np.isclose(sum(agents[0]["mode_probabilities"]), 1.0, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_pictures_plots_and_report(evaluated):
+    out, _ = evaluated
+    pngs = sorted(p.name for p in (out / "pictures").glob("*.png"))
+    assert any(p.endswith("_bev.png") for p in pngs) and any(p.endswith("_cameras.png") for p in pngs)
+    report = (out / "report.md").read_text()
+    assert "detection mAP" in report and "Mode precision" in report and "_bev.png" in report
+    rows = json.loads((out / "plots" / "displacement_by_horizon.json").read_text())
+    assert rows and {"horizon_s", "ade", "fde", "cv_ade"} <= set(rows[0])
+    assert list((out / "plots" / "pr").glob("*.json"))
+
+
+@pytest.mark.slow
+def test_other_weights_give_other_metrics(tiny_trained, evaluated, tmp_path):
+    """A checkpoint with perturbed weights (stand-in for another training run) must change the numbers."""
+    import shutil
+
+    from drivepipe.train.checkpoint import load_model_weights
+    from drivepipe.utils.io import atomic_write_json, sha256_file
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_trained["models"], models)
+    for which in ("best", "latest"):
+        ckpt = models / tiny_trained["cfg"].train.experiment / which
+        state, meta = load_model_weights(ckpt)
+        torch.manual_seed(1)
+        torch.save({k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()},
+                   ckpt / "model.pt")
+        meta["sha256"]["model.pt"] = sha256_file(ckpt / "model.pt")
+        atomic_write_json(ckpt / "meta.json", meta)
+    other = run_evaluate(tiny_trained["cfg"], tiny_trained["cache"], models, tmp_path / "reports")
+    _, base = evaluated
+    assert other["segmentation"]["mIoU"] != base["segmentation"]["mIoU"] or \
+        other["prediction"]["minADE"] != base["prediction"]["minADE"]
