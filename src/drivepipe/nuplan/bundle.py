@@ -19,10 +19,26 @@ from drivepipe.errors import DataError
 from drivepipe.mapdata import VectorMap
 from drivepipe.nuplan.db import MissingBlobError, NuplanLog
 from drivepipe.nuplan.pcd import read_point_cloud
-from drivepipe.schema import (AGENT_CATEGORIES, CATEGORY_INDEX, AgentTracks, Annotations, Boxes, BundleMeta,
-                              CameraFrame, EgoState, LidarSweep, SensorBundle)
-from drivepipe.utils.geometry import (global_to_ego_xy_yaw, invert, make_transform, quat_to_yaw, rotate_vectors_2d,
-                                      transform_points)
+from drivepipe.schema import (
+    AGENT_CATEGORIES,
+    CATEGORY_INDEX,
+    AgentTracks,
+    Annotations,
+    Boxes,
+    BundleMeta,
+    CameraFrame,
+    EgoState,
+    LidarSweep,
+    SensorBundle,
+)
+from drivepipe.utils.geometry import (
+    global_to_ego_xy_yaw,
+    invert,
+    make_transform,
+    quat_to_yaw,
+    rotate_vectors_2d,
+    transform_points,
+)
 
 ROUTE_MAX_LENGTH_M = 150.0   # route polyline kept ahead of the ego
 ROUTE_JOIN_TOL_M = 1.5       # baseline paths chain when one's end is this close to the next one's start

@@ -17,8 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivepipe.cache.lmdb_store import (SAMPLE_FORMAT_VERSION, LmdbReader, LmdbWriter, cache_config_hash,
-                                        cache_preprocess_dict, decode_meta, encode_sample)
+from drivepipe.cache.lmdb_store import (
+    SAMPLE_FORMAT_VERSION,
+    LmdbReader,
+    LmdbWriter,
+    cache_config_hash,
+    cache_preprocess_dict,
+    decode_meta,
+    encode_sample,
+)
 from drivepipe.config import Config, PreprocessConfig
 from drivepipe.errors import DataError
 from drivepipe.preprocess.image import IMAGE_MEAN, IMAGE_STD

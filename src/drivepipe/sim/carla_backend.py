@@ -27,8 +27,7 @@ import numpy as np
 from drivepipe.config import Config
 from drivepipe.errors import BackendUnavailable
 from drivepipe.sim.controller import ControlLimits
-from drivepipe.sim.interfaces import (Action, ClosedLoopScenario, EgoHistory, RouteProgress, StepResult,
-                                      assemble_bundle)
+from drivepipe.sim.interfaces import Action, ClosedLoopScenario, EgoHistory, RouteProgress, StepResult, assemble_bundle
 from drivepipe.world.state import EgoKinematics
 
 log = logging.getLogger(__name__)
