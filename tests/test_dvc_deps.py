@@ -76,3 +76,13 @@ def test_preprocess_does_not_depend_on_training_code():
     for forbidden in ("model", "train", "losses.py", "sim", "evaluate"):
         assert not any(forbidden in f.relative_to(SRC / "drivepipe").parts[:1] or f.name == forbidden
                        for f in files), forbidden
+
+
+def test_preprocess_workers_do_not_import_torch():
+    """Spawned preprocess workers import the stage's modules; torch would add seconds of start-up to each."""
+    import subprocess
+    import sys
+
+    code = ("import sys, drivepipe.cli.preprocess, drivepipe.preprocess.run, drivepipe.cache.lmdb_store; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(SRC)}).returncode == 0

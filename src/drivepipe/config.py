@@ -255,8 +255,8 @@ class ClosedLoopConfig:
     backend: Literal["embedded", "carla"] = _f("embedded")
     on_unavailable: Literal["fail", "record"] = _f("record")  # when the backend cannot be reached
     checkpoint: Literal["best", "latest"] = _f("latest")
-    num_scenarios: int = _f(4, ge=1)
-    duration_s: float = _f(8.0, gt=0.0)        # s per scenario
+    num_scenarios: int = _f(3, ge=1)
+    duration_s: float = _f(6.0, gt=0.0)        # s per scenario
     step_s: float = _f(0.1, gt=0.0)            # s per tick (10 Hz)
     agents: Literal["replay", "idm"] = _f("replay")
     planner: Literal["route_follower", "imitation"] = _f("route_follower")

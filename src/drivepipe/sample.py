@@ -34,10 +34,12 @@ Per-sample arrays (N = cameras, P = points, M = boxes, A = agents, Th/Tf = histo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported lazily: preprocess workers import this module and never need it
+    import torch
 
 ROUTE_POINTS = 20
 ROUTE_SPACING_M = 2.0
@@ -90,6 +92,8 @@ def collate(samples: list[Sample]) -> dict[str, torch.Tensor]:
     """Stack samples into a batch; variable-length fields are padded to the longest and get a mask:
     `point_valid` (B, P), `box_valid` (B, M), `agent_valid` (B, A). A per-sample "meta" dict (log, token,
     timestamp_us, location, scenario_type, split), when present, is passed through as a list."""
+    import torch
+
     batch: dict[str, torch.Tensor] = {}
     for name, (dtype, variable, pad) in FIELDS.items():
         arrays = [s[name] for s in samples]
@@ -123,4 +127,6 @@ def ego_xy_to_cell(xy_N2: np.ndarray, bev_size: int, resolution_m: float) -> np.
 
 def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
     """Move every tensor of a batch to a device (non-blocking when pinned)."""
+    import torch
+
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

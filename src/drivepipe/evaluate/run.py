@@ -14,6 +14,7 @@ import torch
 
 from drivepipe.config import Config, to_dict
 from drivepipe.data.dataset import CacheDataset
+from drivepipe.errors import DataError
 from drivepipe.evaluate.export import write_exports
 from drivepipe.evaluate.offline import evaluate_model
 from drivepipe.evaluate.pictures import bev_picture, camera_picture
@@ -41,6 +42,9 @@ def run_evaluate(cfg: Config, cache_dir: Path, ckpt_root: Path, out_dir: Path) -
     torch.set_grad_enabled(False)
     model, ckpt, meta = load_trained_model(cfg, ckpt_root, cfg.evaluate.checkpoint)
     dataset = CacheDataset(cache_dir, cfg, "val")
+    if len(dataset) == 0:
+        raise DataError(cache_dir, "the cache has no val samples to evaluate (the dataset is too small for a val "
+                        "split: add logs or scenes, or lower preprocess.window_stride)")
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.evaluate.batch_size, shuffle=False,
                                          collate_fn=collate, num_workers=0)
     results, evaluator = evaluate_model(model, loader, cfg)

@@ -131,11 +131,13 @@ def run_scenarios(cfg: Config, backend: SimBackend, agent: ClosedLoopAgent, scen
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, episodes = [], []
-    for sc in scenarios:
+    for i, sc in enumerate(scenarios):
         row, ep = _run_one(cfg, backend, agent, sc, out_dir)
         rows.append(row)
         if ep is not None:
             episodes.append(ep)
+        log.info("scenario %d/%d %s: %s, route completion %s, driving score %s (%s s)", i + 1, len(scenarios),
+                 sc.scenario_id, row["status"], row["route_completion"], row["driving_score"], row["wall_s"])
     failed = sum(r["status"] == "failed" for r in rows)
     metrics = {**aggregate(episodes), "backend": backend.name, "status": "ok", "scenarios": len(rows),
                "completed": len(episodes), "failed": failed, "failed_rate": failed / max(1, len(rows)),
