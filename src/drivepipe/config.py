@@ -195,7 +195,7 @@ class LossConfig:
 class TrainConfig:
     experiment: str = _f("default")            # checkpoints/<experiment>/
     seed: int = _f(0)
-    epochs: int = _f(6, ge=1)
+    epochs: int = _f(10, ge=1)
     batch_size: int = _f(4, ge=1)
     accumulate: int = _f(1, ge=1)              # micro-batches per optimizer step
     lr: float = _f(2e-3, gt=0.0)
