@@ -39,12 +39,29 @@ def _bev_extent(sample: Sample, resolution_m: float) -> list[float]:
     return [e, -e, -e, e]  # imshow extent with x (ego y) leftwards positive -> image left = +y
 
 
-def _plot_cameras(axes: list[Any], sample: Sample) -> None:
+def _ground_points(sample: Sample, class_index: int, resolution_m: float) -> np.ndarray:
+    """Ego-frame ground points (N, 3) at the centres of the BEV cells of one map class (z = 0)."""
+    seg = sample["seg"][class_index]
+    centres = -seg.shape[-1] * resolution_m / 2 + (np.arange(seg.shape[-1]) + 0.5) * resolution_m
+    i, j = np.nonzero(seg)
+    return np.stack([centres[i], centres[j], np.zeros(len(i))], axis=1)
+
+
+def _plot_cameras(axes: list[Any], sample: Sample, header: dict[str, Any]) -> None:
     corners = box_corners_3d(sample["boxes"])
+    classes = list(header.get("seg_classes", []))
+    res = float(header.get("bev_resolution_m", 0.5))
+    lanes = {name: _ground_points(sample, classes.index(name), res)
+             for name in ("lane_divider", "crosswalk") if name in classes}
+    cameras = header.get("cameras") or [f"camera {k}" for k in range(len(axes))]
     for k, ax in enumerate(axes):
         img = sample["images"][k].transpose(1, 2, 0)
         ax.imshow(img)
         h, w = img.shape[:2]
+        for name, colour in (("lane_divider", "yellow"), ("crosswalk", "orange")):
+            if name in lanes and len(lanes[name]):  # the BEV lane raster projected onto the ground in the image
+                uv, ok = project_to_camera(lanes[name], sample["intrinsics"][k], sample["cam_to_ego"][k])
+                ax.scatter(uv[ok, 0], uv[ok, 1], s=3, c=colour, alpha=0.6, linewidths=0)
         for box in corners:
             uv, ok = project_to_camera(box, sample["intrinsics"][k], sample["cam_to_ego"][k])
             for a, b in _EDGES:
@@ -52,7 +69,7 @@ def _plot_cameras(axes: list[Any], sample: Sample) -> None:
                     ax.plot([uv[a, 0], uv[b, 0]], [uv[a, 1], uv[b, 1]], color="lime", lw=0.8)
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
-        ax.set_title(f"camera {k}", fontsize=7)
+        ax.set_title(str(cameras[k]), fontsize=7)
         ax.axis("off")
 
 
@@ -116,7 +133,7 @@ def render_sample(sample: Sample, header: dict[str, Any], out_png: str | Path, t
     cam_rows = int(np.ceil(n_cam / cols))
     fig, axes = plt.subplots(cam_rows + 1, cols, figsize=(3.2 * cols, 2.2 * cam_rows + 3.4), squeeze=False)
     flat = [ax for row in axes[:cam_rows] for ax in row]
-    _plot_cameras(flat[:n_cam], sample)
+    _plot_cameras(flat[:n_cam], sample, header)
     for ax in flat[n_cam:]:
         ax.axis("off")
     _plot_bev(list(axes[cam_rows][:4]), sample, header)
