@@ -100,3 +100,8 @@ def test_other_weights_give_other_metrics(tiny_trained, evaluated, tmp_path):
     _, base = evaluated
     assert other["segmentation"]["mIoU"] != base["segmentation"]["mIoU"] or \
         other["prediction"]["minADE"] != base["prediction"]["minADE"]
+
+
+@pytest.mark.slow
+def test_evaluation_leaves_autograd_enabled(evaluated):
+    assert torch.is_grad_enabled()  # a global switch would break any training later in the same process

@@ -39,7 +39,6 @@ def load_trained_model(cfg: Config, ckpt_root: Path, which: str) -> tuple[torch.
 
 def run_evaluate(cfg: Config, cache_dir: Path, ckpt_root: Path, out_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
-    torch.set_grad_enabled(False)
     model, ckpt, meta = load_trained_model(cfg, ckpt_root, cfg.evaluate.checkpoint)
     dataset = CacheDataset(cache_dir, cfg, "val")
     if len(dataset) == 0:
@@ -70,6 +69,7 @@ def run_evaluate(cfg: Config, cache_dir: Path, ckpt_root: Path, out_dir: Path) -
     return results
 
 
+@torch.no_grad()
 def _pictures(model: torch.nn.Module, dataset: CacheDataset, cfg: Config, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
