@@ -100,10 +100,10 @@ def read_jpeg(path: Path | str) -> np.ndarray:
         raise DataError(path, "not a JPEG file (no start-of-image marker)")
     if b"\xff\xd9" not in data[-32:]:
         raise DataError(path, "JPEG is truncated (no end-of-image marker)")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.ndim != 3:
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)  # decoded straight to RGB, no copy
+    if rgb is None or rgb.ndim != 3:
         raise DataError(path, "JPEG could not be decoded")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
 
 
 def _lidar(log: NuplanLog, index: int) -> LidarSweep:
@@ -112,7 +112,8 @@ def _lidar(log: NuplanLog, index: int) -> LidarSweep:
     if path is None:  # policy "skip": a sweep without its point cloud cannot become a bundle
         raise MissingBlobError(log.blob_path(rel), "missing blob referenced by lidar_pc.filename (frame dropped)")
     points = read_point_cloud(path)
-    points[:, :3] = transform_points(log.T_ego_from_lidar, points[:, :3]).astype(np.float32)
+    T = log.T_ego_from_lidar.astype(np.float32)  # float32 throughout: the points are float32 (mm-level is plenty)
+    points[:, :3] = points[:, :3] @ T[:3, :3].T + T[:3, 3]
     return LidarSweep(points=points, timestamp_us=int(log.lidar_pcs.timestamp_us[index]),
                       T_ego_from_lidar=log.T_ego_from_lidar.copy(), token=str(log.lidar_pcs.token[index]))
 
