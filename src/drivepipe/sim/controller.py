@@ -10,13 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from drivepipe.vehicle import WHEELBASE_M, kinematic_bicycle
 from drivepipe.world.state import EgoKinematics
-
-WHEELBASE_M = 3.089
-EGO_WIDTH_M = 2.297
-EGO_FRONT_M = 4.049  # rear axle -> front bumper
-EGO_REAR_M = 1.127   # rear axle -> rear bumper
-EGO_HEIGHT_M = 1.777
 
 
 @dataclass(frozen=True)
@@ -35,15 +30,9 @@ def propagate_bicycle(ego: EgoKinematics, steer_rad: float, accel_mps2: float, d
     Speed is clamped at 0 (no reversing). Returns the new state with ax, ay (ego frame) and yaw_rate filled.
     """
     v0 = float(ego.vx)
-    v1 = max(0.0, v0 + accel_mps2 * dt_s)
-    v_mean = 0.5 * (v0 + v1)
-    yaw_rate = v_mean * np.tan(steer_rad) / WHEELBASE_M
-    yaw_mid = ego.yaw + 0.5 * yaw_rate * dt_s
-    x = ego.x + v_mean * np.cos(yaw_mid) * dt_s
-    y = ego.y + v_mean * np.sin(yaw_mid) * dt_s
-    yaw = float((ego.yaw + yaw_rate * dt_s + np.pi) % (2 * np.pi) - np.pi)
-    return EgoKinematics(x=float(x), y=float(y), yaw=yaw, vx=v1, vy=0.0, ax=(v1 - v0) / dt_s,
-                         ay=v_mean * yaw_rate, yaw_rate=float(yaw_rate), z=ego.z)
+    x, y, yaw, v1, yaw_rate = kinematic_bicycle(ego.x, ego.y, ego.yaw, v0, accel_mps2, steer_rad, dt_s)
+    return EgoKinematics(x=x, y=y, yaw=yaw, vx=v1, vy=0.0, ax=(v1 - v0) / dt_s,
+                         ay=0.5 * (v0 + v1) * yaw_rate, yaw_rate=yaw_rate, z=ego.z)
 
 
 def resample_path(path_N2: np.ndarray, spacing_m: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

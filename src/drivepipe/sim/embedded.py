@@ -30,11 +30,12 @@ from shapely.ops import unary_union
 from drivepipe.config import Config
 from drivepipe.mapdata import SEMANTIC_LAYERS
 from drivepipe.schema import CATEGORIES, BundleMeta, CameraFrame
-from drivepipe.sim.controller import EGO_FRONT_M, EGO_REAR_M, EGO_WIDTH_M, ControlLimits, propagate_bicycle
+from drivepipe.sim.controller import ControlLimits, propagate_bicycle
 from drivepipe.sim.interfaces import Action, ClosedLoopScenario, EgoHistory, RouteProgress, StepResult, assemble_bundle
 from drivepipe.sim.planner import NUPLAN_REACTIVE_IDM, boxes_overlap, idm_accel
 from drivepipe.sim.scorer import format_collisions
 from drivepipe.utils.geometry import box_corners_2d, global_to_ego_xy_yaw, quat_to_yaw
+from drivepipe.vehicle import EGO_FRONT_M, EGO_REAR_M, EGO_WIDTH_M
 from drivepipe.world.state import ActorState, EgoKinematics, WorldSnapshot
 
 OFF_ROAD_TOLERANCE_M = 0.3

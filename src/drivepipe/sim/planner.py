@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from drivepipe.sim.controller import EGO_FRONT_M, EGO_REAR_M, EGO_WIDTH_M, project_on_path, resample_path
+from drivepipe.sim.controller import project_on_path, resample_path
 from drivepipe.utils.geometry import box_corners_2d
+from drivepipe.vehicle import EGO_FRONT_M, EGO_REAR_M, EGO_WIDTH_M
 
 CORRIDOR_MARGIN_M = 0.4
 MIN_MODE_PROB = 0.15

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from drivepipe.sim.controller import EGO_FRONT_M, EGO_REAR_M, EGO_WIDTH_M
 from drivepipe.utils.geometry import box_corners_2d
+from drivepipe.vehicle import EGO_FRONT_M, EGO_REAR_M, EGO_WIDTH_M
 
 VIEW_HALF_M = 30.0
 

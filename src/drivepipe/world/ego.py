@@ -12,15 +12,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from drivepipe.utils.geometry import wrap_angle
+from drivepipe.vehicle import EGO_FRONT_M, EGO_REAR_M, WHEELBASE_M, kinematic_bicycle
 from drivepipe.world.roads import LaneGraph
 from drivepipe.world.traffic import idm_accel
 
-WHEELBASE_M = 3.089
-EGO_FRONT_M = 4.049            # rear axle to front bumper
-EGO_REAR_M = 1.127             # rear axle to rear bumper
-EGO_WIDTH_M = 2.297
-EGO_HEIGHT_M = 1.777
 EGO_LENGTH_M = EGO_FRONT_M + EGO_REAR_M
 EGO_CENTER_OFFSET_M = (EGO_FRONT_M - EGO_REAR_M) / 2  # rear axle -> box centre, along heading
 MAX_STEER_RAD = 0.6
@@ -113,13 +108,8 @@ class EgoState:
 
 def bicycle_step(state: EgoState, acc: float, steer: float, dt: float) -> EgoState:
     """Kinematic bicycle about the rear axle, integrated with midpoint speed and heading over dt (s)."""
-    v_new = max(0.0, state.v + acc * dt)
-    v_mid = 0.5 * (state.v + v_new)
-    yaw_rate = v_mid * np.tan(steer) / WHEELBASE_M
-    yaw_mid = state.yaw + 0.5 * yaw_rate * dt
-    return replace(state, x=state.x + v_mid * np.cos(yaw_mid) * dt, y=state.y + v_mid * np.sin(yaw_mid) * dt,
-                   yaw=float(wrap_angle(state.yaw + yaw_rate * dt)), v=v_new, acc=(v_new - state.v) / dt,
-                   yaw_rate=float(yaw_rate), steer=steer)
+    x, y, yaw, v_new, yaw_rate = kinematic_bicycle(state.x, state.y, state.yaw, state.v, acc, steer, dt)
+    return replace(state, x=x, y=y, yaw=yaw, v=v_new, acc=(v_new - state.v) / dt, yaw_rate=yaw_rate, steer=steer)
 
 
 class ExpertDriver:

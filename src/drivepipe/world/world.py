@@ -13,11 +13,10 @@ import numpy as np
 from shapely.geometry import Point
 
 from drivepipe.config import SyntheticConfig
+from drivepipe.vehicle import EGO_FRONT_M, EGO_WIDTH_M
 from drivepipe.world.ego import (
     EGO_CENTER_OFFSET_M,
-    EGO_FRONT_M,
     EGO_LENGTH_M,
-    EGO_WIDTH_M,
     EgoState,
     ExpertDriver,
     bicycle_step,
