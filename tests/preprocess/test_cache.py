@@ -196,3 +196,24 @@ def test_reader_survives_fork_and_shares_env(tmp_path):
     with mp.get_context("fork").Pool(1) as pool:  # the parent held the env open: closed before fork, reopened
         got = pool.map(_read_points, [(train, 0), (val, 0)])
     assert got == expected and len(train[1]["points"]) == train.num_points(1)
+
+
+def test_header_content_hash_follows_the_sample_bytes(tmp_path):
+    """The header (which the trainer hashes to decide resume vs fresh start) changes when any sample's bytes do,
+    even with the same params and keys."""
+    import json
+
+    import lmdb
+
+    from drivepipe.cache.lmdb_store import META_KEY, LmdbWriter
+
+    headers = []
+    for name, value in (("a", b"v1"), ("b", b"v1"), ("c", b"v2")):
+        with LmdbWriter(tmp_path / name) as writer:
+            writer.put("log/0000000000000001", value)
+            writer.finish({"schema_version": 1})
+        env = lmdb.open(str(tmp_path / name), readonly=True, lock=False)
+        with env.begin() as txn:
+            headers.append(json.loads(txn.get(META_KEY))["content_hash"])
+        env.close()
+    assert headers[0] == headers[1] != headers[2]

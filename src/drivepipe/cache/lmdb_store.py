@@ -12,6 +12,7 @@ per camera, `sizes` gives their byte lengths). No pickle anywhere, no timestamps
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -154,6 +155,7 @@ class LmdbWriter:
                               metasync=False, readahead=False, meminit=True, max_dbs=0)
         self._last_key: bytes | None = None
         self._pending: list[tuple[bytes, bytes]] = []
+        self._content = hashlib.sha256()  # over every (key, value): the header then changes whenever a sample does
         self.count = 0
 
     def put(self, key: str, value: bytes) -> None:
@@ -162,6 +164,8 @@ class LmdbWriter:
         if k == META_KEY or (self._last_key is not None and k <= self._last_key):
             raise ValueError(f"cache keys must be written in increasing order: {key!r}")
         self._last_key = k
+        self._content.update(struct.pack("<II", len(k), len(value)) + k)
+        self._content.update(value)
         self._pending.append((k, value))
         self.count += 1
         if len(self._pending) >= COMMIT_EVERY:
@@ -183,6 +187,7 @@ class LmdbWriter:
     def finish(self, header: dict[str, Any]) -> Path:
         """Write the pending records and the `__meta__` header, flush, close and move the cache into place."""
         self._commit()
+        header = {**header, "content_hash": self._content.hexdigest()}
         blob = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
         with self._env.begin(write=True) as txn:
             txn.put(META_KEY, blob)

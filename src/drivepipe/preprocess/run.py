@@ -37,7 +37,7 @@ from drivepipe.schema import CATEGORIES, SCHEMA_VERSION, SensorBundle
 from drivepipe.utils.io import atomic_write_json, sha256_file, sha256_json
 
 log = logging.getLogger(__name__)
-PER_SAMPLE_HEADER_KEYS = ("count", "keys", "splits", "point_counts")
+PER_SAMPLE_HEADER_KEYS = ("count", "keys", "splits", "point_counts", "content_hash")
 CHUNK_WINDOWS = 32  # windows per worker task (bounds the memory a result holds)
 _OPEN_LOG: dict[str, Any] = {}
 
