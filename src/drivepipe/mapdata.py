@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import shapely
-from shapely import affinity
 from shapely.geometry.base import BaseGeometry
 from shapely.strtree import STRtree
 
@@ -48,6 +47,7 @@ class VectorMap:
     epsg: int
     layers: dict[str, list[MapFeature]]
     _trees: dict[str, STRtree] = field(default_factory=dict, repr=False, compare=False)
+    _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def layer(self, name: str) -> list[MapFeature]:
         return self.layers.get(name, [])
@@ -55,33 +55,45 @@ class VectorMap:
     def query(self, name: str, box_xyxy: tuple[float, float, float, float]) -> list[MapFeature]:
         """Features of a layer whose geometry intersects an axis-aligned box (global frame)."""
         feats = self.layer(name)
+        return [feats[i] for i in self._query_index(name, box_xyxy)]
+
+    def _query_index(self, name: str, box_xyxy: tuple[float, float, float, float]) -> np.ndarray:
+        """Sorted indices into `layer(name)` of the geometries intersecting the box."""
+        feats = self.layer(name)
         if not feats:
-            return []
+            return np.zeros(0, np.int64)
         if name not in self._trees:
             self._trees[name] = STRtree([f.geometry for f in feats])
-        idx = self._trees[name].query(shapely.box(*box_xyxy), predicate="intersects")
-        return [feats[i] for i in sorted(idx)]
+        return np.sort(self._trees[name].query(shapely.box(*box_xyxy), predicate="intersects"))
 
     def semantic_layers_in_ego(self, T_global_from_ego: np.ndarray, radius_m: float,
                                classes: tuple[str, ...] = tuple(SEMANTIC_LAYERS)) -> dict[str, list[BaseGeometry]]:
-        """Semantic classes near the ego, transformed into the ego frame (x forward, y left) and clipped to a
-        square of half-side `radius_m` around the rear axle."""
-        x, y = T_global_from_ego[0, 3], T_global_from_ego[1, 3]
+        """Semantic classes near the ego, transformed into the ego frame (x forward, y left; 2-D) and clipped to a
+        square of half-side `radius_m` around the rear axle. One vectorised transform and clip per class."""
+        x, y = float(T_global_from_ego[0, 3]), float(T_global_from_ego[1, 3])
         yaw = float(np.arctan2(T_global_from_ego[1, 0], T_global_from_ego[0, 0]))
         r = radius_m * 1.5  # a rotated square needs a larger axis-aligned query box
         window = (x - r, y - r, x + r, y + r)
-        clip = shapely.box(-radius_m, -radius_m, radius_m, radius_m)
-        c, s = np.cos(-yaw), np.sin(-yaw)
-        # ego = R(-yaw) @ (p - t): shapely's affine [a, b, d, e, xoff, yoff]
-        matrix = [c, -s, s, c, -(c * x - s * y), -(s * x + c * y)]
+        clip_xyxy = (-radius_m, -radius_m, radius_m, radius_m)
+        c, s = np.cos(yaw), np.sin(yaw)
+        rotation = np.array([[c, -s], [s, c]])  # ego = (p - t) @ R(yaw), i.e. R(-yaw) @ (p - t)
+        origin = np.array([x, y])
         out: dict[str, list[BaseGeometry]] = {}
         for cls in classes:
-            geoms = []
-            for layer in SEMANTIC_LAYERS[cls]:
-                for f in self.query(layer, window):
-                    g = affinity.affine_transform(f.geometry, matrix)
-                    g = g.intersection(clip)
-                    if not g.is_empty:
-                        geoms.append(g)
-            out[cls] = geoms
+            geoms = [self._geometries(layer)[self._query_index(layer, window)] for layer in SEMANTIC_LAYERS[cls]]
+            near = np.concatenate(geoms) if geoms else np.zeros(0, object)
+            if len(near) == 0:
+                out[cls] = []
+                continue
+            local = shapely.clip_by_rect(shapely.transform(near, lambda p: (p - origin) @ rotation), *clip_xyxy)
+            out[cls] = list(local[~shapely.is_empty(local)])
         return out
+
+    def _geometries(self, name: str) -> np.ndarray:
+        """The layer's geometries as a numpy object array (built once), for shapely's vectorised functions."""
+        key = "geometries:" + name
+        if key not in self._arrays:
+            feats = self.layer(name)
+            self._arrays[key] = np.empty(len(feats), dtype=object)
+            self._arrays[key][:] = [f.geometry for f in feats]
+        return self._arrays[key]

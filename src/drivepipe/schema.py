@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: CameraFrame.downscale
 
 # The seven nuPlan categories, in the index order used by every array in the project.
 CATEGORIES = ("vehicle", "bicycle", "pedestrian", "traffic_cone", "barrier", "czone_sign", "generic_object")
@@ -56,12 +56,19 @@ class CameraCalibration:
 
 @dataclass(frozen=True)
 class CameraFrame:
-    """image: (H, W, 3) uint8 RGB as captured (distorted), H/W equal to calibration height/width."""
+    """image: (H, W, 3) uint8 RGB as captured (distorted).
+
+    `downscale` 1: H/W equal the calibration's height/width. 2, 4 or 8: the JPEG was decoded at that reduction (DCT
+    scaling, `nuplan.bundle.read_jpeg`), H = ceil(height / downscale), W = ceil(width / downscale); output pixel u
+    covers stored pixels [u * downscale, (u + 1) * downscale), so the calibration applies with
+    `preprocess.image.downscaled_intrinsics`.
+    """
 
     calibration: CameraCalibration
     image: np.ndarray
     timestamp_us: int
     token: str = ""
+    downscale: int = 1
 
 
 @dataclass(frozen=True)

@@ -201,6 +201,19 @@ def test_cameras_decoded_rgb(dataset: Dataset) -> None:
     assert b.cameras["CAM_F0"].timestamp_us == T0_US + 12 * DT_US
 
 
+def test_cameras_decoded_at_the_wanted_reduction(dataset: Dataset) -> None:
+    with open_log(dataset) as log:
+        full = bundle_at(log, 12)
+        half = bundle_at(log, 12, image_min_size=(IMG_W // 2, IMG_H // 2))
+        none = bundle_at(log, 12, image_min_size=(IMG_W, IMG_H))
+    f, h = full.cameras["CAM_F0"], half.cameras["CAM_F0"]
+    assert (f.downscale, h.downscale, none.cameras["CAM_F0"].downscale) == (1, 2, 1)
+    assert h.image.shape == (IMG_H // 2, IMG_W // 2, 3) and h.calibration is f.calibration
+    box_mean = f.image.reshape(IMG_H // 2, 2, IMG_W // 2, 2, 3).mean(axis=(1, 3))
+    assert np.abs(h.image - box_mean).mean() < 3.0  # the same picture, at half size
+    assert h.image[-1, :, 0].mean() > 150 and h.image[-1, :, 2].mean() < 90  # still RGB
+
+
 def test_image_matching_window(dataset_copy: Dataset) -> None:
     ts = T0_US + 12 * DT_US  # sweep 12 has an image; sweeps 11 and 13 are 50 ms from it
     sql(dataset_copy.db, "UPDATE image SET timestamp = timestamp + 60000 WHERE timestamp = ? AND camera_token = "

@@ -68,3 +68,40 @@ def test_remap_cached_per_calibration():
     a = undistort_maps(cal, (160, 96))
     assert undistort_maps(camera_calibration("CAM_F0", W, H), (160, 96)) is a
     assert undistort_maps(cal, (80, 48)) is not a
+
+
+@pytest.mark.parametrize("downscale, out_wh", [(2, (288, 160)), (4, (152, 88)), (2, (120, 64))])
+def test_reduced_jpeg_decode_keeps_the_geometry(tmp_path, downscale, out_wh):
+    """A blob written into a real JPEG, decoded at 1/downscale by the reader (DCT scaling) and undistorted: it lands
+    where the returned intrinsics project its 3-D point, as with a full-size decode. (120, 64) from 1/2 also takes
+    the area pre-resize."""
+    from drivepipe.nuplan.bundle import read_jpeg
+
+    cal = camera_calibration("CAM_F0", W, H)
+    p_cam = np.array([-2.9, 1.4, 5.5])
+    uv_d = _distorted_projection(cal, p_cam[None])[0]
+    yy, xx = np.mgrid[0:H, 0:W]
+    blob = (255 * np.exp(-((xx - uv_d[0]) ** 2 + (yy - uv_d[1]) ** 2) / (2 * 6.0 ** 2))).astype(np.uint8)
+    path = tmp_path / "cam.jpg"
+    cv2.imwrite(str(path), np.repeat(blob[..., None], 3, axis=2), [cv2.IMWRITE_JPEG_QUALITY, 98])
+    small = read_jpeg(path, downscale)
+    assert small.shape == (H // downscale, W // downscale, 3)
+    out, K = undistort_resize(small, cal, *out_wh, downscale=downscale)
+    full_out, full_K = undistort_resize(read_jpeg(path), cal, *out_wh)
+    assert np.array_equal(K, full_K)  # the output camera does not depend on how the JPEG was decoded
+    uv = (K.astype(float) @ p_cam)[:2] / p_cam[2]
+    assert np.linalg.norm(_centroid(out[0]) - uv) < 0.35
+    assert np.linalg.norm(_centroid(out[0]) - _centroid(full_out[0])) < 0.35
+    with pytest.raises(ValueError, match="expected"):  # a full-size image passed as reduced is refused
+        undistort_resize(read_jpeg(path), cal, *out_wh, downscale=downscale)
+
+
+def test_jpeg_downscale_never_goes_below_the_output_size():
+    from drivepipe.nuplan.bundle import jpeg_downscale
+
+    assert jpeg_downscale((1920, 1080), (640, 384)) == 2  # 960x540 >= 640x384, 480x270 would be too small
+    assert jpeg_downscale((1920, 1080), (240, 135)) == 8
+    assert jpeg_downscale((480, 270), (128, 72)) == 2
+    assert jpeg_downscale((480, 270), (480, 270)) == 1
+    assert jpeg_downscale((480, 270), (640, 384)) == 1  # upsampling: decode everything
+    assert jpeg_downscale((481, 271), (121, 68)) == 4  # ceil: 121x68 is exactly enough

@@ -9,14 +9,16 @@ y left). Trajectory samples sit at multiples of `dt_s` and use the sweep nearest
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import shapely
 from shapely.geometry import LineString, Point
 from shapely.ops import substring
 
 from drivepipe.errors import DataError
-from drivepipe.mapdata import VectorMap
+from drivepipe.mapdata import SEMANTIC_LAYERS, VectorMap
 from drivepipe.nuplan.db import MissingBlobError, NuplanLog
 from drivepipe.nuplan.pcd import read_point_cloud
 from drivepipe.schema import (
@@ -44,10 +46,13 @@ ROUTE_MAX_LENGTH_M = 150.0   # route polyline kept ahead of the ego
 ROUTE_JOIN_TOL_M = 1.5       # baseline paths chain when one's end is this close to the next one's start
 ROUTE_MAX_OFFSET_M = 10.0    # farther than this from every route path -> fall back to the ego's future path
 _AGENT_INDICES = np.array([CATEGORY_INDEX[c] for c in AGENT_CATEGORIES])
+_REDUCED_FLAG = {1: 0, 2: 16, 4: 32, 8: 64}  # cv2.IMREAD_REDUCED_* bits added to a colour flag
 
 
 def load_bundle(log: NuplanLog, token: str, channels: Sequence[str], history_steps: int, future_steps: int,
-                dt_s: float, map_radius_m: float, with_annotations: bool = True) -> SensorBundle:
+                dt_s: float, map_radius_m: float, with_annotations: bool = True,
+                image_min_size: tuple[int, int] | None = None, map_classes: Sequence[str] | None = None
+                ) -> SensorBundle:
     """The frame of lidar_pc `token` as a SensorBundle.
 
     Args:
@@ -58,6 +63,10 @@ def load_bundle(log: NuplanLog, token: str, channels: Sequence[str], history_ste
         history_steps / future_steps: trajectory samples before / after now, `dt_s` seconds apart.
         map_radius_m: half-side (m) of the square of map geometry kept around the ego.
         with_annotations: False leaves `annotations` None (and does not touch the map).
+        image_min_size: (W, H) px the images are wanted at (preprocess.image_width / image_height): each JPEG is
+            decoded at the largest reduction 1/2, 1/4 or 1/8 that stays at least that big (`CameraFrame.downscale`),
+            which costs a fraction of a full decode. None decodes at full size.
+        map_classes: the semantic map classes (`mapdata.SEMANTIC_LAYERS` keys) to put in `map_layers`; None: all.
 
     Raises:
         DataError: unknown token; a missing lidar file (`MissingBlobError`; the policy decides for cameras);
@@ -69,22 +78,22 @@ def load_bundle(log: NuplanLog, token: str, channels: Sequence[str], history_ste
     pcs = log.lidar_pcs
     t_us = int(pcs.timestamp_us[index])
     lidar = _lidar(log, index)  # first: a sweep without its point cloud is dropped whatever the cameras
-    cameras = _cameras(log, t_us, channels)
+    cameras = _cameras(log, t_us, channels, image_min_size)
     T_global_from_ego = ego_transform(log, index)
     ego = EgoState(T_global_from_ego=T_global_from_ego, velocity_mps=pcs.velocity[index].copy(),
                    acceleration_mps2=pcs.acceleration[index].copy(), angular_rate_rps=pcs.angular_rate[index].copy(),
                    **_ego_history(log, index, history_steps, dt_s))
     annotations = None
     if with_annotations:
-        annotations = _annotations(log, index, history_steps, future_steps, dt_s, map_radius_m)
+        annotations = _annotations(log, index, history_steps, future_steps, dt_s, map_radius_m, map_classes)
     meta = BundleMeta(log_name=log.log_name, token=token, timestamp_us=t_us, location=log.location,
                       scenario_type=log.scenario_types.get(token, "unknown"))
     return SensorBundle(meta=meta, cameras=cameras, lidar=lidar, ego=ego, annotations=annotations)
 
 
 # ------------------------------------------------------------------------------------------------- sensors
-def read_jpeg(path: Path | str) -> np.ndarray:
-    """Decode a JPEG file -> (H, W, 3) uint8 RGB.
+def read_jpeg(path: Path | str, downscale: int = 1) -> np.ndarray:
+    """Decode a JPEG file -> (H, W, 3) uint8 RGB, at 1/downscale (1, 2, 4 or 8; libjpeg's DCT scaling) of its size.
 
     Raises:
         DataError: unreadable, truncated (no end-of-image marker) or undecodable file.
@@ -92,6 +101,8 @@ def read_jpeg(path: Path | str) -> np.ndarray:
     import cv2
 
     path = Path(path)
+    if downscale not in _REDUCED_FLAG:
+        raise ValueError(f"JPEG downscale must be one of {sorted(_REDUCED_FLAG)}, got {downscale}")
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -100,10 +111,20 @@ def read_jpeg(path: Path | str) -> np.ndarray:
         raise DataError(path, "not a JPEG file (no start-of-image marker)")
     if b"\xff\xd9" not in data[-32:]:
         raise DataError(path, "JPEG is truncated (no end-of-image marker)")
-    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)  # decoded straight to RGB, no copy
+    flags = cv2.IMREAD_COLOR_RGB | _REDUCED_FLAG[downscale]  # decoded straight to RGB, no copy
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if rgb is None or rgb.ndim != 3:
         raise DataError(path, "JPEG could not be decoded")
     return rgb
+
+
+def jpeg_downscale(src_wh: tuple[int, int], out_wh: tuple[int, int]) -> int:
+    """The largest JPEG decode reduction (1, 2, 4 or 8) that keeps an image of `src_wh` at least `out_wh` big, so
+    the resize after it never upsamples more than the full-size image would."""
+    for factor in (8, 4, 2):
+        if -(-src_wh[0] // factor) >= out_wh[0] and -(-src_wh[1] // factor) >= out_wh[1]:
+            return factor
+    return 1
 
 
 def _lidar(log: NuplanLog, index: int) -> LidarSweep:
@@ -118,7 +139,8 @@ def _lidar(log: NuplanLog, index: int) -> LidarSweep:
                       T_ego_from_lidar=log.T_ego_from_lidar.copy(), token=str(log.lidar_pcs.token[index]))
 
 
-def _cameras(log: NuplanLog, t_us: int, channels: Sequence[str]) -> dict[str, CameraFrame]:
+def _cameras(log: NuplanLog, t_us: int, channels: Sequence[str], image_min_size: tuple[int, int] | None
+             ) -> dict[str, CameraFrame]:
     out: dict[str, CameraFrame] = {}
     for channel in channels:
         calib = log.cameras.get(channel)
@@ -130,12 +152,14 @@ def _cameras(log: NuplanLog, t_us: int, channels: Sequence[str]) -> dict[str, Ca
         path = log.require_blob(str(imgs.filename[j]), "image.filename_jpg")
         if path is None:
             continue
-        image = read_jpeg(path)
-        if image.shape != (calib.height, calib.width, 3):
-            raise DataError(path, f"image is {image.shape[1]}x{image.shape[0]} but camera {channel} is calibrated "
-                                  f"for {calib.width}x{calib.height}")
+        down = 1 if image_min_size is None else jpeg_downscale((calib.width, calib.height), image_min_size)
+        image = read_jpeg(path, down)
+        if image.shape != (-(-calib.height // down), -(-calib.width // down), 3):
+            size = f"{image.shape[1] * down}x{image.shape[0] * down}" + (f" (decoded at 1/{down})" if down > 1 else "")
+            raise DataError(path, f"image is {size} but camera {channel} is calibrated for "
+                                  f"{calib.width}x{calib.height}")
         out[channel] = CameraFrame(calibration=calib, image=image, timestamp_us=int(imgs.timestamp_us[j]),
-                                   token=str(imgs.token[j]))
+                                   token=str(imgs.token[j]), downscale=down)
     return out
 
 
@@ -184,7 +208,7 @@ def _ego_history(log: NuplanLog, index: int, history_steps: int, dt_s: float) ->
 
 # ------------------------------------------------------------------------------------------------- annotations
 def _annotations(log: NuplanLog, index: int, history_steps: int, future_steps: int, dt_s: float,
-                 map_radius_m: float) -> Annotations:
+                 map_radius_m: float, map_classes: Sequence[str] | None) -> Annotations:
     t_us = int(log.lidar_pcs.timestamp_us[index])
     T_global_from_ego = ego_transform(log, index)
     boxes = _boxes_in_ego(log, index, T_global_from_ego)
@@ -196,7 +220,8 @@ def _annotations(log: NuplanLog, index: int, history_steps: int, future_steps: i
     route = _route(log, vmap, index, T_global_from_ego)
     if route.shape[0] < 2:  # no usable map route: the ego's own future path
         route = np.concatenate([np.zeros((1, 2)), ego_future[ego_future_valid, :2]], axis=0)
-    map_layers = vmap.semantic_layers_in_ego(T_global_from_ego, map_radius_m)
+    map_layers = vmap.semantic_layers_in_ego(T_global_from_ego, map_radius_m,
+                                             tuple(SEMANTIC_LAYERS if map_classes is None else map_classes))
     return Annotations(boxes=boxes, agents=agents, map_layers=map_layers, ego_future=ego_future,
                        ego_future_valid=ego_future_valid, route=route)
 
@@ -226,26 +251,31 @@ def _agent_tracks(log: NuplanLog, index: int, boxes: Boxes, hist_frames: np.ndar
                   fut_frames: np.ndarray) -> AgentTracks:
     """Past/future (x, y, yaw) in the current ego frame of every agent box now, from the same track id."""
     box_index = np.flatnonzero(np.isin(boxes.category, _AGENT_INDICES)).astype(np.int64)
-    track_ids = boxes.track_id[box_index]
     table = log.boxes
+    frames = np.concatenate([hist_frames, fut_frames])
+    track_ids = np.unique(boxes.track_id[box_index])  # sorted; agent a is track_ids[slot[a]]
+    slot = np.searchsorted(track_ids, boxes.track_id[box_index])
+    # row_of[k, u]: the table row of track track_ids[u] at frame k, -1 where it is absent
+    row_of = np.full((len(frames), len(track_ids)), -1, np.int64)
+    ok = np.flatnonzero(frames >= 0) if len(track_ids) else np.zeros(0, np.int64)
+    if len(ok):
+        starts, stops = table.offsets[frames[ok]], table.offsets[frames[ok] + 1]
+        counts = stops - starts
+        frame_of = np.repeat(ok, counts)  # k of every candidate row
+        first = np.cumsum(counts) - counts  # where each frame's rows begin in the concatenation
+        rows = np.repeat(starts - first, counts) + np.arange(counts.sum())
+        tids = table.track_id[rows]
+        pos = np.minimum(np.searchsorted(track_ids, tids), len(track_ids) - 1)
+        hit = np.flatnonzero(track_ids[pos] == tids)
+        row_of[frame_of[hit], pos[hit]] = rows[hit]
+    agent_rows = row_of[:, slot].T  # (A, K)
+    valid = agent_rows >= 0
+    traj = np.zeros((len(box_index), len(frames), 3))
     pcs = log.lidar_pcs
     x0, y0, _ = pcs.xyz[index]
-    ego_yaw = quat_to_yaw(pcs.quat[index])
-    frames = np.concatenate([hist_frames, fut_frames])
-    traj = np.zeros((len(box_index), len(frames), 3))
-    valid = np.zeros((len(box_index), len(frames)), dtype=bool)
-    for k, f in enumerate(frames):
-        if f < 0 or len(box_index) == 0:
-            continue
-        rows = table.rows(int(f))
-        row_of = {int(t): r for r, t in enumerate(table.track_id[rows], start=rows.start)}
-        hits = [(a, row_of[int(t)]) for a, t in enumerate(track_ids) if int(t) in row_of]
-        if not hits:
-            continue
-        a_idx, r_idx = (np.array(v) for v in zip(*hits))
-        xy, yaw = global_to_ego_xy_yaw(table.center[r_idx, :2], table.yaw[r_idx], x0, y0, ego_yaw)
-        traj[a_idx, k, :2], traj[a_idx, k, 2] = xy, yaw
-        valid[a_idx, k] = True
+    r = agent_rows[valid]
+    xy, yaw = global_to_ego_xy_yaw(table.center[r, :2], table.yaw[r], x0, y0, quat_to_yaw(pcs.quat[index]))
+    traj[valid, :2], traj[valid, 2] = xy, yaw
     nh = len(hist_frames)
     return AgentTracks(box_index=box_index, history=traj[:, :nh], history_valid=valid[:, :nh],
                        future=traj[:, nh:], future_valid=valid[:, nh:])
@@ -259,12 +289,33 @@ def _fid(value: object) -> int | None:
         return None
 
 
-def route_paths(vmap: VectorMap, roadblock_ids: Sequence[int]) -> list[LineString]:
+@dataclass(frozen=True)
+class RoutePaths:
+    """The route's candidate centrelines (global frame) with what `route_in_ego` tests per sample, precomputed:
+    lines (P) LineStrings, geoms (P,) the same as a numpy object array, start (P, 2) first points, start_dir (P, 2)
+    their first segments."""
+
+    lines: list[LineString]
+    geoms: np.ndarray
+    start: np.ndarray
+    start_dir: np.ndarray
+
+    @classmethod
+    def of(cls, lines: list[LineString]) -> RoutePaths:
+        coords = [np.asarray(p.coords)[:, :2] for p in lines]
+        geoms = np.empty(len(lines), dtype=object)
+        geoms[:] = lines
+        start = np.array([c[0] for c in coords]).reshape(-1, 2)
+        start_dir = np.array([c[min(1, len(c) - 1)] - c[0] for c in coords]).reshape(-1, 2)
+        return cls(lines, geoms, start, start_dir)
+
+
+def route_paths(vmap: VectorMap, roadblock_ids: Sequence[int]) -> RoutePaths:
     """Baseline paths (global) of the lanes in the route's lane groups and of the lane connectors in its lane
     group connectors; a connector without a baseline path contributes its own line."""
     ids = set(roadblock_ids)
     if not ids:
-        return []
+        return RoutePaths.of([])
     lanes = set()
     for f in vmap.layer("lanes_polygons"):
         if _fid(f.props.get("lane_group_fid")) in ids:
@@ -278,10 +329,10 @@ def route_paths(vmap: VectorMap, roadblock_ids: Sequence[int]) -> list[LineStrin
             paths.append(f.geometry)
             covered.add(conn)
     paths += [f.geometry for fid, f in connectors.items() if fid not in covered]
-    return [p for p in paths if isinstance(p, LineString) and p.length > 0]
+    return RoutePaths.of([p for p in paths if isinstance(p, LineString) and p.length > 0])
 
 
-def route_in_ego(paths: list[LineString], T_global_from_ego: np.ndarray) -> np.ndarray:
+def route_in_ego(paths: RoutePaths, T_global_from_ego: np.ndarray) -> np.ndarray:
     """(R, 2) route centreline ahead of the ego, in the ego frame; (0, 2) when no path is usable.
 
     `paths` come from `route_paths`. Starts on the path nearest the ego that points the ego's way (within
@@ -294,46 +345,49 @@ def route_in_ego(paths: list[LineString], T_global_from_ego: np.ndarray) -> np.n
     if start is None:
         return np.zeros((0, 2))
     k, s = start
-    xy = np.asarray(substring(paths[k], s, paths[k].length).coords)[:, :2]
-    used, length = {k}, paths[k].length - s
+    lines = paths.lines
+    xy = np.asarray(substring(lines[k], s, lines[k].length).coords)[:, :2]
+    used, length = {k}, lines[k].length - s
     while length < ROUTE_MAX_LENGTH_M:
         nxt = _next_path(paths, used, xy)
         if nxt is None:
             break
         used.add(nxt)
-        xy = np.concatenate([xy, np.asarray(paths[nxt].coords)[1:, :2]], axis=0)
-        length += paths[nxt].length
+        xy = np.concatenate([xy, np.asarray(lines[nxt].coords)[1:, :2]], axis=0)
+        length += lines[nxt].length
     local, _ = global_to_ego_xy_yaw(xy, np.zeros(len(xy)), x0, y0, yaw0)
     return local
 
 
-def _start_path(paths: list[LineString], ego: Point, yaw: float) -> tuple[int, float] | None:
+def _start_path(paths: RoutePaths, ego: Point, yaw: float) -> tuple[int, float] | None:
+    """(path, arc length of the ego's projection) of the nearest path within ROUTE_MAX_OFFSET_M whose direction
+    at the projection is within 60 deg of the ego's heading (ties: the first path)."""
+    if len(paths.lines) == 0:
+        return None
     heading = np.array([np.cos(yaw), np.sin(yaw)])
-    best, best_d = None, ROUTE_MAX_OFFSET_M
-    for k, p in enumerate(paths):
-        d = p.distance(ego)
-        if d >= best_d:
-            continue
+    dist = shapely.distance(paths.geoms, ego)
+    near = np.flatnonzero(dist < ROUTE_MAX_OFFSET_M)
+    for k in near[np.argsort(dist[near], kind="stable")]:
+        p = paths.lines[k]
         s = p.project(ego)
         a, b = p.interpolate(max(s - 0.5, 0.0)), p.interpolate(min(s + 0.5, p.length))
         direction = np.array([b.x - a.x, b.y - a.y])
         if np.linalg.norm(direction) > 0 and direction @ heading / np.linalg.norm(direction) > 0.5:
-            best, best_d = (k, s), d
-    return best
+            return int(k), s
+    return None
 
 
-def _next_path(paths: list[LineString], used: set[int], tail: np.ndarray) -> int | None:
-    end = tail[-1]
-    prev_dir = tail[-1] - tail[-2] if len(tail) >= 2 else None
-    best, best_turn = None, np.inf
-    for k, p in enumerate(paths):
-        if k in used:
-            continue
-        c = np.asarray(p.coords)[:, :2]
-        if np.hypot(*(c[0] - end)) > ROUTE_JOIN_TOL_M:
-            continue
-        d = c[min(1, len(c) - 1)] - c[0]
-        turn = 0.0 if prev_dir is None else abs(np.arctan2(prev_dir[0] * d[1] - prev_dir[1] * d[0], prev_dir @ d))
-        if turn < best_turn:
-            best, best_turn = k, turn
-    return best
+def _next_path(paths: RoutePaths, used: set[int], tail: np.ndarray) -> int | None:
+    """The unused path starting within ROUTE_JOIN_TOL_M of the tail's end with the smallest turn (first on ties)."""
+    if len(paths.lines) == 0:
+        return None
+    ok = np.hypot(*(paths.start - tail[-1]).T) <= ROUTE_JOIN_TOL_M
+    ok[list(used)] = False
+    if not ok.any():
+        return None
+    turn = np.zeros(len(ok))
+    if len(tail) >= 2:
+        prev, d = tail[-1] - tail[-2], paths.start_dir
+        turn = np.abs(np.arctan2(prev[0] * d[:, 1] - prev[1] * d[:, 0], d @ prev))
+    candidates = np.flatnonzero(ok)
+    return int(candidates[np.argmin(turn[candidates])])

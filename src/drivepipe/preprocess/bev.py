@@ -105,24 +105,30 @@ def fill_boxes(canvas_SS: np.ndarray, xy_N2: np.ndarray, yaw_N: np.ndarray, leng
                width_N: np.ndarray, resolution_m: float) -> None:
     """Set the cells whose centre lies inside an oriented box footprint (ego frame, m / rad); in place.
 
-    Exact centre-in-box test (cv2.fillPoly dilates by up to half a cell, too coarse for occupancy targets).
+    Exact centre-in-box test (cv2.fillPoly dilates by up to half a cell, too coarse for occupancy targets), done for
+    all boxes at once on a K x K window of cells around each box centre (K covers the largest box's circumcircle).
     """
     size = canvas_SS.shape[0]
     extent = size * resolution_m / 2.0
-    centers = -extent + (np.arange(size) + 0.5) * resolution_m
     xy, yaw = np.asarray(xy_N2, np.float64).reshape(-1, 2), np.asarray(yaw_N, np.float64).reshape(-1)
     half_l, half_w = np.asarray(length_N, np.float64) / 2, np.asarray(width_N, np.float64) / 2
-    for k in range(len(xy)):
-        r = float(np.hypot(half_l[k], half_w[k]))
-        lo = np.clip(np.floor((xy[k] - r + extent) / resolution_m).astype(int), 0, size)
-        hi = np.clip(np.ceil((xy[k] + r + extent) / resolution_m).astype(int) + 1, 0, size)
-        if lo[0] >= hi[0] or lo[1] >= hi[1]:
-            continue
-        dx = centers[lo[0]:hi[0], None] - xy[k, 0]
-        dy = centers[None, lo[1]:hi[1]] - xy[k, 1]
-        c, s = np.cos(yaw[k]), np.sin(yaw[k])
-        inside = (np.abs(c * dx + s * dy) <= half_l[k]) & (np.abs(-s * dx + c * dy) <= half_w[k])
-        canvas_SS[lo[0]:hi[0], lo[1]:hi[1]] |= inside.astype(np.uint8)
+    radius = np.hypot(half_l, half_w)
+    near = np.all(np.abs(xy) <= extent + radius[:, None], axis=1)  # boxes that can touch the grid at all
+    if not near.any():
+        return
+    xy, yaw, half_l, half_w, radius = xy[near], yaw[near], half_l[near], half_w[near], radius[near]
+    lo = np.floor((xy - radius[:, None] + extent) / resolution_m).astype(np.int64)  # (N, 2) first cell row / col
+    k = int(np.ceil(2 * radius.max() / resolution_m)) + 2
+    cells = lo[:, :, None] + np.arange(k)  # (N, 2, K) cell indices along x (rows) and y (columns)
+    centers = -extent + (cells + 0.5) * resolution_m
+    dx = (centers[:, 0] - xy[:, 0:1])[:, :, None]  # (N, K, 1)
+    dy = (centers[:, 1] - xy[:, 1:2])[:, None, :]  # (N, 1, K)
+    c, s = np.cos(yaw)[:, None, None], np.sin(yaw)[:, None, None]
+    inside = (np.abs(c * dx + s * dy) <= half_l[:, None, None]) & (np.abs(c * dy - s * dx) <= half_w[:, None, None])
+    on_grid = (cells >= 0) & (cells < size)
+    inside &= on_grid[:, 0, :, None] & on_grid[:, 1, None, :]
+    n, i, j = np.nonzero(inside)
+    canvas_SS[cells[n, 0, i], cells[n, 1, j]] = 1
 
 
 def rasterize_occupancy(now_xyyaw_A3: np.ndarray, size_A2: np.ndarray, future_A_T3: np.ndarray,

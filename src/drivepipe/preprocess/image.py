@@ -1,6 +1,6 @@
 """Camera images: undistort (5-coefficient Brown-Conrady / OpenCV model) and resize in one remap.
 
-The remap tables are built once per (calibration, output size) and cached. The output pinhole matrix keeps the
+The remap tables are built once per (calibration, JPEG decode reduction, output size) and cached. The output pinhole matrix keeps the
 original focal lengths and principal point scaled by the resize factors, so a 3-D point in camera coordinates
 projects with the returned intrinsics onto the resized undistorted image exactly where the ideal (distortion-free)
 camera would put it, scaled. Images stay uint8; normalisation constants are exported for the model and the cache
@@ -39,11 +39,17 @@ def scaled_intrinsics(K: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int,
     return out
 
 
-def _cache_key(cal: CameraCalibration, out_wh: tuple[int, int]) -> bytes:
+def downscaled_intrinsics(K: np.ndarray, downscale: int) -> np.ndarray:
+    """Pinhole matrix (3, 3) of an image decoded at 1/downscale (JPEG DCT scaling: pixel u covers stored pixels
+    [u * downscale, (u + 1) * downscale), whatever the rounding of the decoded size)."""
+    return scaled_intrinsics(K, (downscale, downscale), (1, 1))
+
+
+def _cache_key(cal: CameraCalibration, out_wh: tuple[int, int], downscale: int) -> bytes:
     h = hashlib.sha1()
     h.update(np.ascontiguousarray(cal.intrinsic, dtype=np.float64).tobytes())
     h.update(np.ascontiguousarray(cal.distortion, dtype=np.float64).tobytes())
-    h.update(np.array([cal.width, cal.height, *out_wh], dtype=np.int64).tobytes())
+    h.update(np.array([cal.width, cal.height, *out_wh, downscale], dtype=np.int64).tobytes())
     return h.digest()
 
 
@@ -54,51 +60,60 @@ def _pre_size(src_wh: tuple[int, int], out_wh: tuple[int, int]) -> tuple[int, in
     return src_wh
 
 
-def undistort_maps(cal: CameraCalibration, out_wh: tuple[int, int]
+def undistort_maps(cal: CameraCalibration, out_wh: tuple[int, int], downscale: int = 1
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
-    """Cached remap tables for one calibration and output size.
+    """Cached remap tables for one calibration, decode reduction and output size.
 
-    Returns (map_x (H, W) float32, map_y (H, W) float32, K_out (3, 3) float64, pre_wh): the distorted image is first
-    area-resized to `pre_wh` (W, H) px, then `cv2.remap(img, map_x, map_y)` gives the undistorted output.
+    Returns (map_xy (H, W, 2) int16, map_frac (H, W) uint16, K_out (3, 3) float64, pre_wh): the image as decoded
+    (1/downscale of the calibrated size) is first area-resized to `pre_wh` (W, H) px when it is more than twice the
+    output, then `cv2.remap(img, map_xy, map_frac)` (OpenCV's fixed-point tables, 1/32 px) gives the undistorted
+    output.
     """
     import cv2
 
-    key = _cache_key(cal, out_wh)
+    key = _cache_key(cal, out_wh, downscale)
     hit = _MAP_CACHE.get(key)
     if hit is not None:
         _MAP_CACHE.move_to_end(key)
         return hit
-    src_wh = (int(cal.width), int(cal.height))
+    src_wh = (-(-int(cal.width) // downscale), -(-int(cal.height) // downscale))
+    K_src = downscaled_intrinsics(cal.intrinsic, downscale)
     pre_wh = _pre_size(src_wh, out_wh)
-    K_pre = scaled_intrinsics(cal.intrinsic, src_wh, pre_wh)
-    K_out = scaled_intrinsics(cal.intrinsic, src_wh, out_wh)
-    map_x, map_y = cv2.initUndistortRectifyMap(K_pre, np.asarray(cal.distortion, np.float64), None, K_out,
-                                               out_wh, cv2.CV_32FC1)
-    entry = (map_x, map_y, K_out, pre_wh)
+    K_pre = scaled_intrinsics(K_src, src_wh, pre_wh)
+    K_out = scaled_intrinsics(cal.intrinsic, (int(cal.width), int(cal.height)), out_wh)
+    map_xy, map_frac = cv2.initUndistortRectifyMap(K_pre, np.asarray(cal.distortion, np.float64), None, K_out,
+                                                   out_wh, cv2.CV_16SC2)
+    entry = (map_xy, map_frac, K_out, pre_wh)
     _MAP_CACHE[key] = entry
     while len(_MAP_CACHE) > _MAX_CACHED_MAPS:
         _MAP_CACHE.popitem(last=False)
     return entry
 
 
-def undistort_resize(image_HW3: np.ndarray, cal: CameraCalibration, width: int, height: int
+def undistort_resize(image_HW3: np.ndarray, cal: CameraCalibration, width: int, height: int, downscale: int = 1
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Undistort and resize one camera image.
 
     Args:
-        image_HW3: (cal.height, cal.width, 3) uint8 RGB as captured (distorted).
+        image_HW3: (H, W, 3) uint8 RGB as captured (distorted): the calibrated size, or 1/downscale of it as the
+            JPEG decoder's reduction gives it (`schema.CameraFrame.downscale`).
         cal: the camera's calibration (intrinsic in px of the stored image, distortion k1, k2, p1, p2, k3).
         width, height: output size in px (preprocess.image_width / image_height).
+        downscale: the decode reduction of `image_HW3` (1, 2, 4 or 8).
 
     Returns:
         image (3, height, width) uint8 RGB (channels first) and intrinsics (3, 3) float32 of that image.
     """
     import cv2
 
-    map_x, map_y, K_out, pre_wh = undistort_maps(cal, (int(width), int(height)))
+    map_xy, map_frac, K_out, pre_wh = undistort_maps(cal, (int(width), int(height)), downscale)
     img = image_HW3
-    if (img.shape[1], img.shape[0]) != pre_wh:
+    expected = (-(-int(cal.width) // downscale), -(-int(cal.height) // downscale))
+    if (img.shape[1], img.shape[0]) != expected:
+        raise ValueError(f"camera {cal.channel}: image is {img.shape[1]}x{img.shape[0]}, expected {expected[0]}x"
+                         f"{expected[1]} ({cal.width}x{cal.height} decoded at 1/{downscale})")
+    if expected != pre_wh:
         img = cv2.resize(img, pre_wh, interpolation=cv2.INTER_AREA)
-    out = cv2.remap(img, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+    out = cv2.remap(img, map_xy, map_frac, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                     borderValue=0)
     return np.ascontiguousarray(out.transpose(2, 0, 1)), K_out.astype(np.float32)

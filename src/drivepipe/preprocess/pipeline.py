@@ -49,7 +49,7 @@ def _camera_arrays(bundle: SensorBundle, cfg: PreprocessConfig, where: str) -> S
         frame = bundle.cameras.get(channel)
         if frame is None:
             raise DataError(where, f"camera {channel} missing")
-        img, K = undistort_resize(frame.image, frame.calibration, cfg.image_width, cfg.image_height)
+        img, K = undistort_resize(frame.image, frame.calibration, cfg.image_width, cfg.image_height, frame.downscale)
         images.append(img)
         intrinsics.append(K)
         extrinsics.append(np.asarray(frame.calibration.T_ego_from_cam, dtype=np.float32))

@@ -144,7 +144,8 @@ def _build_log(task: LogTask) -> LogResult:
     def load(w: Window) -> SensorBundle:
         return load_bundle(nlog, w.token, channels=list(p.cameras), history_steps=p.history_steps,
                            future_steps=max(p.future_steps, p.occupancy_future_steps), dt_s=p.traj_dt_s,
-                           map_radius_m=p.bev_extent_m + p.bev_resolution_m, with_annotations=True)
+                           map_radius_m=p.bev_extent_m + p.bev_resolution_m, with_annotations=True,
+                           image_min_size=(p.image_width, p.image_height), map_classes=p.seg_classes)
 
     result = process_windows(load, list(task.windows), task.cfg, task.log_name)
     result.missing_blobs.update(Counter(nlog.skipped) - blobs_before)
