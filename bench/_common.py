@@ -111,6 +111,25 @@ def best_of(fn: Callable[[], Any], repeats: int) -> float:
     return min(times)
 
 
+def interleaved(steps: dict[str, Callable[[int, Any], Any]], n_items: int, repeats: int) -> dict[str, dict]:
+    """Time named steps item by item, interleaved: for each repeat and each item i, every step runs in order as
+    `out = step(i, previous step's out)` (a floor step can ignore both). A burst of load from other jobs then hits
+    the floor and the measured code alike. Returns per step {"best_s": sum over items of the fastest repeat,
+    "pass_s": [total of each repeat]}."""
+    import numpy as np
+
+    t = {name: np.zeros((repeats, n_items)) for name in steps}
+    for r in range(repeats):
+        for i in range(n_items):
+            out = None
+            for name, step in steps.items():
+                tic = time.perf_counter()
+                out = step(i, out)
+                t[name][r, i] = time.perf_counter() - tic
+    return {name: {"best_s": float(v.min(axis=0).sum()), "pass_s": [round(float(x), 4) for x in v.sum(axis=1)]}
+            for name, v in t.items()}
+
+
 def ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b > 0 else float("nan")
 

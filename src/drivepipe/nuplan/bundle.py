@@ -9,18 +9,17 @@ y left). Trajectory samples sit at multiples of `dt_s` and use the sweep nearest
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import shapely
 from shapely.geometry import LineString, Point
-from shapely.ops import substring
 
 from drivepipe.errors import DataError
 from drivepipe.mapdata import SEMANTIC_LAYERS, VectorMap
 from drivepipe.nuplan.db import MissingBlobError, NuplanLog
-from drivepipe.nuplan.pcd import read_point_cloud
+from drivepipe.nuplan.pcd import decode_point_cloud
 from drivepipe.schema import (
     AGENT_CATEGORIES,
     CATEGORY_INDEX,
@@ -98,23 +97,28 @@ def read_jpeg(path: Path | str, downscale: int = 1) -> np.ndarray:
     Raises:
         DataError: unreadable, truncated (no end-of-image marker) or undecodable file.
     """
-    import cv2
-
     path = Path(path)
-    if downscale not in _REDUCED_FLAG:
-        raise ValueError(f"JPEG downscale must be one of {sorted(_REDUCED_FLAG)}, got {downscale}")
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(path, f"cannot read image ({exc.strerror or exc})") from None
+    return decode_jpeg(data, path, downscale)
+
+
+def decode_jpeg(data: bytes, source: Path | str, downscale: int = 1) -> np.ndarray:
+    """JPEG bytes -> (H, W, 3) uint8 RGB at 1/downscale; errors name `source` (see `read_jpeg`)."""
+    import cv2
+
+    if downscale not in _REDUCED_FLAG:
+        raise ValueError(f"JPEG downscale must be one of {sorted(_REDUCED_FLAG)}, got {downscale}")
     if not data.startswith(b"\xff\xd8"):
-        raise DataError(path, "not a JPEG file (no start-of-image marker)")
+        raise DataError(source, "not a JPEG file (no start-of-image marker)")
     if b"\xff\xd9" not in data[-32:]:
-        raise DataError(path, "JPEG is truncated (no end-of-image marker)")
+        raise DataError(source, "JPEG is truncated (no end-of-image marker)")
     flags = cv2.IMREAD_COLOR_RGB | _REDUCED_FLAG[downscale]  # decoded straight to RGB, no copy
     rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if rgb is None or rgb.ndim != 3:
-        raise DataError(path, "JPEG could not be decoded")
+        raise DataError(source, "JPEG could not be decoded")
     return rgb
 
 
@@ -129,12 +133,18 @@ def jpeg_downscale(src_wh: tuple[int, int], out_wh: tuple[int, int]) -> int:
 
 def _lidar(log: NuplanLog, index: int) -> LidarSweep:
     rel = str(log.lidar_pcs.filename[index])
-    path = log.require_blob(rel, "lidar_pc.filename")
-    if path is None:  # policy "skip": a sweep without its point cloud cannot become a bundle
+    blob = log.read_blob(rel, "lidar_pc.filename")
+    if blob is None:  # policy "skip": a sweep without its point cloud cannot become a bundle
         raise MissingBlobError(log.blob_path(rel), "missing blob referenced by lidar_pc.filename (frame dropped)")
-    points = read_point_cloud(path)
+    points = decode_point_cloud(blob[1], blob[0])
     T = log.T_ego_from_lidar.astype(np.float32)  # float32 throughout: the points are float32 (mm-level is plenty)
-    points[:, :3] = points[:, :3] @ T[:3, :3].T + T[:3, 3]
+    # column by column: numpy is several times slower on an (N, 3) slice of the (N, 6) rows
+    xyz = [points[:, c].copy() for c in range(3)] if not np.array_equal(T[:3, :3], np.eye(3)) else None
+    for r in range(3):
+        if xyz is None:  # a mounting without rotation: a shift
+            points[:, r] += T[r, 3]
+        else:
+            points[:, r] = T[r, 0] * xyz[0] + T[r, 1] * xyz[1] + T[r, 2] * xyz[2] + T[r, 3]
     return LidarSweep(points=points, timestamp_us=int(log.lidar_pcs.timestamp_us[index]),
                       T_ego_from_lidar=log.T_ego_from_lidar.copy(), token=str(log.lidar_pcs.token[index]))
 
@@ -149,11 +159,12 @@ def _cameras(log: NuplanLog, t_us: int, channels: Sequence[str], image_min_size:
             log.skipped[f"no {channel} image within 50 ms"] += 1
             continue
         imgs = log.images[channel]
-        path = log.require_blob(str(imgs.filename[j]), "image.filename_jpg")
-        if path is None:
+        blob = log.read_blob(str(imgs.filename[j]), "image.filename_jpg")
+        if blob is None:
             continue
+        path = blob[0]
         down = 1 if image_min_size is None else jpeg_downscale((calib.width, calib.height), image_min_size)
-        image = read_jpeg(path, down)
+        image = decode_jpeg(blob[1], path, down)
         if image.shape != (-(-calib.height // down), -(-calib.width // down), 3):
             size = f"{image.shape[1] * down}x{image.shape[0] * down}" + (f" (decoded at 1/{down})" if down > 1 else "")
             raise DataError(path, f"image is {size} but camera {channel} is calibrated for "
@@ -191,7 +202,8 @@ def _poses_in_ego(log: NuplanLog, index: int, frames: np.ndarray) -> tuple[np.nd
     pcs = log.lidar_pcs
     valid = frames >= 0
     f = np.where(valid, frames, index)
-    yaw = np.array([quat_to_yaw(q) for q in pcs.quat[f]])
+    w, x, y, z = pcs.quat[f].T  # quat_to_yaw of every frame at once
+    yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
     x0, y0, _ = pcs.xyz[index]
     xy, rel_yaw = global_to_ego_xy_yaw(pcs.xyz[f, :2], yaw, x0, y0, quat_to_yaw(pcs.quat[index]))
     out = np.concatenate([xy, rel_yaw[:, None]], axis=1)
@@ -291,23 +303,44 @@ def _fid(value: object) -> int | None:
 
 @dataclass(frozen=True)
 class RoutePaths:
-    """The route's candidate centrelines (global frame) with what `route_in_ego` tests per sample, precomputed:
-    lines (P) LineStrings, geoms (P,) the same as a numpy object array, start (P, 2) first points, start_dir (P, 2)
-    their first segments."""
+    """The route's candidate centrelines (global frame) with what `route_in_ego` needs per sample, precomputed:
+    lines (P) LineStrings, geoms (P,) the same as a numpy object array, coords (P) (K, 2) vertex arrays, arc (P)
+    (K,) arc length at each vertex, start (P, 2) first points, start_dir (P, 2) first segments; `chains` memoises
+    the paths that follow each start path."""
 
     lines: list[LineString]
     geoms: np.ndarray
+    coords: list[np.ndarray]
+    arc: list[np.ndarray]
     start: np.ndarray
     start_dir: np.ndarray
+    chains: dict[int, list[int]] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(cls, lines: list[LineString]) -> RoutePaths:
         coords = [np.asarray(p.coords)[:, :2] for p in lines]
+        arc = [np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(c, axis=0).T))]) for c in coords]
         geoms = np.empty(len(lines), dtype=object)
         geoms[:] = lines
         start = np.array([c[0] for c in coords]).reshape(-1, 2)
         start_dir = np.array([c[min(1, len(c) - 1)] - c[0] for c in coords]).reshape(-1, 2)
-        return cls(lines, geoms, start, start_dir)
+        return cls(lines, geoms, coords, arc, start, start_dir)
+
+    def chain(self, k: int) -> list[int]:
+        """Paths that follow path k (each starting within ROUTE_JOIN_TOL_M of the previous end, smallest turn
+        first), until they add ROUTE_MAX_LENGTH_M: enough for any start point on k."""
+        if k not in self.chains:
+            tail, used, out, length = self.coords[k], {k}, [], 0.0
+            while length < ROUTE_MAX_LENGTH_M:
+                nxt = _next_path(self, used, tail)
+                if nxt is None:
+                    break
+                used.add(nxt)
+                out.append(nxt)
+                tail = self.coords[nxt]
+                length += self.arc[nxt][-1]
+            self.chains[k] = out
+        return self.chains[k]
 
 
 def route_paths(vmap: VectorMap, roadblock_ids: Sequence[int]) -> RoutePaths:
@@ -345,16 +378,17 @@ def route_in_ego(paths: RoutePaths, T_global_from_ego: np.ndarray) -> np.ndarray
     if start is None:
         return np.zeros((0, 2))
     k, s = start
-    lines = paths.lines
-    xy = np.asarray(substring(lines[k], s, lines[k].length).coords)[:, :2]
-    used, length = {k}, lines[k].length - s
-    while length < ROUTE_MAX_LENGTH_M:
-        nxt = _next_path(paths, used, xy)
-        if nxt is None:
+    coords, arc = paths.coords[k], paths.arc[k]
+    i = int(np.clip(np.searchsorted(arc, s, side="right") - 1, 0, len(arc) - 2))  # segment holding s
+    t = (s - arc[i]) / max(arc[i + 1] - arc[i], 1e-12)
+    first = coords[i] + t * (coords[i + 1] - coords[i])
+    parts, length = [first[None], coords[i + 1:] if t < 1.0 else coords[i + 2:]], arc[-1] - s
+    for nxt in paths.chain(k):
+        if length >= ROUTE_MAX_LENGTH_M:
             break
-        used.add(nxt)
-        xy = np.concatenate([xy, np.asarray(lines[nxt].coords)[1:, :2]], axis=0)
-        length += lines[nxt].length
+        parts.append(paths.coords[nxt][1:])
+        length += paths.arc[nxt][-1]
+    xy = np.concatenate(parts, axis=0)
     local, _ = global_to_ego_xy_yaw(xy, np.zeros(len(xy)), x0, y0, yaw0)
     return local
 

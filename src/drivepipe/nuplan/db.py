@@ -11,6 +11,7 @@ velocities/accelerations/rates in the ego frame, box velocities in the global fr
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
@@ -133,6 +134,7 @@ class NuplanLog:
             raise ValueError(f"missing_blob_policy must be 'fail' or 'skip', got {missing_blob_policy!r}")
         self.db_path = Path(db_path)
         self.sensor_root = Path(sensor_root)
+        self._sensor_root_str = str(self.sensor_root)
         self.maps = maps
         self.missing_blob_policy = missing_blob_policy
         self.skipped: Counter[str] = Counter()
@@ -289,6 +291,26 @@ class NuplanLog:
 
     def blob_path(self, relative: str) -> Path:
         return self.sensor_root / relative
+
+    def read_blob(self, relative: str, referenced_by: str) -> tuple[str, bytes] | None:
+        """(path, bytes) of a sensor file, opened once (no separate existence check), or the missing-blob policy:
+        raise (fail) or count and return None (skip).
+
+        Raises:
+            MissingBlobError: the file does not exist and the policy is "fail".
+            DataError: the file exists but cannot be read.
+        """
+        path = os.path.join(self._sensor_root_str, relative)
+        try:
+            with open(path, "rb") as f:
+                return path, f.read()
+        except FileNotFoundError:
+            if self.missing_blob_policy == "fail":
+                raise MissingBlobError(Path(path), f"missing blob referenced by {referenced_by}") from None
+            self.skipped[f"missing blob ({referenced_by})"] += 1
+            return None
+        except OSError as exc:
+            raise DataError(Path(path), f"cannot read sensor file ({exc.strerror or exc})") from None
 
     def require_blob(self, relative: str, referenced_by: str) -> Path | None:
         """Path of a sensor file, or the missing-blob policy: raise (fail) or count and return None (skip).

@@ -8,6 +8,7 @@ FIELDS/SIZE/TYPE/COUNT of equal length, `DATA binary` only, exactly POINTS x rec
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -129,12 +130,11 @@ def decode_pcd(data: bytes, source: str) -> np.ndarray:
     return out
 
 
-def _read_legacy(path: Path, columns: int) -> np.ndarray:
-    raw = path.read_bytes()
+def _decode_legacy(raw: bytes, source: str, columns: int) -> np.ndarray:
     row_bytes = 4 * columns
     if len(raw) % row_bytes:
-        raise DataError(path, f"{path.suffix} size {len(raw)} is not a multiple of {row_bytes} bytes "
-                              f"(float32 x {columns} per point)")
+        raise DataError(source, f"{os.path.splitext(source)[1]} size {len(raw)} is not a multiple of {row_bytes} "
+                                f"bytes (float32 x {columns} per point)")
     pts = np.frombuffer(raw, dtype="<f4").reshape(-1, columns)
     out = np.zeros((pts.shape[0], len(PCD_FIELDS)), dtype=np.float32)
     out[:, :columns] = pts  # .bin has no lidar_info column: it stays 0
@@ -148,14 +148,24 @@ def read_point_cloud(path: str | Path) -> np.ndarray:
         DataError: unreadable file, unknown extension or malformed content.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
+    if path.suffix.lower() not in (".pcd", ".bin", ".bin2"):
+        raise DataError(path, f"unknown point-cloud extension {path.suffix!r} (expected .pcd, .bin or .bin2)")
     try:
-        if suffix == ".pcd":
-            return decode_pcd(path.read_bytes(), str(path))
-        if suffix == ".bin":
-            return _read_legacy(path, 5)
-        if suffix == ".bin2":
-            return _read_legacy(path, 6)
+        data = path.read_bytes()
     except OSError as e:
         raise DataError(path, f"cannot read point cloud ({e.strerror or e})") from None
-    raise DataError(path, f"unknown point-cloud extension {path.suffix!r} (expected .pcd, .bin or .bin2)")
+    return decode_point_cloud(data, str(path))
+
+
+def decode_point_cloud(data: bytes, source: str) -> np.ndarray:
+    """The bytes of a `.pcd`, `.bin` or `.bin2` file (format from `source`'s extension) -> (N, 6) float32.
+
+    Raises:
+        DataError: naming `source`: unknown extension or malformed content.
+    """
+    suffix = os.path.splitext(source)[1].lower()
+    if suffix == ".pcd":
+        return decode_pcd(data, source)
+    if suffix in (".bin", ".bin2"):
+        return _decode_legacy(data, source, 5 if suffix == ".bin" else 6)
+    raise DataError(source, f"unknown point-cloud extension {suffix!r} (expected .pcd, .bin or .bin2)")

@@ -49,23 +49,33 @@ def _lines(geom: Any) -> list[np.ndarray]:
     return []
 
 
+def _to_pixels(rings: list[np.ndarray], bev_size: int, resolution_m: float) -> list[np.ndarray]:
+    """`ego_xy_to_pixels` of many (K, 2) coordinate arrays in one pass."""
+    if not rings:
+        return []
+    px = ego_xy_to_pixels(np.concatenate(rings), bev_size, resolution_m)
+    return np.split(px, np.cumsum([len(r) for r in rings[:-1]]))
+
+
 def fill_polygons(canvas_SS: np.ndarray, geoms: list[Any], resolution_m: float) -> None:
     """Fill shapely (multi)polygons into a (S, S) uint8 canvas in place (holes stay empty; cells touched by an edge
     are filled, i.e. up to half a cell of dilation)."""
     import cv2
 
     size = canvas_SS.shape[0]
-    for geom in geoms:
-        for poly in _polygons(geom):
-            outer = ego_xy_to_pixels(np.asarray(poly.exterior.coords)[:, :2], size, resolution_m)
-            holes = [ego_xy_to_pixels(np.asarray(r.coords)[:, :2], size, resolution_m) for r in poly.interiors]
-            if not holes:
-                cv2.fillPoly(canvas_SS, [outer], 1, lineType=cv2.LINE_8, shift=_SHIFT)
-                continue
-            mask = np.zeros_like(canvas_SS)  # holes must not erase other polygons already drawn
-            cv2.fillPoly(mask, [outer], 1, lineType=cv2.LINE_8, shift=_SHIFT)
-            cv2.fillPoly(mask, holes, 0, lineType=cv2.LINE_8, shift=_SHIFT)
-            canvas_SS |= mask
+    polys = [p for geom in geoms for p in _polygons(geom)]
+    plain = [p for p in polys if not p.interiors]
+    for outer in _to_pixels([np.asarray(p.exterior.coords)[:, :2] for p in plain], size, resolution_m):
+        cv2.fillPoly(canvas_SS, [outer], 1, lineType=cv2.LINE_8, shift=_SHIFT)  # one call each: overlaps stay full
+    for poly in polys:
+        if not poly.interiors:
+            continue
+        outer, *holes = _to_pixels([np.asarray(r.coords)[:, :2] for r in (poly.exterior, *poly.interiors)], size,
+                                   resolution_m)
+        mask = np.zeros_like(canvas_SS)  # holes must not erase other polygons already drawn
+        cv2.fillPoly(mask, [outer], 1, lineType=cv2.LINE_8, shift=_SHIFT)
+        cv2.fillPoly(mask, holes, 0, lineType=cv2.LINE_8, shift=_SHIFT)
+        canvas_SS |= mask
 
 
 def draw_lines(canvas_SS: np.ndarray, geoms: list[Any], resolution_m: float, width_m: float = LINE_WIDTH_M) -> None:
@@ -74,10 +84,9 @@ def draw_lines(canvas_SS: np.ndarray, geoms: list[Any], resolution_m: float, wid
 
     size = canvas_SS.shape[0]
     thickness = max(1, int(round(width_m / resolution_m)))
-    for geom in geoms:
-        lines = [ego_xy_to_pixels(c, size, resolution_m) for c in _lines(geom) if len(c) >= 2]
-        if lines:
-            cv2.polylines(canvas_SS, lines, False, 1, thickness=thickness, lineType=cv2.LINE_8, shift=_SHIFT)
+    lines = _to_pixels([c for geom in geoms for c in _lines(geom) if len(c) >= 2], size, resolution_m)
+    if lines:
+        cv2.polylines(canvas_SS, lines, False, 1, thickness=thickness, lineType=cv2.LINE_8, shift=_SHIFT)
 
 
 def rasterize_map(map_layers: dict[str, list[Any]], classes: list[str], bev_size: int, resolution_m: float

@@ -116,4 +116,6 @@ def undistort_resize(image_HW3: np.ndarray, cal: CameraCalibration, width: int, 
         img = cv2.resize(img, pre_wh, interpolation=cv2.INTER_AREA)
     out = cv2.remap(img, map_xy, map_frac, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                     borderValue=0)
-    return np.ascontiguousarray(out.transpose(2, 0, 1)), K_out.astype(np.float32)
+    chw = np.empty((3, int(height), int(width)), np.uint8)
+    cv2.split(out, [chw[0], chw[1], chw[2]])  # channels first, written in place (faster than a transpose copy)
+    return chw, K_out.astype(np.float32)
