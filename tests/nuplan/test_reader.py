@@ -386,3 +386,13 @@ def test_unknown_token(dataset: Dataset) -> None:
     with open_log(dataset) as log:
         with pytest.raises(DataError, match="not in this log"):
             load_bundle(log, "0123456789abcdef", CHANNELS, 1, 1, 0.1, 10.0)
+
+
+def test_image_rows_table_equals_match_image(dataset: Dataset) -> None:
+    with open_log(dataset) as log:
+        for channel in CHANNELS:
+            rows = log.image_rows(channel)
+            for i, t in enumerate(log.lidar_pcs.timestamp_us):
+                j = log.match_image(channel, int(t))
+                assert rows[i] == (-1 if j is None else j)
+            assert (rows >= 0).any() and log.image_rows(channel) is rows  # computed once

@@ -124,8 +124,8 @@ def test_occupancy_is_exactly_the_cells_whose_centre_is_in_a_box():
 
 
 def test_lidar_cap_ties_and_order_match_a_plain_stable_sort():
-    """The partition + single-sort path equals the definition: stable sort by distance, keep max_points, then a
-    stable sort by pillar (so nearest first inside a pillar, input order on exact ties)."""
+    """The partition + single-sort path equals the definition: the max_points nearest (stable sort by distance, so
+    input order on exact ties), then ordered by pillar with input order inside a pillar."""
     cfg = small_preprocess(bev_size=64, bev_resolution_m=0.5, max_points=300, lidar_max_range_m=15.0,
                            intensity_max=1e6)
     rng = np.random.default_rng(1)
@@ -135,7 +135,7 @@ def test_lidar_cap_ties_and_order_match_a_plain_stable_sort():
     pts, pillar = process_lidar(many, cfg)
     d = np.hypot(many[:, 0].astype(float), many[:, 1].astype(float))
     ok = np.flatnonzero((d <= 15.0) & (np.abs(many[:, 0]) < 16) & (np.abs(many[:, 1]) < 16))
-    keep = ok[np.argsort(d[ok], kind="stable")][:300]
+    keep = np.sort(ok[np.argsort(d[ok], kind="stable")][:300])
     n = pillar_grid_size(cfg)
     ij = np.clip(np.floor((many[keep, :2].astype(float) + 16.0) / 0.2).astype(int), 0, n - 1)
     ref_pillar = ij[:, 0] * n + ij[:, 1]

@@ -22,6 +22,7 @@ from drivepipe.nuplan.db import MissingBlobError, NuplanLog
 from drivepipe.nuplan.pcd import decode_point_cloud
 from drivepipe.schema import (
     AGENT_CATEGORIES,
+    CATEGORIES,
     CATEGORY_INDEX,
     AgentTracks,
     Annotations,
@@ -44,7 +45,7 @@ from drivepipe.utils.geometry import (
 ROUTE_MAX_LENGTH_M = 150.0   # route polyline kept ahead of the ego
 ROUTE_JOIN_TOL_M = 1.5       # baseline paths chain when one's end is this close to the next one's start
 ROUTE_MAX_OFFSET_M = 10.0    # farther than this from every route path -> fall back to the ego's future path
-_AGENT_INDICES = np.array([CATEGORY_INDEX[c] for c in AGENT_CATEGORIES])
+_IS_AGENT = np.isin(np.arange(len(CATEGORIES)), [CATEGORY_INDEX[c] for c in AGENT_CATEGORIES])  # by category index
 _REDUCED_FLAG = {1: 0, 2: 16, 4: 32, 8: 64}  # cv2.IMREAD_REDUCED_* bits added to a colour flag
 
 
@@ -77,14 +78,19 @@ def load_bundle(log: NuplanLog, token: str, channels: Sequence[str], history_ste
     pcs = log.lidar_pcs
     t_us = int(pcs.timestamp_us[index])
     lidar = _lidar(log, index)  # first: a sweep without its point cloud is dropped whatever the cameras
-    cameras = _cameras(log, t_us, channels, image_min_size)
+    cameras = _cameras(log, index, channels, image_min_size)
     T_global_from_ego = ego_transform(log, index)
+    # the sweeps at -history_steps .. +future_steps x dt_s (oldest first; now at history_steps), looked up once
+    frames = frames_at(pcs.timestamp_us, t_us, dt_s * np.arange(-history_steps, future_steps + 1), dt_s / 2)
+    poses, poses_valid = _poses_in_ego(log, index, frames)
+    n_hist = history_steps + 1
     ego = EgoState(T_global_from_ego=T_global_from_ego, velocity_mps=pcs.velocity[index].copy(),
                    acceleration_mps2=pcs.acceleration[index].copy(), angular_rate_rps=pcs.angular_rate[index].copy(),
-                   **_ego_history(log, index, history_steps, dt_s))
+                   history=poses[:n_hist], history_valid=poses_valid[:n_hist])
     annotations = None
     if with_annotations:
-        annotations = _annotations(log, index, history_steps, future_steps, dt_s, map_radius_m, map_classes)
+        annotations = _annotations(log, index, T_global_from_ego, frames[:n_hist], frames[n_hist:], poses[n_hist:],
+                                   poses_valid[n_hist:], map_radius_m, map_classes)
     meta = BundleMeta(log_name=log.log_name, token=token, timestamp_us=t_us, location=log.location,
                       scenario_type=log.scenario_types.get(token, "unknown"))
     return SensorBundle(meta=meta, cameras=cameras, lidar=lidar, ego=ego, annotations=annotations)
@@ -149,13 +155,13 @@ def _lidar(log: NuplanLog, index: int) -> LidarSweep:
                       T_ego_from_lidar=log.T_ego_from_lidar.copy(), token=str(log.lidar_pcs.token[index]))
 
 
-def _cameras(log: NuplanLog, t_us: int, channels: Sequence[str], image_min_size: tuple[int, int] | None
+def _cameras(log: NuplanLog, index: int, channels: Sequence[str], image_min_size: tuple[int, int] | None
              ) -> dict[str, CameraFrame]:
     out: dict[str, CameraFrame] = {}
     for channel in channels:
         calib = log.cameras.get(channel)
-        j = log.match_image(channel, t_us) if calib is not None else None
-        if j is None:
+        j = int(log.image_rows(channel)[index]) if calib is not None else -1
+        if j < 0:
             log.skipped[f"no {channel} image within 50 ms"] += 1
             continue
         imgs = log.images[channel]
@@ -211,23 +217,14 @@ def _poses_in_ego(log: NuplanLog, index: int, frames: np.ndarray) -> tuple[np.nd
     return out, valid
 
 
-def _ego_history(log: NuplanLog, index: int, history_steps: int, dt_s: float) -> dict[str, np.ndarray]:
-    offsets = -dt_s * np.arange(history_steps, -1, -1)  # oldest first, last = now
-    frames = frames_at(log.lidar_pcs.timestamp_us, int(log.lidar_pcs.timestamp_us[index]), offsets, dt_s / 2)
-    history, valid = _poses_in_ego(log, index, frames)
-    return {"history": history, "history_valid": valid}
-
-
 # ------------------------------------------------------------------------------------------------- annotations
-def _annotations(log: NuplanLog, index: int, history_steps: int, future_steps: int, dt_s: float,
-                 map_radius_m: float, map_classes: Sequence[str] | None) -> Annotations:
-    t_us = int(log.lidar_pcs.timestamp_us[index])
-    T_global_from_ego = ego_transform(log, index)
+def _annotations(log: NuplanLog, index: int, T_global_from_ego: np.ndarray, hist_frames: np.ndarray,
+                 fut_frames: np.ndarray, ego_future: np.ndarray, ego_future_valid: np.ndarray, map_radius_m: float,
+                 map_classes: Sequence[str] | None) -> Annotations:
+    """Ground truth of sweep `index`; the history / future sweeps and the ego's future poses come from
+    `load_bundle`, which looks them up once for the ego and the agents."""
     boxes = _boxes_in_ego(log, index, T_global_from_ego)
-    fut_frames = frames_at(log.lidar_pcs.timestamp_us, t_us, dt_s * np.arange(1, future_steps + 1), dt_s / 2)
-    hist_frames = frames_at(log.lidar_pcs.timestamp_us, t_us, -dt_s * np.arange(history_steps, -1, -1), dt_s / 2)
     agents = _agent_tracks(log, index, boxes, hist_frames, fut_frames)
-    ego_future, ego_future_valid = _poses_in_ego(log, index, fut_frames)
     vmap = log.load_map()
     route = _route(log, vmap, index, T_global_from_ego)
     if route.shape[0] < 2:  # no usable map route: the ego's own future path
@@ -262,7 +259,7 @@ def _boxes_in_ego(log: NuplanLog, index: int, T_global_from_ego: np.ndarray) -> 
 def _agent_tracks(log: NuplanLog, index: int, boxes: Boxes, hist_frames: np.ndarray,
                   fut_frames: np.ndarray) -> AgentTracks:
     """Past/future (x, y, yaw) in the current ego frame of every agent box now, from the same track id."""
-    box_index = np.flatnonzero(np.isin(boxes.category, _AGENT_INDICES)).astype(np.int64)
+    box_index = np.flatnonzero(_IS_AGENT[boxes.category]).astype(np.int64)
     table = log.boxes
     frames = np.concatenate([hist_frames, fut_frames])
     track_ids = np.unique(boxes.track_id[box_index])  # sorted; agent a is track_ids[slot[a]]

@@ -289,6 +289,23 @@ class NuplanLog:
         best = min(cands, key=lambda k: abs(int(ts[k]) - timestamp_us))
         return best if abs(int(ts[best]) - timestamp_us) <= IMAGE_MATCH_US else None
 
+    def image_rows(self, channel: str) -> np.ndarray:
+        """(sweeps,) int64: for every lidar sweep, its `match_image` row in `images[channel]`, -1 where none;
+        computed once per channel."""
+        key = ("image_rows", channel)
+        if key not in self.derived:
+            t = self.lidar_pcs.timestamp_us.astype(np.int64)
+            imgs = self.images.get(channel)
+            rows = np.full(t.shape, -1, np.int64)
+            if imgs is not None and imgs.timestamp_us.size:
+                ts = imgs.timestamp_us.astype(np.int64)
+                j = np.searchsorted(ts, t)
+                lo, hi = np.clip(j - 1, 0, ts.size - 1), np.clip(j, 0, ts.size - 1)  # match_image's candidates
+                best = np.where(np.abs(ts[lo] - t) <= np.abs(ts[hi] - t), lo, hi)  # ties: the earlier image
+                rows = np.where(np.abs(ts[best] - t) <= IMAGE_MATCH_US, best, -1)
+            self.derived[key] = rows
+        return self.derived[key]
+
     def blob_path(self, relative: str) -> Path:
         return self.sensor_root / relative
 

@@ -28,50 +28,48 @@ def ego_xy_to_pixels(xy_N2: np.ndarray, bev_size: int, resolution_m: float) -> n
     return np.round(np.stack([col, row], axis=1) * (1 << _SHIFT)).astype(np.int32)
 
 
-def _polygons(geom: Any) -> list[Any]:
-    kind = geom.geom_type
-    if kind == "Polygon":
-        return [geom]
-    if kind in ("MultiPolygon", "GeometryCollection"):
-        return [p for g in geom.geoms for p in _polygons(g)]
-    return []
+# shapely type ids: 1 LineString, 2 LinearRing, 3 Polygon, >= 4 MultiPoint / MultiLineString / MultiPolygon /
+# GeometryCollection
+_POLYGON_TYPE_ID = 3
+_FIRST_MULTI_TYPE_ID = 4
 
 
-def _lines(geom: Any) -> list[np.ndarray]:
-    """(K, 2) coordinate arrays of every line in a geometry; polygon rings count as lines."""
-    kind = geom.geom_type
-    if kind in ("LineString", "LinearRing"):
-        return [np.asarray(geom.coords)[:, :2]]
-    if kind == "Polygon":
-        return [np.asarray(geom.exterior.coords)[:, :2]] + [np.asarray(r.coords)[:, :2] for r in geom.interiors]
-    if kind.startswith("Multi") or kind == "GeometryCollection":
-        return [line for g in geom.geoms for line in _lines(g)]
-    return []
+def _single_parts(geoms: list[Any]) -> np.ndarray:
+    """Every single-part geometry inside `geoms` (multi-geometries and collections opened, recursively)."""
+    import shapely
+
+    parts = np.empty(len(geoms), dtype=object)
+    parts[:] = geoms
+    while len(parts) and (shapely.get_type_id(parts) >= _FIRST_MULTI_TYPE_ID).any():
+        parts = shapely.get_parts(parts)
+    return parts
 
 
-def _to_pixels(rings: list[np.ndarray], bev_size: int, resolution_m: float) -> list[np.ndarray]:
-    """`ego_xy_to_pixels` of many (K, 2) coordinate arrays in one pass."""
-    if not rings:
+def _pixel_rings(rings: np.ndarray, bev_size: int, resolution_m: float) -> list[np.ndarray]:
+    """cv2 fixed-point pixel arrays of line / ring geometries, all converted in one pass."""
+    import shapely
+
+    if len(rings) == 0:
         return []
-    px = ego_xy_to_pixels(np.concatenate(rings), bev_size, resolution_m)
-    return np.split(px, np.cumsum([len(r) for r in rings[:-1]]))
+    xy, which = shapely.get_coordinates(rings, return_index=True)
+    px = ego_xy_to_pixels(xy, bev_size, resolution_m)
+    return np.split(px, np.cumsum(np.bincount(which, minlength=len(rings)))[:-1])
 
 
 def fill_polygons(canvas_SS: np.ndarray, geoms: list[Any], resolution_m: float) -> None:
     """Fill shapely (multi)polygons into a (S, S) uint8 canvas in place (holes stay empty; cells touched by an edge
-    are filled, i.e. up to half a cell of dilation)."""
+    are filled, i.e. up to half a cell of dilation). Non-polygon parts are ignored."""
     import cv2
+    import shapely
 
     size = canvas_SS.shape[0]
-    polys = [p for geom in geoms for p in _polygons(geom)]
-    plain = [p for p in polys if not p.interiors]
-    for outer in _to_pixels([np.asarray(p.exterior.coords)[:, :2] for p in plain], size, resolution_m):
+    parts = _single_parts(geoms)
+    polys = parts[shapely.get_type_id(parts) == _POLYGON_TYPE_ID] if len(parts) else parts
+    holed = shapely.get_num_interior_rings(polys) > 0
+    for outer in _pixel_rings(shapely.get_exterior_ring(polys[~holed]), size, resolution_m):
         cv2.fillPoly(canvas_SS, [outer], 1, lineType=cv2.LINE_8, shift=_SHIFT)  # one call each: overlaps stay full
-    for poly in polys:
-        if not poly.interiors:
-            continue
-        outer, *holes = _to_pixels([np.asarray(r.coords)[:, :2] for r in (poly.exterior, *poly.interiors)], size,
-                                   resolution_m)
+    for poly in polys[holed]:
+        outer, *holes = _pixel_rings(shapely.get_rings(poly), size, resolution_m)  # exterior first
         mask = np.zeros_like(canvas_SS)  # holes must not erase other polygons already drawn
         cv2.fillPoly(mask, [outer], 1, lineType=cv2.LINE_8, shift=_SHIFT)
         cv2.fillPoly(mask, holes, 0, lineType=cv2.LINE_8, shift=_SHIFT)
@@ -81,10 +79,16 @@ def fill_polygons(canvas_SS: np.ndarray, geoms: list[Any], resolution_m: float) 
 def draw_lines(canvas_SS: np.ndarray, geoms: list[Any], resolution_m: float, width_m: float = LINE_WIDTH_M) -> None:
     """Draw the lines (and polygon outlines) of shapely geometries into a (S, S) uint8 canvas, ~width_m wide."""
     import cv2
+    import shapely
 
     size = canvas_SS.shape[0]
     thickness = max(1, int(round(width_m / resolution_m)))
-    lines = _to_pixels([c for geom in geoms for c in _lines(geom) if len(c) >= 2], size, resolution_m)
+    parts = _single_parts(geoms)
+    kind = shapely.get_type_id(parts)
+    polys = parts[kind == _POLYGON_TYPE_ID]
+    rings = np.concatenate([parts[(kind == 1) | (kind == 2)],
+                            shapely.get_rings(polys) if len(polys) else np.zeros(0, object)])
+    lines = [c for c in _pixel_rings(rings, size, resolution_m) if len(c) >= 2]
     if lines:
         cv2.polylines(canvas_SS, lines, False, 1, thickness=thickness, lineType=cv2.LINE_8, shift=_SHIFT)
 
@@ -114,10 +118,17 @@ def fill_boxes(canvas_SS: np.ndarray, xy_N2: np.ndarray, yaw_N: np.ndarray, leng
                width_N: np.ndarray, resolution_m: float) -> None:
     """Set the cells whose centre lies inside an oriented box footprint (ego frame, m / rad); in place.
 
-    Exact centre-in-box test (cv2.fillPoly dilates by up to half a cell, too coarse for occupancy targets), done for
-    all boxes at once on a K x K window of cells around each box centre (K covers the largest box's circumcircle).
+    Exact centre-in-box test (cv2.fillPoly dilates by up to half a cell, too coarse for occupancy targets).
     """
-    size = canvas_SS.shape[0]
+    _fill_boxes(canvas_SS[None], np.zeros(len(np.reshape(yaw_N, -1)), np.int64), xy_N2, yaw_N, length_N, width_N,
+                resolution_m)
+
+
+def _fill_boxes(canvas_CSS: np.ndarray, channel_N: np.ndarray, xy_N2: np.ndarray, yaw_N: np.ndarray,
+                length_N: np.ndarray, width_N: np.ndarray, resolution_m: float) -> None:
+    """`fill_boxes` of box n into canvas_CSS[channel_N[n]], all boxes at once on a K x K window of cells around each
+    box centre (K covers the largest box's circumcircle)."""
+    size = canvas_CSS.shape[-1]
     extent = size * resolution_m / 2.0
     xy, yaw = np.asarray(xy_N2, np.float64).reshape(-1, 2), np.asarray(yaw_N, np.float64).reshape(-1)
     half_l, half_w = np.asarray(length_N, np.float64) / 2, np.asarray(width_N, np.float64) / 2
@@ -126,6 +137,7 @@ def fill_boxes(canvas_SS: np.ndarray, xy_N2: np.ndarray, yaw_N: np.ndarray, leng
     if not near.any():
         return
     xy, yaw, half_l, half_w, radius = xy[near], yaw[near], half_l[near], half_w[near], radius[near]
+    channel = np.asarray(channel_N, np.int64)[near]
     lo = np.floor((xy - radius[:, None] + extent) / resolution_m).astype(np.int64)  # (N, 2) first cell row / col
     k = int(np.ceil(2 * radius.max() / resolution_m)) + 2
     cells = lo[:, :, None] + np.arange(k)  # (N, 2, K) cell indices along x (rows) and y (columns)
@@ -137,7 +149,7 @@ def fill_boxes(canvas_SS: np.ndarray, xy_N2: np.ndarray, yaw_N: np.ndarray, leng
     on_grid = (cells >= 0) & (cells < size)
     inside &= on_grid[:, 0, :, None] & on_grid[:, 1, None, :]
     n, i, j = np.nonzero(inside)
-    canvas_SS[cells[n, 0, i], cells[n, 1, j]] = 1
+    canvas_CSS[channel[n], cells[n, 0, i], cells[n, 1, j]] = 1
 
 
 def rasterize_occupancy(now_xyyaw_A3: np.ndarray, size_A2: np.ndarray, future_A_T3: np.ndarray,
@@ -156,13 +168,13 @@ def rasterize_occupancy(now_xyyaw_A3: np.ndarray, size_A2: np.ndarray, future_A_
     occ = np.zeros((1 + future_steps, bev_size, bev_size), dtype=np.uint8)
     if len(now_xyyaw_A3) == 0:
         return occ
-    fill_boxes(occ[0], now_xyyaw_A3[:, :2], now_xyyaw_A3[:, 2], size_A2[:, 0], size_A2[:, 1], resolution_m)
-    for k in range(1, future_steps + 1):
-        if k - 1 >= future_A_T3.shape[1]:
-            break
-        ok = future_valid_AT[:, k - 1]
-        fut = future_A_T3[ok, k - 1]
-        fill_boxes(occ[k], fut[:, :2], fut[:, 2], size_A2[ok, 0], size_A2[ok, 1], resolution_m)
+    steps = min(future_steps, future_A_T3.shape[1])
+    ok = np.asarray(future_valid_AT[:, :steps], bool)  # (A, steps)
+    a, t = np.nonzero(ok.T)[1], np.nonzero(ok.T)[0]  # valid future poses, step-major
+    poses = np.concatenate([now_xyyaw_A3, future_A_T3[a, t]])
+    agent = np.concatenate([np.arange(len(now_xyyaw_A3)), a])
+    channel = np.concatenate([np.zeros(len(now_xyyaw_A3), np.int64), t + 1])
+    _fill_boxes(occ, channel, poses[:, :2], poses[:, 2], size_A2[agent, 0], size_A2[agent, 1], resolution_m)
     return occ
 
 

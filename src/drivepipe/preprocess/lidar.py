@@ -34,9 +34,10 @@ def process_lidar(points_N6: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndar
         cfg: preprocess config (ranges in m, intensity_max, max_points, pillar_size_m, BEV square).
 
     Returns:
-        points (P, 4) float32 (x, y, z in m, intensity in [0, 1]) sorted by pillar index (nearest first within a
-        pillar, distances compared to the micrometre) and pillar_index (P,) int64. P <= max_points; the kept points
-        are the nearest in x-y distance (ties broken by original order, so the result is deterministic).
+        points (P, 4) float32 (x, y, z in m, intensity in [0, 1]) sorted by pillar index (input order within a
+        pillar: the pillar encoder pools over a pillar, so order inside it does not matter) and pillar_index (P,)
+        int64. P <= max_points; the kept points are the nearest in x-y distance (ties broken by input order, so
+        the result is deterministic).
     """
     pts = np.asarray(points_N6, dtype=np.float32)
     x, y, z = pts[:, LidarColumn.X], pts[:, LidarColumn.Y], pts[:, LidarColumn.Z]
@@ -56,16 +57,9 @@ def process_lidar(points_N6: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndar
         idx, px, py, dist = idx[chosen], px[chosen], py[chosen], dist[chosen]
     n = pillar_grid_size(cfg)
     pillar = pillar_indices(np.column_stack([px, py]), extent, n)
-    # one sort by (pillar, distance in um): integer key, pillar in the high bits; ties keep the input order
-    dist_um = np.round(dist * 1e6).astype(np.int64)
-    if n * n < 2**22 and cfg.lidar_max_range_m * 1e6 < 2**40:
-        key = (pillar << 40) | dist_um
-        order = np.argsort(key)  # unstable but several times faster; exact ties (rare) redo it stably
-        ranked = key[order]
-        if (ranked[1:] == ranked[:-1]).any():
-            order = np.argsort(key, kind="stable")
-    else:
-        order = np.lexsort((dist_um, pillar))
+    # by pillar, then input order: the key (pillar, position) is unique, so the fast unstable sort gives the stable
+    # order (several times faster than numpy's stable sort on int64)
+    order = np.argsort((pillar << 32) | np.arange(len(idx)))
     rows = np.take(pts, idx[order], axis=0)
     out = np.empty((len(rows), 4), dtype=np.float32)
     for c in (LidarColumn.X, LidarColumn.Y, LidarColumn.Z):  # per column: faster than an (N, 3) strided copy
