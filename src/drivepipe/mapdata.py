@@ -47,7 +47,7 @@ class VectorMap:
     epsg: int
     layers: dict[str, list[MapFeature]]
     _trees: dict[str, STRtree] = field(default_factory=dict, repr=False, compare=False)
-    _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    _arrays: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def layer(self, name: str) -> list[MapFeature]:
         return self.layers.get(name, [])
@@ -69,7 +69,7 @@ class VectorMap:
     def semantic_layers_in_ego(self, T_global_from_ego: np.ndarray, radius_m: float,
                                classes: tuple[str, ...] = tuple(SEMANTIC_LAYERS)) -> dict[str, list[BaseGeometry]]:
         """Semantic classes near the ego, transformed into the ego frame (x forward, y left; 2-D) and clipped to a
-        square of half-side `radius_m` around the rear axle. One vectorised transform and clip per class."""
+        square of half-side `radius_m` around the rear axle."""
         x, y = float(T_global_from_ego[0, 3]), float(T_global_from_ego[1, 3])
         yaw = float(np.arctan2(T_global_from_ego[1, 0], T_global_from_ego[0, 0]))
         r = radius_m * 1.5  # a rotated square needs a larger axis-aligned query box
@@ -78,20 +78,27 @@ class VectorMap:
         c, s = np.cos(yaw), np.sin(yaw)
         rotation = np.array([[c, -s], [s, c]])  # ego = (p - t) @ R(yaw), i.e. R(-yaw) @ (p - t)
         origin = np.array([x, y])
-        out: dict[str, list[BaseGeometry]] = {}
-        for cls in classes:
-            geoms = [self._geometries(layer)[self._query_index(layer, window)] for layer in SEMANTIC_LAYERS[cls]]
-            near = np.concatenate(geoms) if geoms else np.zeros(0, object)
-            if len(near) == 0:
-                out[cls] = []
-                continue
-            local = shapely.clip_by_rect(shapely.transform(near, lambda p: (p - origin) @ rotation), *clip_xyxy)
-            out[cls] = list(local[~shapely.is_empty(local)])
-        return out
+        geoms, class_of, tree = self._semantic_index(tuple(classes))
+        hit = np.sort(tree.query(shapely.box(*window), predicate="intersects")) if len(geoms) else np.zeros(0, int)
+        # one vectorised transform and clip for every class
+        local = shapely.clip_by_rect(shapely.transform(geoms[hit], lambda p: (p - origin) @ rotation), *clip_xyxy)
+        keep = ~shapely.is_empty(local)
+        return {cls: list(local[keep & (class_of[hit] == k)]) for k, cls in enumerate(classes)}
+
+    def _semantic_index(self, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, STRtree]:
+        """(geometries of all the classes' layers, class index of each, one STRtree over them), built once per
+        tuple of classes; geometries are in class, then layer, then feature order."""
+        key = ("semantic", *classes)
+        if key not in self._arrays:
+            parts = [(self._geometries(layer), k) for k, cls in enumerate(classes) for layer in SEMANTIC_LAYERS[cls]]
+            geoms = np.concatenate([g for g, _ in parts]) if parts else np.zeros(0, object)
+            class_of = np.concatenate([np.full(len(g), k) for g, k in parts]) if parts else np.zeros(0, int)
+            self._arrays[key] = (geoms, class_of, STRtree(geoms))
+        return self._arrays[key]
 
     def _geometries(self, name: str) -> np.ndarray:
         """The layer's geometries as a numpy object array (built once), for shapely's vectorised functions."""
-        key = "geometries:" + name
+        key = ("geometries", name)
         if key not in self._arrays:
             feats = self.layer(name)
             self._arrays[key] = np.empty(len(feats), dtype=object)

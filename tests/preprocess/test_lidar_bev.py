@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from shapely.geometry import LineString, Polygon
 
 from bundle_factory import small_preprocess
@@ -123,10 +124,11 @@ def test_occupancy_is_exactly_the_cells_whose_centre_is_in_a_box():
     assert np.array_equal(occ.astype(bool), expected)
 
 
-def test_lidar_cap_ties_and_order_match_a_plain_stable_sort():
+@pytest.mark.parametrize("bev_size", [64, 128])  # 160^2 pillars (16-bit radix sort) and 320^2 (int64 key sort)
+def test_lidar_cap_ties_and_order_match_a_plain_stable_sort(bev_size):
     """The partition + single-sort path equals the definition: the max_points nearest (stable sort by distance, so
     input order on exact ties), then ordered by pillar with input order inside a pillar."""
-    cfg = small_preprocess(bev_size=64, bev_resolution_m=0.5, max_points=300, lidar_max_range_m=15.0,
+    cfg = small_preprocess(bev_size=bev_size, bev_resolution_m=0.5, max_points=300, lidar_max_range_m=15.0,
                            intensity_max=1e6)
     rng = np.random.default_rng(1)
     many = np.zeros((2000, 6), np.float32)
@@ -134,10 +136,11 @@ def test_lidar_cap_ties_and_order_match_a_plain_stable_sort():
     many[:, 3] = np.arange(2000)  # intensity carries the input index
     pts, pillar = process_lidar(many, cfg)
     d = np.hypot(many[:, 0].astype(float), many[:, 1].astype(float))
-    ok = np.flatnonzero((d <= 15.0) & (np.abs(many[:, 0]) < 16) & (np.abs(many[:, 1]) < 16))
+    extent = bev_size * 0.5 / 2
+    ok = np.flatnonzero((d <= 15.0) & (np.abs(many[:, 0]) < extent) & (np.abs(many[:, 1]) < extent))
     keep = np.sort(ok[np.argsort(d[ok], kind="stable")][:300])
     n = pillar_grid_size(cfg)
-    ij = np.clip(np.floor((many[keep, :2].astype(float) + 16.0) / 0.2).astype(int), 0, n - 1)
+    ij = np.clip(np.floor((many[keep, :2].astype(float) + extent) / 0.2).astype(int), 0, n - 1)
     ref_pillar = ij[:, 0] * n + ij[:, 1]
     order = np.argsort(ref_pillar, kind="stable")
     assert np.array_equal(pillar, ref_pillar[order])

@@ -34,15 +34,18 @@ _POLYGON_TYPE_ID = 3
 _FIRST_MULTI_TYPE_ID = 4
 
 
-def _single_parts(geoms: list[Any]) -> np.ndarray:
-    """Every single-part geometry inside `geoms` (multi-geometries and collections opened, recursively)."""
+def _single_parts(geoms: list[Any], labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every single-part geometry inside `geoms` (multi-geometries and collections opened, recursively), with the
+    label of the geometry it came from (default: its index in `geoms`)."""
     import shapely
 
     parts = np.empty(len(geoms), dtype=object)
     parts[:] = geoms
+    labels = np.arange(len(geoms)) if labels is None else np.asarray(labels)
     while len(parts) and (shapely.get_type_id(parts) >= _FIRST_MULTI_TYPE_ID).any():
-        parts = shapely.get_parts(parts)
-    return parts
+        parts, which = shapely.get_parts(parts, return_index=True)
+        labels = labels[which]
+    return parts, labels
 
 
 def _pixel_rings(rings: np.ndarray, bev_size: int, resolution_m: float) -> list[np.ndarray]:
@@ -56,24 +59,32 @@ def _pixel_rings(rings: np.ndarray, bev_size: int, resolution_m: float) -> list[
     return np.split(px, np.cumsum(np.bincount(which, minlength=len(rings)))[:-1])
 
 
-def fill_polygons(canvas_SS: np.ndarray, geoms: list[Any], resolution_m: float) -> None:
-    """Fill shapely (multi)polygons into a (S, S) uint8 canvas in place (holes stay empty; cells touched by an edge
-    are filled, i.e. up to half a cell of dilation). Non-polygon parts are ignored."""
+def _fill(seg_CSS: np.ndarray, geoms: list[Any], channel: np.ndarray, resolution_m: float) -> None:
+    """Fill the polygons of geoms[k] into seg_CSS[channel[k]] (holes stay empty; cells touched by an edge are
+    filled, i.e. up to half a cell of dilation); non-polygon parts are ignored. One shapely pass for all."""
     import cv2
     import shapely
 
-    size = canvas_SS.shape[0]
-    parts = _single_parts(geoms)
-    polys = parts[shapely.get_type_id(parts) == _POLYGON_TYPE_ID] if len(parts) else parts
+    size = seg_CSS.shape[-1]
+    parts, labels = _single_parts(geoms, channel)
+    is_poly = shapely.get_type_id(parts) == _POLYGON_TYPE_ID
+    polys, labels = parts[is_poly], labels[is_poly]
     holed = shapely.get_num_interior_rings(polys) > 0
-    for outer in _pixel_rings(shapely.get_exterior_ring(polys[~holed]), size, resolution_m):
-        cv2.fillPoly(canvas_SS, [outer], 1, lineType=cv2.LINE_8, shift=_SHIFT)  # one call each: overlaps stay full
-    for poly in polys[holed]:
-        outer, *holes = _pixel_rings(shapely.get_rings(poly), size, resolution_m)  # exterior first
-        mask = np.zeros_like(canvas_SS)  # holes must not erase other polygons already drawn
+    plain = np.flatnonzero(~holed)
+    for k, outer in zip(plain, _pixel_rings(shapely.get_exterior_ring(polys[plain]), size, resolution_m)):
+        cv2.fillPoly(seg_CSS[labels[k]], [outer], 1, lineType=cv2.LINE_8, shift=_SHIFT)  # one call each: overlaps
+    for k in np.flatnonzero(holed):
+        outer, *holes = _pixel_rings(shapely.get_rings(polys[k]), size, resolution_m)  # exterior first
+        mask = np.zeros_like(seg_CSS[labels[k]])  # holes must not erase other polygons already drawn
         cv2.fillPoly(mask, [outer], 1, lineType=cv2.LINE_8, shift=_SHIFT)
         cv2.fillPoly(mask, holes, 0, lineType=cv2.LINE_8, shift=_SHIFT)
-        canvas_SS |= mask
+        seg_CSS[labels[k]] |= mask
+
+
+def fill_polygons(canvas_SS: np.ndarray, geoms: list[Any], resolution_m: float) -> None:
+    """Fill shapely (multi)polygons into a (S, S) uint8 canvas in place (holes stay empty; cells touched by an edge
+    are filled, i.e. up to half a cell of dilation). Non-polygon parts are ignored."""
+    _fill(canvas_SS[None], geoms, np.zeros(len(geoms), np.int64), resolution_m)
 
 
 def draw_lines(canvas_SS: np.ndarray, geoms: list[Any], resolution_m: float, width_m: float = LINE_WIDTH_M) -> None:
@@ -83,7 +94,7 @@ def draw_lines(canvas_SS: np.ndarray, geoms: list[Any], resolution_m: float, wid
 
     size = canvas_SS.shape[0]
     thickness = max(1, int(round(width_m / resolution_m)))
-    parts = _single_parts(geoms)
+    parts, _ = _single_parts(geoms)
     kind = shapely.get_type_id(parts)
     polys = parts[kind == _POLYGON_TYPE_ID]
     rings = np.concatenate([parts[(kind == 1) | (kind == 2)],
@@ -105,12 +116,12 @@ def rasterize_map(map_layers: dict[str, list[Any]], classes: list[str], bev_size
         seg (C, S, S) uint8 in {0, 1}.
     """
     seg = np.zeros((len(classes), bev_size, bev_size), dtype=np.uint8)
+    filled = [(c, g) for c, name in enumerate(classes) if name not in LINE_CLASSES for g in map_layers.get(name, [])]
+    if filled:
+        _fill(seg, [g for _, g in filled], np.array([c for c, _ in filled]), resolution_m)
     for c, name in enumerate(classes):
-        geoms = map_layers.get(name, [])
-        if name in LINE_CLASSES:
-            draw_lines(seg[c], geoms, resolution_m)
-        else:
-            fill_polygons(seg[c], geoms, resolution_m)
+        if name in LINE_CLASSES and map_layers.get(name):
+            draw_lines(seg[c], map_layers[name], resolution_m)
     return seg
 
 
