@@ -52,6 +52,13 @@ class MissingBlobError(DataError):
     """A row references a sensor file that does not exist (source = the expected path)."""
 
 
+def _track_ids(tokens: tuple) -> np.ndarray:
+    """`track_id_from_token` of many tokens; 8-byte tokens in one numpy pass, -1 for a missing token."""
+    if all(isinstance(t, bytes) and len(t) == 8 for t in tokens):
+        return (np.frombuffer(b"".join(tokens), ">u8") & np.uint64(2**63 - 1)).astype(np.int64)
+    return np.array([track_id_from_token(t) if t is not None else -1 for t in tokens], np.int64)
+
+
 def track_id_from_token(token: bytes) -> int:
     """Stable int64 track id of an 8-byte track token (the writer uses `track_id.to_bytes(8, "big")`)."""
     return int.from_bytes(bytes(token), "big") & (2**63 - 1)
@@ -249,27 +256,34 @@ class NuplanLog:
         cols = ", ".join(f"lb.{c}" for c in _BOX_COLS)
         rows = self._query(f"SELECT lb.lidar_pc_token, lb.track_token, t.category_token, {cols} "
                            "FROM lidar_box lb LEFT JOIN track t ON t.token = lb.track_token")
-        row_of = {bytes.fromhex(t): i for t, i in self.token_index.items()}
-        frame, track, cat, keep = [], [], [], []
-        for k, r in enumerate(rows):
-            f = row_of.get(bytes(r[0]))
-            c = self.category_by_token.get(bytes(r[2])) if r[2] is not None else None
-            if f is None or c is None:
-                self.skipped["lidar_box with unknown lidar_pc or track"] += 1
-                continue
-            frame.append(f)
-            track.append(track_id_from_token(r[1]))
-            cat.append(c)
-            keep.append(k)
-        vals = np.array([rows[k][3:] for k in keep], dtype=np.float64).reshape(-1, len(_BOX_COLS))
-        frame_arr = np.asarray(frame, dtype=np.int64)
-        order = np.argsort(frame_arr, kind="stable")
-        vals = vals[order]
+        columns = list(zip(*rows)) or [()] * (3 + len(_BOX_COLS))  # column-wise: converted with numpy below
+        frame = self._sweep_of_tokens(columns[0])
+        cat = np.array([self.category_by_token.get(bytes(t), -1) if t is not None else -1 for t in columns[2]],
+                       np.int64)
+        keep = np.flatnonzero((frame >= 0) & (cat >= 0))
+        if len(keep) < len(rows):
+            self.skipped["lidar_box with unknown lidar_pc or track"] += len(rows) - len(keep)
+        by_sweep = np.argsort(frame[keep], kind="stable")
+        rows_kept = keep[by_sweep]
+        vals = np.array(columns[3:], dtype=np.float64).reshape(len(_BOX_COLS), -1).T[rows_kept]
         return BoxTable(
-            offsets=np.searchsorted(frame_arr[order], np.arange(len(self.lidar_pcs) + 1)),
+            offsets=np.searchsorted(frame[rows_kept], np.arange(len(self.lidar_pcs) + 1)),
             center=vals[:, 0:3], size=vals[:, 3:6], yaw=vals[:, 9],
-            velocity=np.nan_to_num(vals[:, 6:9]),
-            category=np.asarray(cat, dtype=np.int64)[order], track_id=np.asarray(track, dtype=np.int64)[order])
+            velocity=np.nan_to_num(vals[:, 6:9]), category=cat[rows_kept],
+            track_id=_track_ids(columns[1])[rows_kept])
+
+    def _sweep_of_tokens(self, tokens: tuple) -> np.ndarray:
+        """Row in `lidar_pcs` of each lidar_pc token (blob), -1 for unknown ones; one numpy lookup when every token
+        has the documented 8 bytes."""
+        own = [bytes.fromhex(t) for t in self.lidar_pcs.token]
+        if all(len(t) == 8 for t in own) and all(isinstance(t, bytes) and len(t) == 8 for t in tokens):
+            keys = np.frombuffer(b"".join(own), ">u8")
+            query = np.frombuffer(b"".join(tokens), ">u8")
+            order = np.argsort(keys)
+            pos = np.minimum(np.searchsorted(keys[order], query), len(keys) - 1)
+            return np.where(keys[order][pos] == query, order[pos], -1).astype(np.int64)
+        row_of = {t: i for i, t in enumerate(own)}
+        return np.array([row_of.get(bytes(t), -1) if t is not None else -1 for t in tokens], np.int64)
 
     # ------------------------------------------------------------------------------------------- access
     @property
