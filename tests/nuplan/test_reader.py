@@ -151,6 +151,27 @@ def test_boxes_loaded_once_grouped_by_sweep(dataset: Dataset) -> None:
         assert sorted(table.track_id[table.rows(12)].tolist()) == sorted([VEHICLE_ID, PED_ID])
 
 
+def test_boxes_with_unknown_sweep_or_track_are_skipped_and_counted(dataset_copy: Dataset) -> None:
+    """Rows pointing at no lidar_pc / no track are dropped and counted; a token of an odd length (not the documented
+    8 bytes) takes the per-row path and gives the same table."""
+    with open_log(dataset_copy) as log:
+        before = log.boxes
+        want = {k: getattr(before, k).copy() for k in ("offsets", "center", "category", "track_id")}
+    sql(dataset_copy.db, "UPDATE lidar_box SET lidar_pc_token = ? WHERE rowid = 1", (b"\x00" * 8,))
+    sql(dataset_copy.db, "UPDATE lidar_box SET track_token = ? WHERE rowid = 2", (b"\x01" * 8,))
+    sql(dataset_copy.db, "INSERT INTO lidar_box SELECT ?, ?, track_token, next_token, prev_token, x, y, z, width, "
+                         "length, height, vx, vy, vz, yaw, confidence FROM lidar_box WHERE rowid = 3",
+        (b"\x02" * 8, b"\x03" * 5))  # a 5-byte lidar_pc token: unknown sweep, and the slow path
+    with open_log(dataset_copy) as log:
+        table = log.boxes
+        assert log.skipped["lidar_box with unknown lidar_pc or track"] == 3
+        assert len(table.category) == len(want["category"]) - 2 and table.offsets[-1] == len(table.category)
+        assert set(table.track_id.tolist()) <= set(want["track_id"].tolist())
+        for i in range(len(table.offsets) - 1):  # every kept box still sits with its own sweep
+            assert set(map(tuple, table.center[table.rows(i)].round(6))) <= set(
+                map(tuple, want["center"][want["offsets"][i]:want["offsets"][i + 1]].round(6)))
+
+
 # ------------------------------------------------------------------------------------------------- scenarios
 def test_valid_scene_rule_and_scenario_types(dataset: Dataset) -> None:
     with open_log(dataset) as log:
