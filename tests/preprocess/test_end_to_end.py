@@ -41,3 +41,6 @@ def test_preprocess_synthetic_dataset(synthetic_root: Path, tmp_path: Path):
         run_preprocess(_cfg(shard_index=k, shard_count=2), synthetic_root, tmp_path / f"shard{k}", tmp_path / "r.json")
     merge_shards([tmp_path / "shard1", tmp_path / "shard0"], tmp_path / "merged")
     assert (tmp_path / "merged/data.mdb").read_bytes() == (tmp_path / "cache/data.mdb").read_bytes()
+    # a process pool (tasks handed out in pairs) writes the same bytes as one process
+    run_preprocess(_cfg(workers=2), synthetic_root, tmp_path / "pooled", tmp_path / "r.json")
+    assert (tmp_path / "pooled/data.mdb").read_bytes() == (tmp_path / "cache/data.mdb").read_bytes()

@@ -168,8 +168,11 @@ def _map_logs(tasks: list[LogTask], workers: int) -> Iterator[LogResult]:
         return
     import multiprocessing as mp
 
-    with mp.get_context("spawn").Pool(min(workers, len(tasks)), initializer=_worker_init) as pool:
-        yield from pool.imap(_load_log_task, tasks, chunksize=1)
+    # Consecutive tasks are chunks of the same log: handing them out two by two per worker keeps most of a log in
+    # one process, so its box table and map are loaded there once (one task at a time loads them in both workers).
+    n = min(workers, len(tasks))
+    with mp.get_context("spawn").Pool(n, initializer=_worker_init) as pool:
+        yield from pool.imap(_load_log_task, tasks, chunksize=max(1, min(2, len(tasks) // (2 * n))))
 
 
 # ----------------------------------------------------------------------------------------------------- header
