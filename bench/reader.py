@@ -46,7 +46,7 @@ def run_reader(logs: list, tokens: list[list[str]], kwargs: dict, with_annotatio
 def main() -> None:
     from drivepipe.nuplan.bundle import load_bundle
 
-    args = parse_args(__doc__, lambda p: p.add_argument("--repeats", type=int, default=3))
+    args = parse_args(__doc__, lambda p: p.add_argument("--repeats", type=int, default=6))
     cfg = load_config(QUICK_DATA if args.quick else None)
     root, gen_s = dataset(cfg)
     tasks = windows_by_log(cfg, root)

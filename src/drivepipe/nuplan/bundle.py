@@ -40,6 +40,7 @@ from drivepipe.utils.geometry import (
     quat_to_yaw,
     rotate_vectors_2d,
     transform_points,
+    wrap_angle,
 )
 
 ROUTE_MAX_LENGTH_M = 150.0   # route polyline kept ahead of the ego
@@ -80,9 +81,10 @@ def load_bundle(log: NuplanLog, token: str, channels: Sequence[str], history_ste
     lidar = _lidar(log, index)  # first: a sweep without its point cloud is dropped whatever the cameras
     cameras = _cameras(log, index, channels, image_min_size)
     T_global_from_ego = ego_transform(log, index)
-    # the sweeps at -history_steps .. +future_steps x dt_s (oldest first; now at history_steps), looked up once
-    frames = frames_at(pcs.timestamp_us, t_us, dt_s * np.arange(-history_steps, future_steps + 1), dt_s / 2)
-    poses, poses_valid = _poses_in_ego(log, index, frames)
+    # the sweeps at -history_steps .. +future_steps x dt_s (oldest first; now at history_steps) and the ego's poses
+    # there, from the log's table of every sweep's (built once per log)
+    all_frames, all_poses, all_valid = trajectory_table(log, history_steps, future_steps, dt_s)
+    frames, poses, poses_valid = all_frames[index], all_poses[index].copy(), all_valid[index].copy()
     n_hist = history_steps + 1
     ego = EgoState(T_global_from_ego=T_global_from_ego, velocity_mps=pcs.velocity[index].copy(),
                    acceleration_mps2=pcs.acceleration[index].copy(), angular_rate_rps=pcs.angular_rate[index].copy(),
@@ -182,16 +184,28 @@ def _cameras(log: NuplanLog, index: int, channels: Sequence[str], image_min_size
 
 # ------------------------------------------------------------------------------------------------- ego
 def ego_transform(log: NuplanLog, index: int) -> np.ndarray:
-    """(4, 4) T_global_from_ego of sweep `index` (its linked ego_pose, rear axle)."""
-    return make_transform(log.lidar_pcs.quat[index], log.lidar_pcs.xyz[index])
+    """(4, 4) T_global_from_ego of sweep `index` (its linked ego_pose, rear axle); all sweeps' are built once."""
+    if "T_global_from_ego" not in log.derived:
+        pcs = log.lidar_pcs
+        log.derived["T_global_from_ego"] = np.stack([make_transform(q, t) for q, t in zip(pcs.quat, pcs.xyz)])
+    return log.derived["T_global_from_ego"][index].copy()
 
 
-def frames_at(timestamps_us: np.ndarray, t_us: int, offsets_s: np.ndarray, tol_s: float) -> np.ndarray:
+def ego_yaws(log: NuplanLog) -> np.ndarray:
+    """(N,) heading of every sweep's ego pose (`quat_to_yaw`), computed once per log."""
+    if "ego_yaw" not in log.derived:
+        w, x, y, z = log.lidar_pcs.quat.T
+        log.derived["ego_yaw"] = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    return log.derived["ego_yaw"]
+
+
+def frames_at(timestamps_us: np.ndarray, t_us: int | np.ndarray, offsets_s: np.ndarray, tol_s: float) -> np.ndarray:
     """Index of the sweep nearest to each `t_us + offset` if closer than tol_s, -1 where there is none.
 
     The bound is strict so that with tol_s = dt/2 one sweep never serves two neighbouring samples.
 
-    timestamps_us: (N,) sorted int64; offsets_s: (K,) seconds. Returns (K,) int64.
+    timestamps_us: (N,) sorted int64; offsets_s: (K,) seconds; t_us: a time, or an (M, 1) array of them.
+    Returns (K,) (or (M, K)) int64.
     """
     targets = t_us + np.round(np.asarray(offsets_s, dtype=np.float64) * 1e6).astype(np.int64)
     if timestamps_us.size == 0:
@@ -203,18 +217,24 @@ def frames_at(timestamps_us: np.ndarray, t_us: int, offsets_s: np.ndarray, tol_s
     return np.where(ok, best, -1).astype(np.int64)
 
 
-def _poses_in_ego(log: NuplanLog, index: int, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(K, 3) (x, y, yaw) of the ego at `frames` in the ego frame of sweep `index`, and (K,) validity."""
-    pcs = log.lidar_pcs
-    valid = frames >= 0
-    f = np.where(valid, frames, index)
-    w, x, y, z = pcs.quat[f].T  # quat_to_yaw of every frame at once
-    yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-    x0, y0, _ = pcs.xyz[index]
-    xy, rel_yaw = global_to_ego_xy_yaw(pcs.xyz[f, :2], yaw, x0, y0, quat_to_yaw(pcs.quat[index]))
-    out = np.concatenate([xy, rel_yaw[:, None]], axis=1)
-    out[~valid] = 0.0
-    return out, valid
+def trajectory_table(log: NuplanLog, history_steps: int, future_steps: int, dt_s: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every sweep as the anchor: the sweeps at -history_steps .. +future_steps x dt_s (`frames_at` with
+    tolerance dt_s / 2; (N, K) int64, -1 where none), the ego's (x, y, yaw) there in the anchor's ego frame
+    ((N, K, 3), zeros where invalid) and validity ((N, K) bool). Built once per log and step layout."""
+    key = ("trajectories", history_steps, future_steps, dt_s)
+    if key not in log.derived:
+        ts = log.lidar_pcs.timestamp_us.astype(np.int64)
+        frames = frames_at(ts, ts[:, None], dt_s * np.arange(-history_steps, future_steps + 1), dt_s / 2)
+        valid = frames >= 0
+        f = np.where(valid, frames, np.arange(len(ts))[:, None])
+        yaw, xy = ego_yaws(log), log.lidar_pcs.xyz[:, :2]
+        c, s = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
+        dx, dy = xy[f, 0] - xy[:, None, 0], xy[f, 1] - xy[:, None, 1]
+        poses = np.stack([c * dx + s * dy, -s * dx + c * dy, wrap_angle(yaw[f] - yaw[:, None])], axis=-1)
+        poses[~valid] = 0.0
+        log.derived[key] = (frames, poses, valid)
+    return log.derived[key]
 
 
 # ------------------------------------------------------------------------------------------------- annotations
