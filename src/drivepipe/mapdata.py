@@ -55,21 +55,18 @@ class VectorMap:
     def query(self, name: str, box_xyxy: tuple[float, float, float, float]) -> list[MapFeature]:
         """Features of a layer whose geometry intersects an axis-aligned box (global frame)."""
         feats = self.layer(name)
-        return [feats[i] for i in self._query_index(name, box_xyxy)]
-
-    def _query_index(self, name: str, box_xyxy: tuple[float, float, float, float]) -> np.ndarray:
-        """Sorted indices into `layer(name)` of the geometries intersecting the box."""
-        feats = self.layer(name)
         if not feats:
-            return np.zeros(0, np.int64)
+            return []
         if name not in self._trees:
             self._trees[name] = STRtree([f.geometry for f in feats])
-        return np.sort(self._trees[name].query(shapely.box(*box_xyxy), predicate="intersects"))
+        idx = self._trees[name].query(shapely.box(*box_xyxy), predicate="intersects")
+        return [feats[i] for i in sorted(idx)]
 
     def semantic_layers_in_ego(self, T_global_from_ego: np.ndarray, radius_m: float,
                                classes: tuple[str, ...] = tuple(SEMANTIC_LAYERS)) -> dict[str, list[BaseGeometry]]:
         """Semantic classes near the ego, transformed into the ego frame (x forward, y left; 2-D) and clipped to a
-        square of half-side `radius_m` around the rear axle."""
+        square of half-side `radius_m` around the rear axle (`shapely.clip_by_rect`: fast; a clipped polygon covers
+        the exact area but may touch itself along the square's edge, which rasterising does not mind)."""
         x, y = float(T_global_from_ego[0, 3]), float(T_global_from_ego[1, 3])
         yaw = float(np.arctan2(T_global_from_ego[1, 0], T_global_from_ego[0, 0]))
         r = radius_m * 1.5  # a rotated square needs a larger axis-aligned query box

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,9 +21,17 @@ import numpy as np
 
 from drivepipe.errors import DataError
 from drivepipe.nuplan.maps import MapsRoot
-from drivepipe.nuplan.pickles import loads_calibration
-from drivepipe.schema import CATEGORY_INDEX, CameraCalibration
-from drivepipe.utils.geometry import make_transform
+from drivepipe.nuplan.records import (
+    BoxTable,
+    ChannelImages,
+    LidarPcs,
+    Scene,
+    camera_calibration,
+    lidar_extrinsic,
+    nearest_index,
+    track_ids,
+)
+from drivepipe.schema import CATEGORY_INDEX
 
 IMAGE_MATCH_US = 50_000  # devkit joins images to a sweep within ±50 ms
 LIDAR_CHANNEL = "MergedPointCloud"
@@ -50,74 +57,6 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 
 class MissingBlobError(DataError):
     """A row references a sensor file that does not exist (source = the expected path)."""
-
-
-def _track_ids(tokens: tuple) -> np.ndarray:
-    """`track_id_from_token` of many tokens; 8-byte tokens in one numpy pass, -1 for a missing token."""
-    if all(isinstance(t, bytes) and len(t) == 8 for t in tokens):
-        return (np.frombuffer(b"".join(tokens), ">u8") & np.uint64(2**63 - 1)).astype(np.int64)
-    return np.array([track_id_from_token(t) if t is not None else -1 for t in tokens], np.int64)
-
-
-def track_id_from_token(token: bytes) -> int:
-    """Stable int64 track id of an 8-byte track token (the writer uses `track_id.to_bytes(8, "big")`)."""
-    return int.from_bytes(bytes(token), "big") & (2**63 - 1)
-
-
-@dataclass(frozen=True)
-class Scene:
-    token: str
-    name: str
-    roadblock_ids: tuple[int, ...]  # route lane-group / lane-group-connector fids, in stored order
-
-
-@dataclass(frozen=True)
-class LidarPcs:
-    """All sweeps of the log ordered by time (N rows); ego arrays hold the linked ego_pose of each row.
-
-    xyz (N, 3) m global; quat (N, 4) w-first global; velocity, acceleration, angular_rate (N, 3) ego frame."""
-
-    token: np.ndarray            # (N,) str, 16 hex
-    timestamp_us: np.ndarray     # (N,) int64
-    scene_token: np.ndarray      # (N,) str
-    ego_pose_token: np.ndarray   # (N,) str
-    filename: np.ndarray         # (N,) object str, relative to the sensor root
-    xyz: np.ndarray
-    quat: np.ndarray
-    velocity: np.ndarray
-    acceleration: np.ndarray
-    angular_rate: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.timestamp_us.shape[0])
-
-
-@dataclass(frozen=True)
-class ChannelImages:
-    """Images of one camera ordered by time: timestamp_us (K,) int64, token (K,) str, filename (K,) object."""
-
-    timestamp_us: np.ndarray
-    token: np.ndarray
-    filename: np.ndarray
-
-
-@dataclass(frozen=True)
-class BoxTable:
-    """All lidar_box rows of the log, sorted by sweep; rows of sweep i are `offsets[i]:offsets[i + 1]`.
-
-    center (M, 3) m global; size (M, 3) length, width, height m; yaw (M,) rad global; velocity (M, 3) m/s global;
-    category (M,) int64 index into schema.CATEGORIES; track_id (M,) int64."""
-
-    offsets: np.ndarray
-    center: np.ndarray
-    size: np.ndarray
-    yaw: np.ndarray
-    velocity: np.ndarray
-    category: np.ndarray
-    track_id: np.ndarray
-
-    def rows(self, index: int) -> slice:
-        return slice(int(self.offsets[index]), int(self.offsets[index + 1]))
 
 
 class NuplanLog:
@@ -165,7 +104,7 @@ class NuplanLog:
         self.log_name = str(logfile or self.db_path.stem)
         self.location = str(map_version or "").removesuffix(".gpkg")
         self.category_by_token = self._load_categories()
-        self.cameras = {ch: _camera_calibration(self.db_path, row)
+        self.cameras = {ch: camera_calibration(self.db_path, row)
                         for ch, row in self._load_camera_rows().items()}
         self.T_ego_from_lidar = self._load_lidar_extrinsic()
         self.lidar_pcs = self._load_lidar_pcs()
@@ -202,10 +141,7 @@ class NuplanLog:
         rows = self._query("SELECT translation, rotation FROM lidar WHERE channel = ?", (LIDAR_CHANNEL,))
         if len(rows) != 1:
             raise DataError(self.db_path, f"table lidar must have exactly one {LIDAR_CHANNEL} row, found {len(rows)}")
-        src = f"{self.db_path}:lidar.{LIDAR_CHANNEL}"
-        translation = _vector(loads_calibration(rows[0][0], f"{src}.translation"), 3, src, "translation")
-        rotation = _unit_quaternion(loads_calibration(rows[0][1], f"{src}.rotation"), src)
-        return make_transform(rotation, translation)
+        return lidar_extrinsic(f"{self.db_path}:lidar.{LIDAR_CHANNEL}", *rows[0])
 
     def _load_lidar_pcs(self) -> LidarPcs:
         ego = ", ".join(f"ep.{c}" for c in _EGO_COLS)
@@ -270,7 +206,7 @@ class NuplanLog:
             offsets=np.searchsorted(frame[rows_kept], np.arange(len(self.lidar_pcs) + 1)),
             center=vals[:, 0:3], size=vals[:, 3:6], yaw=vals[:, 9],
             velocity=np.nan_to_num(vals[:, 6:9]), category=cat[rows_kept],
-            track_id=_track_ids(columns[1])[rows_kept])
+            track_id=track_ids(columns[1])[rows_kept])
 
     def _sweep_of_tokens(self, tokens: tuple) -> np.ndarray:
         """Row in `lidar_pcs` of each lidar_pc token (blob), -1 for unknown ones; one numpy lookup when every token
@@ -293,31 +229,23 @@ class NuplanLog:
         return float(ts[-1] - ts[0]) / 1e6
 
     def match_image(self, channel: str, timestamp_us: int) -> int | None:
-        """Row in `images[channel]` nearest in time to `timestamp_us` if within ±50 ms, else None."""
+        """Row in `images[channel]` nearest in time to `timestamp_us` if within ±50 ms (ties: the earlier image),
+        else None."""
         imgs = self.images.get(channel)
-        if imgs is None or imgs.timestamp_us.size == 0:
+        if imgs is None:
             return None
-        ts = imgs.timestamp_us
-        j = int(np.searchsorted(ts, timestamp_us))
-        cands = [k for k in (j - 1, j) if 0 <= k < ts.size]
-        best = min(cands, key=lambda k: abs(int(ts[k]) - timestamp_us))
-        return best if abs(int(ts[best]) - timestamp_us) <= IMAGE_MATCH_US else None
+        j = int(nearest_index(imgs.timestamp_us, timestamp_us, IMAGE_MATCH_US))
+        return j if j >= 0 else None
 
     def image_rows(self, channel: str) -> np.ndarray:
         """(sweeps,) int64: for every lidar sweep, its `match_image` row in `images[channel]`, -1 where none;
         computed once per channel."""
         key = ("image_rows", channel)
         if key not in self.derived:
-            t = self.lidar_pcs.timestamp_us.astype(np.int64)
             imgs = self.images.get(channel)
-            rows = np.full(t.shape, -1, np.int64)
-            if imgs is not None and imgs.timestamp_us.size:
-                ts = imgs.timestamp_us.astype(np.int64)
-                j = np.searchsorted(ts, t)
-                lo, hi = np.clip(j - 1, 0, ts.size - 1), np.clip(j, 0, ts.size - 1)  # match_image's candidates
-                best = np.where(np.abs(ts[lo] - t) <= np.abs(ts[hi] - t), lo, hi)  # ties: the earlier image
-                rows = np.where(np.abs(ts[best] - t) <= IMAGE_MATCH_US, best, -1)
-            self.derived[key] = rows
+            sweeps = self.lidar_pcs.timestamp_us
+            self.derived[key] = (np.full(sweeps.shape, -1, np.int64) if imgs is None
+                                 else nearest_index(imgs.timestamp_us, sweeps, IMAGE_MATCH_US))
         return self.derived[key]
 
     def blob_path(self, relative: str) -> Path:
@@ -336,10 +264,7 @@ class NuplanLog:
             with open(path, "rb") as f:
                 return path, f.read()
         except FileNotFoundError:
-            if self.missing_blob_policy == "fail":
-                raise MissingBlobError(Path(path), f"missing blob referenced by {referenced_by}") from None
-            self.skipped[f"missing blob ({referenced_by})"] += 1
-            return None
+            return self._missing_blob(Path(path), referenced_by)
         except OSError as exc:
             raise DataError(Path(path), f"cannot read sensor file ({exc.strerror or exc})") from None
 
@@ -350,12 +275,13 @@ class NuplanLog:
             MissingBlobError: the file does not exist and the policy is "fail".
         """
         path = self.blob_path(relative)
-        if path.is_file():
-            return path
+        return path if path.is_file() else self._missing_blob(path, referenced_by)
+
+    def _missing_blob(self, path: Path, referenced_by: str) -> None:
+        """The missing-blob policy: "fail" raises MissingBlobError, "skip" counts the file in `skipped`."""
         if self.missing_blob_policy == "fail":
             raise MissingBlobError(path, f"missing blob referenced by {referenced_by}")
         self.skipped[f"missing blob ({referenced_by})"] += 1
-        return None
 
     def load_map(self):
         """The VectorMap of this log's location (cached by the MapsRoot)."""
@@ -407,35 +333,3 @@ def _check_schema(path: Path, table_rows: list[tuple], columns: dict[str, list[s
 
 def _hex(token: Any) -> str:
     return bytes(token).hex() if token is not None else ""
-
-
-def _vector(values: Any, n: int, source: str, what: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64).reshape(-1)
-    if arr.shape != (n,) or not np.isfinite(arr).all():
-        raise DataError(source, f"{what} must be {n} finite numbers, got {values!r}")
-    return arr
-
-
-def _unit_quaternion(values: Any, source: str) -> np.ndarray:
-    q = _vector(values, 4, source, "rotation")
-    norm = float(np.linalg.norm(q))
-    if abs(norm - 1.0) > 1e-3:
-        raise DataError(source, f"rotation is not a unit quaternion (norm {norm:.6f})")
-    return q / norm
-
-
-def _camera_calibration(db_path: Path, row: tuple) -> CameraCalibration:
-    """One `camera` row -> CameraCalibration, with sanity checks (unit quaternion, positive focal lengths)."""
-    channel, model, t_blob, r_blob, k_blob, d_blob, width, height = row
-    src = f"{db_path}:camera.{channel}"
-    translation = _vector(loads_calibration(t_blob, f"{src}.translation"), 3, src, "translation")
-    rotation = _unit_quaternion(loads_calibration(r_blob, f"{src}.rotation"), src)
-    K = _vector(loads_calibration(k_blob, f"{src}.intrinsic"), 9, src, "intrinsic").reshape(3, 3)
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise DataError(src, f"intrinsic focal lengths must be positive, got fx={K[0, 0]}, fy={K[1, 1]}")
-    dist = _vector(loads_calibration(d_blob, f"{src}.distortion"), 5, src, "distortion")
-    if width is None or height is None or int(width) <= 0 or int(height) <= 0:
-        raise DataError(src, f"image size must be positive, got {width}x{height}")
-    return CameraCalibration(channel=str(channel), width=int(width), height=int(height), intrinsic=K,
-                             distortion=dist, T_ego_from_cam=make_transform(rotation, translation),
-                             model=str(model or ""))

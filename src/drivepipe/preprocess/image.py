@@ -1,9 +1,9 @@
 """Camera images: undistort (5-coefficient Brown-Conrady / OpenCV model) and resize in one remap.
 
-The remap tables are built once per (calibration, JPEG decode reduction, output size) and cached. The output pinhole matrix keeps the
-original focal lengths and principal point scaled by the resize factors, so a 3-D point in camera coordinates
-projects with the returned intrinsics onto the resized undistorted image exactly where the ideal (distortion-free)
-camera would put it, scaled. Images stay uint8; normalisation constants are exported for the model and the cache
+The remap tables are built once per (calibration, JPEG decode reduction, output size) and cached. The output
+pinhole matrix keeps the original focal lengths and principal point scaled by the resize factors, so a 3-D point in
+camera coordinates projects with the returned intrinsics onto the resized undistorted image exactly where the ideal
+(distortion-free) camera would put it, scaled. Images stay uint8; normalisation constants are exported for the model and the cache
 header.
 """
 
@@ -22,7 +22,6 @@ IMAGE_STD = (0.229, 0.224, 0.225)
 
 _MAX_CACHED_MAPS = 64
 _MAP_CACHE: OrderedDict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]] = OrderedDict()
-_BY_OBJECT: dict[tuple[int, tuple[int, int], int], tuple[CameraCalibration, tuple]] = {}
 
 
 def scaled_intrinsics(K: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int, int]) -> np.ndarray:
@@ -72,14 +71,10 @@ def undistort_maps(cal: CameraCalibration, out_wh: tuple[int, int], downscale: i
     """
     import cv2
 
-    same = _BY_OBJECT.get((id(cal), out_wh, downscale))
-    if same is not None and same[0] is cal:  # the same calibration object as last time: skip hashing it
-        return same[1]
     key = _cache_key(cal, out_wh, downscale)
     hit = _MAP_CACHE.get(key)
     if hit is not None:
         _MAP_CACHE.move_to_end(key)
-        _remember(cal, out_wh, downscale, hit)
         return hit
     src_wh = (-(-int(cal.width) // downscale), -(-int(cal.height) // downscale))
     K_src = downscaled_intrinsics(cal.intrinsic, downscale)
@@ -92,15 +87,7 @@ def undistort_maps(cal: CameraCalibration, out_wh: tuple[int, int], downscale: i
     _MAP_CACHE[key] = entry
     while len(_MAP_CACHE) > _MAX_CACHED_MAPS:
         _MAP_CACHE.popitem(last=False)
-    _remember(cal, out_wh, downscale, entry)
     return entry
-
-
-def _remember(cal: CameraCalibration, out_wh: tuple[int, int], downscale: int, entry: tuple) -> None:
-    """Identity shortcut to a cached entry; holds `cal`, so its id cannot be reused while it is in here."""
-    if len(_BY_OBJECT) >= _MAX_CACHED_MAPS:
-        _BY_OBJECT.clear()
-    _BY_OBJECT[(id(cal), out_wh, downscale)] = (cal, entry)
 
 
 def undistort_resize(image_HW3: np.ndarray, cal: CameraCalibration, width: int, height: int, downscale: int = 1
