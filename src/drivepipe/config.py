@@ -93,7 +93,7 @@ class PreprocessConfig:
     image_width: int = _f(128, ge=16)          # px after undistort + resize (GPU profile 640)
     image_height: int = _f(72, ge=16)          # px (GPU profile 384)
     # how images are stored in LMDB: raw uint8 at the small CPU default (JPEG would save a third of the bytes but
-    # costs an encode per image and ~3x slower reads); JPEG at the GPU profile's 640x384 (raw is ~9.5x the bytes)
+    # costs an encode per image and ~2.5x slower reads); JPEG at the GPU profile's 640x384 (raw is ~9.5x the bytes)
     image_storage: Literal["jpeg", "raw"] = _f("raw")
     jpeg_quality: int = _f(95, ge=10, le=100)
     lidar_max_range_m: float = _f(60.0, gt=1.0)  # m, points farther (in x-y) are dropped
