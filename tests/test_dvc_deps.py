@@ -86,3 +86,18 @@ def test_preprocess_workers_do_not_import_torch():
     code = ("import sys, drivepipe.cli.preprocess, drivepipe.preprocess.run, drivepipe.cache.lmdb_store; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(SRC)}).returncode == 0
+
+
+def test_bytecode_is_not_part_of_any_source_dep():
+    """`src/...` directory deps are hashed by DVC; __pycache__ files differ between machines (and exist on some only),
+    so they must be ignored or every clone would see every stage as changed."""
+    import shutil
+    import subprocess
+    import sys
+
+    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+    for path in ("src/drivepipe/__pycache__/config.cpython-311.pyc", "src/drivepipe/nuplan/__pycache__/x.pyc"):
+        done = subprocess.run([dvc, "check-ignore", "-q", path], cwd=REPO, capture_output=True)
+        assert done.returncode == 0, f"{path} is not ignored by .dvcignore"
+    done = subprocess.run([dvc, "check-ignore", "-q", "src/drivepipe/config.py"], cwd=REPO, capture_output=True)
+    assert done.returncode == 1  # sources still count

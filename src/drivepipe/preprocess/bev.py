@@ -181,7 +181,7 @@ def rasterize_occupancy(now_xyyaw_A3: np.ndarray, size_A2: np.ndarray, future_A_
         return occ
     steps = min(future_steps, future_A_T3.shape[1])
     ok = np.asarray(future_valid_AT[:, :steps], bool)  # (A, steps)
-    a, t = np.nonzero(ok.T)[1], np.nonzero(ok.T)[0]  # valid future poses, step-major
+    t, a = np.nonzero(ok.T)  # valid future poses (step, agent), step-major
     poses = np.concatenate([now_xyyaw_A3, future_A_T3[a, t]])
     agent = np.concatenate([np.arange(len(now_xyyaw_A3)), a])
     channel = np.concatenate([np.zeros(len(now_xyyaw_A3), np.int64), t + 1])
