@@ -214,12 +214,10 @@ def open_log(task: Any, cfg: Any) -> Any:
 
 
 def bundle_kwargs(cfg: Any) -> dict[str, Any]:
-    """The `load_bundle` arguments the preprocess stage uses."""
-    p = cfg.preprocess
-    return {"channels": list(p.cameras), "history_steps": p.history_steps,
-            "future_steps": max(p.future_steps, p.occupancy_future_steps), "dt_s": p.traj_dt_s,
-            "map_radius_m": p.bev_extent_m + p.bev_resolution_m, "image_min_size": (p.image_width, p.image_height),
-            "map_classes": p.seg_classes}
+    """The `load_bundle` arguments the preprocess stage uses (the stage's own `preprocess.run.bundle_kwargs`)."""
+    from drivepipe.preprocess.run import bundle_kwargs as stage_kwargs
+
+    return stage_kwargs(cfg.preprocess)
 
 
 def sensor_files(nlog: Any, token: str, channels: list[str]) -> tuple[Path, list[Path]]:

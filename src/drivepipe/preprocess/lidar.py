@@ -54,7 +54,7 @@ def process_lidar(points_N6: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndar
         cut = np.partition(dist, cfg.max_points - 1)[cfg.max_points - 1]
         chosen = dist < cut
         chosen[np.flatnonzero(dist == cut)[: cfg.max_points - int(chosen.sum())]] = True
-        idx, px, py, dist = idx[chosen], px[chosen], py[chosen], dist[chosen]
+        idx, px, py = idx[chosen], px[chosen], py[chosen]
     n = pillar_grid_size(cfg)
     pillar = pillar_indices(np.column_stack([px, py]), extent, n)
     # by pillar, then input order (a stable sort by pillar): numpy radix-sorts 16-bit keys; larger grids sort the

@@ -133,6 +133,14 @@ def close_open_log() -> None:
     _OPEN_LOG.clear()
 
 
+def bundle_kwargs(p: PreprocessConfig) -> dict[str, Any]:
+    """The `load_bundle` arguments a sample of these preprocess params needs (also used by bench/)."""
+    return {"channels": list(p.cameras), "history_steps": p.history_steps,
+            "future_steps": max(p.future_steps, p.occupancy_future_steps), "dt_s": p.traj_dt_s,
+            "map_radius_m": p.bev_extent_m + p.bev_resolution_m, "image_min_size": (p.image_width, p.image_height),
+            "map_classes": p.seg_classes}
+
+
 def _build_log(task: LogTask) -> LogResult:
     """Load each window's bundle from the (cached) open log and process it."""
     from drivepipe.nuplan.bundle import load_bundle
@@ -141,11 +149,10 @@ def _build_log(task: LogTask) -> LogResult:
     nlog = _open_log(task)
     blobs_before = Counter(nlog.skipped)
 
+    kwargs = bundle_kwargs(p)
+
     def load(w: Window) -> SensorBundle:
-        return load_bundle(nlog, w.token, channels=list(p.cameras), history_steps=p.history_steps,
-                           future_steps=max(p.future_steps, p.occupancy_future_steps), dt_s=p.traj_dt_s,
-                           map_radius_m=p.bev_extent_m + p.bev_resolution_m, with_annotations=True,
-                           image_min_size=(p.image_width, p.image_height), map_classes=p.seg_classes)
+        return load_bundle(nlog, w.token, with_annotations=True, **kwargs)
 
     result = process_windows(load, list(task.windows), task.cfg, task.log_name)
     result.missing_blobs.update(Counter(nlog.skipped) - blobs_before)
