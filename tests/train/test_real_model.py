@@ -20,9 +20,9 @@ from drivepipe.train.trainer import fit
 
 def _params(**train) -> dict:
     params = tiny_params(epochs=2, **train)
-    params["preprocess"].update(image_storage="raw", num_depth_bins=4)
+    params["preprocess"].update(image_storage="raw")
     params["model"] = {"image_channels": 4, "pillar_channels": 4, "bev_channels": 8, "bev_blocks": 1,
-                       "num_modes": 2, "agent_hidden": 8}
+                       "num_modes": 2, "agent_hidden": 8, "num_depth_bins": 4}
     params["loss"] = {"balancing": "uncertainty"}
     return params
 

@@ -27,21 +27,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from drivepipe.config import Config, config_hash, to_dict
+from drivepipe.config import Config, config_hash, identity_dict, to_dict
 from drivepipe.utils.io import atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
 
-# keys that do not change the trained weights, left out of the resume hash (the data identity is covered by the
-# cache header and manifest hashes; max_steps is a cap, so a capped run can be continued with a larger one)
-COSMETIC_KEYS = {
-    "data.synthetic": ("workers",),
-    "data.nuplan": ("download_dir", "timeout_s", "retries"),
-    "preprocess": ("workers", "shard_index", "shard_count", "failure_policy"),
-    "train": ("experiment", "workers", "pin_memory", "persistent_workers", "prefetch_factor", "log_every_steps",
-              "save_every_epochs", "keep_top_k", "max_nonfinite_in_row", "val_metric", "closed_loop_every_epochs",
-              "max_steps"),
-}
 PT_FILES = ("model.pt", "train_state.pt")
 
 
@@ -50,16 +40,11 @@ class CheckpointError(RuntimeError):
 
 
 def training_config_hash(cfg: Config) -> str:
-    """sha256 over the sections that affect training (data, preprocess, augment, model, loss, train) without
-    `COSMETIC_KEYS`."""
-    d = to_dict(cfg)
-    for path, keys in COSMETIC_KEYS.items():
-        node = d
-        for part in path.split("."):
-            node = node[part]
-        for k in keys:
-            node.pop(k, None)
-    return config_hash(*(d[s] for s in ("data", "preprocess", "augment", "model", "loss", "train")))
+    """sha256 over the sections that affect training (data, preprocess, augment, model, loss, train), each without
+    the fields that change no weight (`config.identity_dict`: worker counts, logging cadence, experiment name,
+    max_steps — a cap, so a capped run can be continued with a larger one)."""
+    sections = ("data", "preprocess", "augment", "model", "loss", "train")
+    return config_hash(*(identity_dict(getattr(cfg, s), s) for s in sections))
 
 
 def git_commit() -> str:
