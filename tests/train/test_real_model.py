@@ -69,5 +69,5 @@ def test_cli_train_then_split_run_matches(cache: Path, tmp_path: Path) -> None:
     assert fit(from_dict(_params()), cache, b / "ckpt", b / "reports")["step"] == 8
     (wa, _), (wb, _) = (load_model_weights(resolve_checkpoint(d / "ckpt" / "default", "latest")) for d in (a, b))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    la, lb = (load_train_state(d / "ckpt" / "default" / "latest")["loss_module"] for d in (a, b))
+    la, lb = (load_train_state(resolve_checkpoint(d / "ckpt" / "default", "latest"))["loss_module"] for d in (a, b))
     assert la.keys() == lb.keys() and all(torch.equal(la[k], lb[k]) for k in la)

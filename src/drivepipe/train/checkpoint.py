@@ -6,10 +6,13 @@ Layout of `checkpoints/<experiment>/`:
         train_state.pt        optimizer, scheduler, GradScaler, loss module, counters, RNG states (weights_only-safe)
         resolved_config.json  the full config the run used
         meta.json             git commit, data hashes, config hash, metrics at save, sha256 of both .pt files
-    latest -> step_00000120   relative symlinks, replaced atomically
-    best   -> step_00000080
+    pointers.json             {"latest": "step_00000120", "best": "step_00000080"}, replaced atomically
 A checkpoint is written into `step_XXXXXXXX.tmp/`, then renamed; a crash mid-save leaves the previous checkpoint
-and links untouched, and the stale `.tmp` directory is removed by the next save.
+and pointers untouched, and the stale `.tmp` directory is removed by the next save.
+
+`latest`/`best` are names in a small JSON file, not symlinks: DVC does not keep symlinks inside a directory output
+(it stores the linked files, so `dvc checkout`, `dvc exp apply`, queued experiments and `dvc pull` would bring back
+two extra copies and no links); a plain file survives all of these (tests/pipeline/test_dvc_conventions.py).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from drivepipe.utils.io import atomic_write_json, sha256_file
 log = logging.getLogger(__name__)
 
 PT_FILES = ("model.pt", "train_state.pt")
+POINTERS = "pointers.json"
 
 
 class CheckpointError(RuntimeError):
@@ -87,12 +91,31 @@ def restore_rng(state: dict[str, Any], loader_generator: torch.Generator | None 
 
 
 # --------------------------------------------------------------------------------------------------- loading
+def read_pointers(exp_dir: str | Path) -> dict[str, str]:
+    """{"latest": step dir name, "best": ...} of a checkpoint directory ({} when it has none)."""
+    path = Path(exp_dir) / POINTERS
+    if not path.is_file():
+        return {}
+    try:
+        pointers = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(pointers, dict) or not all(isinstance(v, str) for v in pointers.values()):
+        raise CheckpointError(f"{path}: expected an object of step directory names")
+    return pointers
+
+
 def resolve_checkpoint(exp_dir: str | Path, which: Literal["best", "latest"] = "latest") -> Path:
-    """The checkpoint directory `exp_dir/<which>` points to; raises CheckpointError when there is none."""
-    link = Path(exp_dir) / which
-    if not link.exists():
-        raise CheckpointError(f"{link}: no '{which}' checkpoint (run `dvc repro train` first)")
-    return link.resolve()
+    """The checkpoint directory of `which`: named in `exp_dir/pointers.json` (training checkpoints) or the
+    directory `exp_dir/<which>` itself (exported weights under models/); raises CheckpointError when there is none."""
+    exp_dir = Path(exp_dir)
+    name = read_pointers(exp_dir).get(which)
+    target = exp_dir / (name or which)
+    if name is not None and (Path(name).name != name or not target.is_dir()):
+        raise CheckpointError(f"{exp_dir / POINTERS}: '{which}' names {name!r}, which is not a checkpoint here")
+    if not target.is_dir():
+        raise CheckpointError(f"{target}: no '{which}' checkpoint (run `dvc repro train` first)")
+    return target.resolve()
 
 
 def read_meta(ckpt_dir: str | Path) -> dict[str, Any]:
@@ -128,11 +151,8 @@ def load_train_state(ckpt_dir: str | Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- saving
-def _replace_symlink(link: Path, target_name: str) -> None:
-    tmp = link.with_name(f".{link.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    os.symlink(target_name, tmp)
-    os.replace(tmp, link)
+def _set_pointers(exp_dir: Path, **names: str) -> None:
+    atomic_write_json(exp_dir / POINTERS, {**read_pointers(exp_dir), **names})
 
 
 def _metric(meta: dict[str, Any], key: str) -> float:
@@ -184,19 +204,18 @@ class Checkpointer:
                     "sha256": {f: sha256_file(tmp / f) for f in PT_FILES}}
             atomic_write_json(tmp / "meta.json", meta)
             os.rename(tmp, final)
-        _replace_symlink(self.exp_dir / "latest", name)
-        if self._improves(metrics):
-            _replace_symlink(self.exp_dir / "best", name)
+        improves = self._improves(metrics)
+        _set_pointers(self.exp_dir, latest=name, **({"best": name} if improves else {}))
         self.prune()
         return final
 
     def _improves(self, metrics: dict[str, float]) -> bool:
         key = self.cfg.train.val_metric
         new = _metric({"metrics": metrics}, key)
-        if new == -math.inf:
-            return not (self.exp_dir / "best").exists()
-        best = self.exp_dir / "best"
-        return not best.exists() or new > _metric(read_meta(best.resolve()), key)
+        best = read_pointers(self.exp_dir).get("best")
+        if best is None or new == -math.inf:
+            return best is None
+        return new > _metric(read_meta(self.exp_dir / best), key)
 
     def prune(self) -> None:
         """Keep the top train.keep_top_k checkpoints by train.val_metric plus `latest` and `best`."""
@@ -204,8 +223,7 @@ class Checkpointer:
         key = self.cfg.train.val_metric
         ranked = sorted(ckpts, key=lambda p: (_metric(read_meta(p), key), p.name), reverse=True)
         keep = {p.name for p in ranked[: self.cfg.train.keep_top_k]}
-        keep |= {(self.exp_dir / link).resolve().name for link in ("latest", "best")
-                 if (self.exp_dir / link).exists()}
+        keep |= set(read_pointers(self.exp_dir).values())
         for p in ckpts:
             if p.name not in keep:
                 shutil.rmtree(p)
@@ -215,17 +233,17 @@ class Checkpointer:
         checkpoints (DVC persists this directory) and return None."""
         if not self.exp_dir.exists():
             return None
-        latest = self.exp_dir / "latest"
         reason = "no 'latest' checkpoint"
-        if latest.exists():
-            try:
-                meta = read_meta(latest.resolve())
+        try:
+            latest = resolve_checkpoint(self.exp_dir, "latest") if (self.exp_dir / POINTERS).exists() else None
+            if latest is not None:
+                meta = read_meta(latest)
                 diff = [k for k, v in self.identity.items() if meta.get(k) != v]
                 if not diff:
-                    return latest.resolve()
+                    return latest
                 reason = f"{', '.join(diff)} changed"
-            except (CheckpointError, json.JSONDecodeError) as exc:
-                reason = f"unreadable ({exc})"
+        except (CheckpointError, json.JSONDecodeError) as exc:
+            reason = f"unreadable ({exc})"
         stale = [p for p in self.exp_dir.iterdir()]
         if stale:
             log.info("starting fresh in %s: %s; removing %d stale entries", self.exp_dir, reason, len(stale))
