@@ -169,7 +169,9 @@ class ModelConfig:
     use_camera: bool = _f(True)
     use_lidar: bool = _f(True)
     backbone: Literal["resnet18", "resnet34", "resnet50", "efficientnet_b0", "tiny"] = _f("tiny")
-    pretrained_path: str = _f("", stages=("train",))  # local weights (.safetensors or state_dict .pt); never downloaded
+    # local file, never downloaded: a model.safetensors exported by train (whole-model warm start) or a torchvision
+    # state_dict of the camera trunk's classification network (.pt/.pth)
+    pretrained_path: str = _f("", stages=("train",))
     image_channels: int = _f(16, ge=4)         # camera context channels lifted to BEV
     pillar_channels: int = _f(16, ge=4)
     bev_channels: int = _f(32, ge=8)
@@ -188,6 +190,16 @@ class ModelConfig:
             raise ConfigError("model.use_camera / model.use_lidar: at least one branch must be on")
         if self.depth_max_m <= self.depth_min_m:
             raise ConfigError("model.depth_max_m: must be greater than model.depth_min_m")
+
+    @property
+    def warm_start_path(self) -> str:
+        """`pretrained_path` when it names whole-model weights exported by train (`.safetensors`), else ""."""
+        return self.pretrained_path if self.pretrained_path.endswith(".safetensors") else ""
+
+    @property
+    def trunk_weights_path(self) -> str:
+        """`pretrained_path` when it names a torchvision classification network's state_dict, else ""."""
+        return "" if self.warm_start_path else self.pretrained_path
 
 
 # ---------------------------------------------------------------------------------------------------------- loss

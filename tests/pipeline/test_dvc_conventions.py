@@ -8,7 +8,6 @@ The tests run in file order on one private copy of the built pipeline (`work_rep
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
@@ -29,7 +28,7 @@ from drivepipe.train.checkpoint import Checkpointer, load_model_weights, load_tr
 from drivepipe.train.trainer import data_hashes
 cfg = load("params.yaml")
 exp = Path("checkpoints") / cfg.train.experiment
-assert not [p for p in exp.rglob("*") if p.is_symlink()], "links inside the checkpoint dir"
+assert (exp / "pointers.json").is_file() and not (exp / "latest").exists(), "no pointer file"
 found = Checkpointer(exp, cfg, data_hashes(LmdbReader("data/cache", expected=cfg).header)).resumable()
 assert found is not None, "checkpoint dir is not resumable"
 load_model_weights(found), load_train_state(found)
@@ -51,6 +50,16 @@ def test_metrics_diff_and_exp_show_give_no_warning(work_repo: PipelineRepo) -> N
         proc = work_repo.dvc(*args)
         _clean(proc)
         assert "report.md" not in proc.stdout and "resolved_config" not in proc.stdout
+
+
+def test_model_artifact_is_the_exported_safetensors(work_repo: PipelineRepo) -> None:
+    code = "from dvc.repo import Repo; print({n: a.path for n, a in Repo('.').artifacts.read()['dvc.yaml'].items()})"
+    listed = work_repo.run(str(VENV_BIN / "python"), "-c", code).stdout
+    models = f"models/{work_repo.params()['train']['experiment']}"
+    assert f"'bev-model': '{models}'" in listed, listed
+    for which in ("best", "latest"):
+        assert (work_repo.root / models / which / "model.safetensors").is_file()
+        assert not (work_repo.root / models / which / "model.pt").exists()
 
 
 def test_speed_knobs_rerun_nothing(work_repo: PipelineRepo) -> None:
@@ -80,7 +89,7 @@ def _protected_links(repo: PipelineRepo) -> list[Path]:
     paths = [repo.root / "data" / "cache" / "data.mdb", *sorted((repo.root / "data" / "nuplan_mini").rglob("*.db"))]
     for path in paths:
         assert path.is_symlink() or path.stat().st_nlink > 1, f"{path} is a copy, not a link to .dvc/cache"
-        assert not os.access(path, os.W_OK), f"{path} is writable: DVC did not protect it"
+        assert not path.stat().st_mode & 0o222, f"{path} is writable: DVC did not protect it"  # (root ignores it)
     return paths
 
 
@@ -104,6 +113,7 @@ def test_protected_dataset_and_cache_are_read_fine(work_repo: PipelineRepo, link
     assert int(work_repo.run(str(VENV_BIN / "python"), "-c", _READ_CACHE).stdout) > 0
     assert work_repo.status() == {}
     (work_repo.root / ".dvc" / "config.local").unlink()
+    work_repo.dvc("checkout", "--relink")
 
 
 def _queue_idle(repo: PipelineRepo) -> bool:
@@ -138,7 +148,8 @@ def test_queued_sweep_show_diff_and_apply(work_repo: PipelineRepo) -> None:
         assert data["metrics"]["reports/train/summary.json"]["data"], "experiment without train metrics"
     low, high = (min(weights, key=weights.get), max(weights, key=weights.get))
     diff = json.loads(work_repo.dvc("exp", "diff", low, high, "--json").stdout)
-    assert diff["params"]["params.yaml"]["loss.det_weight"] == {"old": 0.5, "new": 2.0}
+    change = diff["params"]["params.yaml"]["loss.det_weight"]
+    assert (change["old"], change["new"]) == (0.5, 2.0), diff
     _clean(work_repo.dvc("exp", "show", "--no-pager"))
 
     work_repo.dvc("exp", "apply", high)

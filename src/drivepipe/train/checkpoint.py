@@ -134,14 +134,29 @@ def _verified_load(ckpt_dir: Path, name: str, meta: dict[str, Any]) -> Any:
     if expected != actual:
         raise CheckpointError(f"{path}: sha256 {actual[:12]}… does not match meta.json ({str(expected)[:12]}…); "
                               "the file is corrupted or was modified — refusing to load it")
+    if name.endswith(".safetensors"):
+        return read_safetensors(path)
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state_dict from a .safetensors file (no pickle, no code)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
 def load_model_weights(ckpt_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(model state_dict, meta dict) of a checkpoint directory, after checking model.pt's sha256."""
+    """(model state_dict, meta dict) of a checkpoint directory (model.pt) or an exported one (model.safetensors),
+    after checking the file's sha256 against meta.json."""
     ckpt_dir = Path(ckpt_dir)
     meta = read_meta(ckpt_dir)
-    return _verified_load(ckpt_dir, "model.pt", meta), meta
+    name = WEIGHTS_FILE if (ckpt_dir / WEIGHTS_FILE).is_file() else "model.pt"
+    return _verified_load(ckpt_dir, name, meta), meta
 
 
 def load_train_state(ckpt_dir: str | Path) -> dict[str, Any]:
@@ -160,21 +175,27 @@ def _metric(meta: dict[str, Any], key: str) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
 
 
-EXPORT_FILES = ("model.pt", "meta.json", "resolved_config.json")
+WEIGHTS_FILE = "model.safetensors"
 
 
 def export_models(exp_dir: str | Path, out_dir: str | Path) -> None:
-    """Copy the `best` and `latest` checkpoints' weights (model.pt, meta.json, resolved_config.json) into
-    `out_dir/{best,latest}/`: the small, pushed DVC output that evaluation and the closed loop read, while the
-    full training checkpoints (optimizer, RNG, every step) stay local."""
+    """Export the `best` and `latest` checkpoints' weights as `out_dir/{best,latest}/model.safetensors` (+ meta.json
+    with its sha256, resolved_config.json): the small, pushed DVC output that evaluation, the closed loop and
+    `model.pretrained_path` read, while the full training checkpoints (optimizer, RNG, every step) stay local."""
+    from safetensors.torch import save_file
+
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     for which in ("best", "latest"):
         src = resolve_checkpoint(exp_dir, which)  # type: ignore[arg-type]
-        (tmp / which).mkdir(parents=True)
-        for name in EXPORT_FILES:
-            shutil.copy2(src / name, tmp / which / name)
+        state, meta = load_model_weights(src)
+        dst = tmp / which
+        dst.mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(dst / WEIGHTS_FILE), metadata={"format": "pt"})
+        shutil.copy2(src / "resolved_config.json", dst / "resolved_config.json")
+        meta = {**meta, "exported_from": src.name, "sha256": {WEIGHTS_FILE: sha256_file(dst / WEIGHTS_FILE)}}
+        atomic_write_json(dst / "meta.json", meta)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
 
