@@ -56,4 +56,4 @@ def test_the_static_check_catches_each_kind(tmp_path):
         kinds = [v.split(": ", 1)[1] for v in _violations(probe)]
     finally:
         probe.unlink()
-    assert kinds == ["np.sin", "@ (BLAS)", "** 3", "np.linalg"]
+    assert sorted(kinds) == sorted(["np.sin", "@ (BLAS)", "** 3", "np.linalg"])  # and not "** 2" or "2 ** k"
