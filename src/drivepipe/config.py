@@ -284,6 +284,9 @@ class ClosedLoopConfig:
     controller: Literal["pure_pursuit", "lqr"] = _f("pure_pursuit")
     max_failure_rate: float = _f(0.25, ge=0.0, le=1.0)
     target_speed_mps: float = _f(8.0, gt=0.0)
+    # detection score (sigmoid, 0-1) of the boxes the agent's tracker and planner believe in (mAP uses all scores
+    # above evaluate.score_threshold)
+    detection_score_threshold: float = _f(0.3, gt=0.0, lt=1.0)
     animation: bool = _f(True)                 # write a top-down GIF per scenario
     seed: int = _f(0)
     carla: CarlaServerConfig = _sub(CarlaServerConfig)
