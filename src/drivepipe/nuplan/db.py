@@ -208,6 +208,14 @@ class NuplanLog:
             velocity=np.nan_to_num(vals[:, 6:9]), category=cat[rows_kept],
             track_id=track_ids(columns[1])[rows_kept])
 
+    def traffic_lights(self) -> dict[str, dict[int, str]]:
+        """lidar_pc token hex -> {lane connector fid: status} from traffic_light_status ('green' | 'red' | ...)."""
+        out: dict[str, dict[int, str]] = {}
+        for tok, fid, status in self._query(
+                "SELECT lidar_pc_token, lane_connector_id, status FROM traffic_light_status"):
+            out.setdefault(bytes(tok).hex(), {})[int(fid)] = str(status)
+        return out
+
     def _sweep_of_tokens(self, tokens: tuple) -> np.ndarray:
         """Row in `lidar_pcs` of each lidar_pc token (blob), -1 for unknown ones; one numpy lookup when every token
         has the documented 8 bytes."""

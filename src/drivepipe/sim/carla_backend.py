@@ -28,7 +28,7 @@ from drivepipe.config import Config
 from drivepipe.errors import BackendUnavailable
 from drivepipe.sim.controller import ControlLimits
 from drivepipe.sim.interfaces import Action, ClosedLoopScenario, EgoHistory, RouteProgress, StepResult, assemble_bundle
-from drivepipe.world.state import EgoKinematics
+from drivepipe.world_state import EgoKinematics
 
 log = logging.getLogger(__name__)
 CLIENT_VERSION = "0.9.16"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from drivepipe.vehicle import WHEELBASE_M, kinematic_bicycle
-from drivepipe.world.state import EgoKinematics
+from drivepipe.world_state import EgoKinematics
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from drivepipe.world.roads import STOP_SETBACK_M, City
-from drivepipe.world.state import ActorState
+from drivepipe.world_state import ActorState
 
 GREEN_S, YELLOW_S, ALL_RED_S = 6.0, 2.0, 1.5   # s, signal phase per approach arm
 GREEN, YELLOW, RED, UNKNOWN = 0, 1, 2, 3

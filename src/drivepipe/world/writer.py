@@ -27,7 +27,7 @@ from drivepipe.nuplan.pcd import encode_pcd
 from drivepipe.nuplan.tables import INDEX_SQL, SCHEMA_SQL, TABLE_COLUMNS, make_token, token_to_hex
 from drivepipe.schema import CATEGORIES
 from drivepipe.utils.geometry import matrix_to_quat, yaw_to_quat
-from drivepipe.world.state import ActorState, WorldSnapshot
+from drivepipe.world_state import ActorState, WorldSnapshot
 
 # Per map location: (log.location, UTM EPSG, map version folder) — nuplan-format.md §1.1, §4.2.
 LOCATION_INFO: dict[str, tuple[str, int, str]] = {
