@@ -5,7 +5,7 @@ channel, and, on first use, all boxes grouped by sweep), so building a `SensorBu
 selected by name; the 12 tables and the columns read here are checked when the log is opened, and every problem is
 a `DataError` naming the db file. The file is never written (`mode=ro` URI).
 
-Frames and units (nuplan-format.md §2): positions in the city's UTM frame (m), quaternions (w, x, y, z), ego
+Frames and units: positions in the city's UTM frame (m), quaternions (w, x, y, z), ego
 velocities/accelerations/rates in the ego frame, box velocities in the global frame, times in µs.
 """
 

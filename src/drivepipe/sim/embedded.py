@@ -27,11 +27,12 @@ import shapely
 from shapely.ops import unary_union
 
 from drivepipe.config import Config
+from drivepipe.idm import idm_accel
 from drivepipe.mapdata import SEMANTIC_LAYERS
 from drivepipe.schema import CATEGORIES, BundleMeta, CameraFrame
 from drivepipe.sim.controller import ControlLimits, propagate_bicycle
 from drivepipe.sim.interfaces import Action, ClosedLoopScenario, EgoHistory, RouteProgress, StepResult, assemble_bundle
-from drivepipe.sim.planner import NUPLAN_REACTIVE_IDM, boxes_overlap, idm_accel
+from drivepipe.sim.planner import NUPLAN_REACTIVE_IDM, boxes_overlap
 from drivepipe.sim.scorer import format_collisions
 from drivepipe.utils.geometry import box_corners_2d, global_to_ego_xy_yaw, quat_to_yaw
 from drivepipe.vehicle import EGO_FRONT_M, EGO_REAR_M, EGO_WIDTH_M
@@ -350,7 +351,7 @@ class _IdmAgents:
             d = np.linalg.norm(xy - [ego.x, ego.y], axis=1)
             k = int(np.argmin(d))
             gap = s[k] - st[0] - a.length / 2 - EGO_REAR_M if d[k] < 2.0 and s[k] > st[0] else np.inf
-            acc = idm_accel(st[1], REACTIVE_TARGET_MPS, gap, ego.vx, NUPLAN_REACTIVE_IDM)
+            acc = float(idm_accel(st[1], REACTIVE_TARGET_MPS, gap, ego.vx, NUPLAN_REACTIVE_IDM))
             st[1] = max(0.0, st[1] + acc * dt_s)
             st[0] = min(s[-1], st[0] + st[1] * dt_s)
             x, y = np.interp(st[0], s, xy[:, 0]), np.interp(st[0], s, xy[:, 1])

@@ -12,9 +12,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from drivepipe.idm import idm_accel
 from drivepipe.vehicle import EGO_FRONT_M, EGO_REAR_M, WHEELBASE_M, kinematic_bicycle
 from drivepipe.world.roads import LaneGraph
-from drivepipe.world.traffic import idm_accel
+from drivepipe.world.traffic import TRAFFIC_IDM
 
 EGO_LENGTH_M = EGO_FRONT_M + EGO_REAR_M
 EGO_CENTER_OFFSET_M = (EGO_FRONT_M - EGO_REAR_M) / 2  # rear axle -> box centre, along heading
@@ -133,7 +134,8 @@ class ExpertDriver:
         """IDM acceleration (m/s^2) given (bumper gap m, obstacle speed m/s) pairs of leader / stop points."""
         v0 = self.desired_speed(state.route_s)
         gap, v_lead = np.array([(np.inf, 0.0)] + list(gaps)).T
-        return float(idm_accel(np.full(len(gap), state.v), np.full(len(gap), v0), gap, v_lead).min())
+        return float(idm_accel(np.full(len(gap), state.v), np.full(len(gap), v0), gap, v_lead,
+                               TRAFFIC_IDM).min())
 
     def steering(self, state: BicycleState) -> float:
         """Pure-pursuit steering angle (rad) toward the route point one look-ahead distance ahead."""

@@ -198,7 +198,7 @@ class World:
         return out
 
     def _scenario_tags(self, codes: np.ndarray) -> tuple[tuple[str, int | None], ...]:
-        """nuPlan scenario types that apply now (nuplan-format.md §5.2), each with the interacting track id."""
+        """nuPlan scenario types that apply now (scenario_tag.type names), each with the interacting track id."""
         e, view = self.ego, self._perceive(self.ego, codes)
         tags: list[tuple[str, int | None]] = []
         v = e.v
