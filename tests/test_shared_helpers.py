@@ -7,7 +7,7 @@ import numpy as np
 
 from drivepipe.idm import IdmParams, idm_accel
 from drivepipe.sim.planner import PLANNER_IDM
-from drivepipe.utils.geometry import box_corners_3d, project_to_image
+from drivepipe.utils.projection import box_corners_3d, project_to_image
 from drivepipe.world.traffic import MAX_BRAKE, TRAFFIC_IDM
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from drivepipe.sample import Sample
-from drivepipe.utils.geometry import BOX_EDGES, box_corners_2d, box_corners_3d, project_to_image
+from drivepipe.utils.geometry import box_corners_2d
+from drivepipe.utils.projection import BOX_EDGES, box_corners_3d, project_to_image
 
 
 def _bev_extent(sample: Sample, resolution_m: float) -> list[float]:

@@ -1,4 +1,4 @@
-"""Moved to `drivepipe.world_state` (the world state types are shared by world/, sim/ and nuplan-format tests, so they
+"""Moved to `drivepipe.world_state` (the world state types are shared by world/, sim/ and the format tests, so they
 live on the ground floor). This alias only keeps code written before the move importing; new code imports
 `drivepipe.world_state`."""
 
