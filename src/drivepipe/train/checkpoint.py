@@ -25,22 +25,28 @@ import random
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from drivepipe.config import Config, config_hash, identity_dict, to_dict
+from drivepipe.model.weights import (  # noqa: F401  (re-exported: the checkpoint API)
+    POINTERS,
+    WEIGHTS_FILE,
+    CheckpointError,
+    load_model_weights,
+    read_meta,
+    read_pointers,
+    read_safetensors,
+    resolve_checkpoint,
+    verified_load,
+)
 from drivepipe.utils.io import atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
 
 PT_FILES = ("model.pt", "train_state.pt")
-POINTERS = "pointers.json"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or corrupted; the message names the file."""
 
 
 def training_config_hash(cfg: Config) -> str:
@@ -90,79 +96,10 @@ def restore_rng(state: dict[str, Any], loader_generator: torch.Generator | None 
         loader_generator.set_state(state["loader"])
 
 
-# --------------------------------------------------------------------------------------------------- loading
-def read_pointers(exp_dir: str | Path) -> dict[str, str]:
-    """{"latest": step dir name, "best": ...} of a checkpoint directory ({} when it has none)."""
-    path = Path(exp_dir) / POINTERS
-    if not path.is_file():
-        return {}
-    try:
-        pointers = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(pointers, dict) or not all(isinstance(v, str) for v in pointers.values()):
-        raise CheckpointError(f"{path}: expected an object of step directory names")
-    return pointers
-
-
-def resolve_checkpoint(exp_dir: str | Path, which: Literal["best", "latest"] = "latest") -> Path:
-    """The checkpoint directory of `which`: named in `exp_dir/pointers.json` (training checkpoints) or the
-    directory `exp_dir/<which>` itself (exported weights under models/); raises CheckpointError when there is none."""
-    exp_dir = Path(exp_dir)
-    name = read_pointers(exp_dir).get(which)
-    target = exp_dir / (name or which)
-    if name is not None and (Path(name).name != name or not target.is_dir()):
-        raise CheckpointError(f"{exp_dir / POINTERS}: '{which}' names {name!r}, which is not a checkpoint here")
-    if not target.is_dir():
-        raise CheckpointError(f"{target}: no '{which}' checkpoint (run `dvc repro train` first)")
-    return target.resolve()
-
-
-def read_meta(ckpt_dir: str | Path) -> dict[str, Any]:
-    path = Path(ckpt_dir) / "meta.json"
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing; the checkpoint is incomplete")
-    return json.loads(path.read_text())
-
-
-def _verified_load(ckpt_dir: Path, name: str, meta: dict[str, Any]) -> Any:
-    path = ckpt_dir / name
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing; the checkpoint is incomplete")
-    expected = meta.get("sha256", {}).get(name)
-    actual = sha256_file(path)
-    if expected != actual:
-        raise CheckpointError(f"{path}: sha256 {actual[:12]}… does not match meta.json ({str(expected)[:12]}…); "
-                              "the file is corrupted or was modified — refusing to load it")
-    if name.endswith(".safetensors"):
-        return read_safetensors(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state_dict from a .safetensors file (no pickle, no code)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
-
-
-def load_model_weights(ckpt_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(model state_dict, meta dict) of a checkpoint directory (model.pt) or an exported one (model.safetensors),
-    after checking the file's sha256 against meta.json."""
-    ckpt_dir = Path(ckpt_dir)
-    meta = read_meta(ckpt_dir)
-    name = WEIGHTS_FILE if (ckpt_dir / WEIGHTS_FILE).is_file() else "model.pt"
-    return _verified_load(ckpt_dir, name, meta), meta
-
-
 def load_train_state(ckpt_dir: str | Path) -> dict[str, Any]:
     """train_state.pt of a checkpoint directory, after checking its sha256."""
     ckpt_dir = Path(ckpt_dir)
-    return _verified_load(ckpt_dir, "train_state.pt", read_meta(ckpt_dir))
+    return verified_load(ckpt_dir, "train_state.pt", read_meta(ckpt_dir))
 
 
 # ---------------------------------------------------------------------------------------------------- saving
@@ -173,9 +110,6 @@ def _set_pointers(exp_dir: Path, **names: str) -> None:
 def _metric(meta: dict[str, Any], key: str) -> float:
     value = meta.get("metrics", {}).get(key)
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
-
-
-WEIGHTS_FILE = "model.safetensors"
 
 
 def export_models(exp_dir: str | Path, out_dir: str | Path) -> None:
