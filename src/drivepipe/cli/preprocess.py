@@ -20,7 +20,10 @@ def run(args: argparse.Namespace) -> int:
     from drivepipe.preprocess.run import run_preprocess
 
     cfg = load_config(args)
+    from drivepipe.preprocess.run import skip_summary
+
     report = run_preprocess(cfg, Path(args.data), Path(args.out), Path(args.report))
+    print(skip_summary(report))
     print(f"preprocess: {report['samples']} samples {report['per_split']}, {report['skipped_total']} skipped, "
           f"{report['samples_per_s']} samples/s -> {args.out}")
     if report["samples"] == 0:

@@ -22,7 +22,7 @@ from drivepipe.evaluate.report import write_metrics, write_report
 from drivepipe.model.heads.detection import decode_detections
 from drivepipe.model.model import build_model
 from drivepipe.sample import collate
-from drivepipe.train.checkpoint import load_model_weights, resolve_checkpoint
+from drivepipe.train.checkpoint import check_finite_weights, load_model_weights, resolve_checkpoint
 from drivepipe.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ def load_trained_model(cfg: Config, ckpt_root: Path, which: str) -> tuple[torch.
     """Build the model from the config and load a checkpoint's weights (weights_only, hash-checked)."""
     ckpt = resolve_checkpoint(ckpt_root / cfg.train.experiment, which)  # type: ignore[arg-type]
     state, meta = load_model_weights(ckpt)
+    check_finite_weights(state, str(ckpt / "model.pt"))  # else NaN boxes fail deep inside shapely
     model = build_model(cfg)
     model.load_state_dict(state, strict=True)
     return model.eval(), ckpt, meta

@@ -220,13 +220,14 @@ def load_agent(cfg: Config, checkpoint: str | Path) -> ModelAgent:
     import torch
 
     from drivepipe.model.model import build_model
-    from drivepipe.train.checkpoint import load_model_weights, resolve_checkpoint
+    from drivepipe.train.checkpoint import check_finite_weights, load_model_weights, resolve_checkpoint
 
     path = Path(checkpoint)
     if not (path / "model.pt").is_file():
         exp = path / cfg.train.experiment if (path / cfg.train.experiment).is_dir() else path
         path = resolve_checkpoint(exp, cfg.carla_eval.checkpoint)
     state, _ = load_model_weights(path)
+    check_finite_weights(state, str(path / "model.pt"))
     model = build_model(cfg)
     model.load_state_dict(state, strict=True)
     want_cuda = cfg.train.device in ("auto", "cuda") and torch.cuda.is_available()
