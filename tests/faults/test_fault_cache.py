@@ -67,6 +67,8 @@ def test_corrupt_value_names_the_key(cache: Path, tiny_trained: dict, tmp_path: 
     _flip_one_byte(cache, key)
     with pytest.raises(DataError, match=f"{key}: checksum mismatch"):
         LmdbReader(cache).verify()
+    proc = run_cli("verify-data", "--cache", cache)  # the full check on request
+    assert proc.returncode == 2 and key in error_line(proc.stderr), proc.stderr[-2000:]
     show, evaluate, _ = _commands(cache, tiny_trained, tmp_path)
     for cmd in (show[:3] + ["--key", key, *show[5:]], evaluate):
         proc = run_cli(*cmd)
