@@ -137,7 +137,8 @@ def small_disk(tmp_path: Path):
 
 
 def test_disk_full_during_checkpoint_save(tiny_trained: dict, tmp_path: Path, small_disk: Path, capsys) -> None:
-    rc = main(["train", "--params", str(_params(tiny_trained, tmp_path)), "--cache", str(tiny_trained["cache"]),
+    params = _params(tiny_trained, tmp_path, train={"max_steps": 1})  # save right after the first step
+    rc = main(["train", "--params", str(params), "--cache", str(tiny_trained["cache"]),
                "--checkpoints", str(small_disk / "ck"), "--models", str(tmp_path / "models"),
                "--reports", str(tmp_path / "rt")])
     line = error_line(capsys.readouterr().err)
