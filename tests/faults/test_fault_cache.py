@@ -85,3 +85,22 @@ def test_corrupt_value_names_the_key(cache: Path, tiny_trained: dict, tmp_path: 
         assert rc == 2 and key in line and "checksum mismatch" in line, line
         assert "run: dvc repro preprocess" in line, line
     assert not (tmp_path / "ev" / "metrics.json").exists(), "no metrics from a corrupt cache"
+
+
+def test_corrupt_value_read_in_a_loader_worker_is_still_one_line(cache: Path, tiny_trained: dict) -> None:
+    """torch re-raises a worker's exception from its formatted traceback; the CLI still prints one line."""
+    import torch
+
+    from drivepipe.data.dataset import CacheDataset
+    from drivepipe.errors import one_line
+    from drivepipe.sample import collate
+
+    key = LmdbReader(cache).keys("train")[0]
+    LmdbReader(cache).close()
+    _flip_one_byte(cache, key)
+    dataset = CacheDataset(cache, tiny_trained["cfg"], "train")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=len(dataset), num_workers=1, collate_fn=collate)
+    with pytest.raises(DataError) as info:
+        next(iter(loader))
+    line = one_line(info.value)
+    assert line.startswith(f"{cache}:{key}: checksum mismatch") and line.endswith("run: dvc repro preprocess"), line
