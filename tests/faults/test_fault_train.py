@@ -40,13 +40,16 @@ def _train(params: Path, cache: Path, root: Path) -> int:
                  "--models", str(root / "models"), "--reports", str(root / "rt")])
 
 
-def test_diverging_training_stops_with_one_line_and_saves_nothing(tiny_trained: dict, tmp_path: Path,
-                                                                  capsys) -> None:
-    # finite, so the params pass; the weighted loss overflows float32 to inf on the first step
-    params = _params(tiny_trained, tmp_path, loss={"det_weight": 1e38}, train={"max_nonfinite_in_row": 2})
+@pytest.mark.parametrize(("in_row", "message"), [(2, "2 non-finite losses in a row"),
+                                                  (1000, "no optimizer step succeeded")])
+def test_diverging_training_stops_with_one_line_and_saves_nothing(tiny_trained: dict, tmp_path: Path, capsys,
+                                                                  in_row: int, message: str) -> None:
+    # finite, so the params pass; the weighted loss overflows float32 to inf on every step. With a limit larger
+    # than the run, every step is voided: the run used to end "successfully" with an untrained model.
+    params = _params(tiny_trained, tmp_path, loss={"det_weight": 1e38}, train={"max_nonfinite_in_row": in_row})
     rc = _train(params, tiny_trained["cache"], tmp_path)
     line = error_line(capsys.readouterr().err)
-    assert rc == EXIT_NONFINITE and "non-finite losses in a row" in line and "train.lr" in line, line
+    assert rc == EXIT_NONFINITE and message in line and "train.lr" in line, line
     assert not list((tmp_path / "ck").rglob("model.pt")) and not (tmp_path / "models").exists()
 
 

@@ -314,6 +314,10 @@ class Trainer:
     # ------------------------------------------------------------------------------------ checkpoint + eval
     def _end_of_epoch(self, final: bool) -> None:
         t, p = self.cfg.train, self.progress
+        if p.step == 0 and p.nonfinite_total > 0:  # fewer than max_nonfinite_in_row steps, every one voided
+            raise NonFiniteError(f"training stopped: all {p.nonfinite_total} steps so far had a non-finite loss, no "
+                                 "optimizer step succeeded; nothing was saved. Check train.lr, the loss weights and "
+                                 "the cached data (dvc repro preprocess)")
         closed_loop = t.closed_loop_every_epochs > 0 and p.epoch % t.closed_loop_every_epochs == 0
         if not (final or closed_loop or p.epoch % t.save_every_epochs == 0) or p.step == self.last_saved_step:
             return
