@@ -307,19 +307,20 @@ def skip_summary(report: dict[str, Any]) -> str:
 
 
 def write_cache(results: Iterable[LogResult], out_dir: Path, common: dict[str, Any],
-                check: Callable[[list[dict[str, Any]], Counter], None] | None = None,
+                check: Callable[[list[dict[str, Any]], Counter], None] | None = None, expected_records: int = 0,
                 ) -> tuple[list[dict[str, Any]], Counter, Counter]:
     """Write per-log results (in key order) into a new cache at `out_dir`.
 
     Returns (sample infos, samples skipped by reason, missing sensor files by kind).
 
-    Raises DataError for the first result that carries an error (failure_policy "fail"); nothing is left at
-    `out_dir` then (the tmp dir is removed).
+    Raises DataError for the first result that carries an error (failure_policy "fail") or when `check(infos,
+    skipped)` refuses what was collected (`check_skip_policy`); nothing is left at `out_dir` then (the tmp dir is
+    removed) and an existing cache there stays as it was. `expected_records` only sizes the disk-full message.
     """
     infos: list[dict[str, Any]] = []
     skipped: Counter = Counter()
     blobs: Counter = Counter()
-    with LmdbWriter(out_dir) as writer:
+    with LmdbWriter(out_dir, expected_records=expected_records) as writer:
         for result in results:
             if result.error is not None:
                 raise DataError(*result.error)
@@ -345,14 +346,15 @@ def run_preprocess(cfg: Config, data_root: Path, out_dir: Path, report_path: Pat
 
     t0 = time.perf_counter()
     tasks, manifest_hash, n_logs = plan_tasks(cfg, Path(data_root))
-    bar = tqdm(total=sum(len(t.windows) for t in tasks), unit="sample", desc="preprocess")
+    total = sum(len(t.windows) for t in tasks)
+    bar = tqdm(total=total, unit="sample", desc="preprocess")
     splits = {w.split for t in tasks for w in t.windows}
 
     def check(infos: list[dict[str, Any]], skipped: Counter) -> None:
         check_skip_policy(infos, skipped, splits, cfg.preprocess.max_skipped_fraction, Path(data_root))
     with bar:  # closed (its line ended) on errors too, so the error message gets a line of its own
         infos, skipped, blobs = write_cache(_progress(_map_logs(tasks, cfg.preprocess.workers), bar), Path(out_dir),
-                                            header_common(cfg, manifest_hash), check)
+                                            header_common(cfg, manifest_hash), check, total)
     extra = {"logs_total": n_logs, "logs_in_shard": len({t.log_name for t in tasks}),
              "shard_index": cfg.preprocess.shard_index,
              "shard_count": cfg.preprocess.shard_count, "cache_dir": str(out_dir)}
