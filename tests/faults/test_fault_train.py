@@ -126,6 +126,18 @@ def test_truncated_train_state_on_resume_offers_the_previous_step(tiny_trained: 
     assert tree_digest(root) == before, "a failed resume must not delete or rewrite checkpoints"
 
 
+def test_damaged_meta_json_on_resume_deletes_nothing(tiny_trained: dict, tmp_path: Path, capsys) -> None:
+    root = tmp_path / "ck"
+    shutil.copytree(tiny_trained["checkpoints"], root, symlinks=True)
+    meta = root / tiny_trained["cfg"].train.experiment / "latest" / "meta.json"
+    meta.write_text(meta.read_text()[:40])  # cut short
+    before = tree_digest(root)
+    rc = _train(_params(tiny_trained, tmp_path), tiny_trained["cache"], tmp_path)
+    line = error_line(capsys.readouterr().err)
+    assert rc == EXIT_CHECKPOINT and "meta.json unreadable" in line and "to start over" in line, line
+    assert tree_digest(root) == before, "a damaged checkpoint was deleted instead of reported"
+
+
 # ------------------------------------------------------------------------------------------------- disk full
 @pytest.fixture()
 def small_disk(tmp_path: Path):

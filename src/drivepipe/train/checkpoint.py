@@ -277,8 +277,9 @@ class Checkpointer:
                 if not diff:
                     return latest.resolve()
                 reason = f"{', '.join(diff)} changed"
-            except (CheckpointError, json.JSONDecodeError) as exc:
-                reason = f"unreadable ({exc})"
+            except (CheckpointError, json.JSONDecodeError) as exc:  # damaged, not stale: never delete it
+                raise CheckpointError(f"{latest}: cannot resume, meta.json unreadable ({exc}); "
+                                      f"{previous_checkpoint_hint(latest)}") from None
         stale = [p for p in self.exp_dir.iterdir()]
         if stale:
             log.info("starting fresh in %s: %s; removing %d stale entries", self.exp_dir, reason, len(stale))
