@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -89,6 +90,10 @@ class NuplanSourceConfig:
     download_dir: str = _f("data/downloads", stages=RUN_ONLY)  # where partial and finished archives live (resumable)
     timeout_s: float = _f(30.0, gt=0.0, stages=RUN_ONLY)  # s, per HTTP read
     retries: int = _f(3, ge=0, stages=RUN_ONLY)
+    # extraction limits: the largest real nuPlan-mini archive is ~74 GB (nuplan-format.md §1.4) and mostly JPEG/PCD,
+    # which barely compress; a zip bomb expands 100-1000x (safety limits: a finished dataset does not depend on them)
+    max_extract_gb: float = _f(500.0, gt=0.0, stages=RUN_ONLY)  # GB (1e9 bytes), most one archive may expand to
+    max_extract_ratio: float = _f(50.0, ge=1.0, stages=RUN_ONLY)  # expanded bytes / archive bytes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,6 +134,8 @@ class PreprocessConfig:
     workers: int = _f(2, ge=1, stages=RUN_ONLY)  # processes over logs
     # skip or stop at a log that fails to read; a finished cache does not depend on it
     failure_policy: Literal["fail", "skip"] = _f("skip", stages=RUN_ONLY)
+    # share (0-1) of windows skipped before it fails; like failure_policy, a finished cache does not depend on it
+    max_skipped_fraction: float = _f(0.1, ge=0.0, le=1.0, stages=RUN_ONLY)
     # this machine's shard of the log list (merged by `drivepipe merge-shards` into the same cache bytes)
     shard_index: int = _f(0, ge=0, stages=("preprocess",), identity=False)
     shard_count: int = _f(1, ge=1, stages=("preprocess",), identity=False)
@@ -358,6 +365,8 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
     elif hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
+        if ok and not math.isfinite(value):  # .nan / .inf pass every range check, then poison the run
+            raise ConfigError(f"{key}: {value!r} is not a finite number")
     else:
         ok = isinstance(value, hint)
     if not ok:
@@ -404,16 +413,45 @@ def from_dict(raw: dict[str, Any]) -> Config:
     return _build(Config, raw, "")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"{key}: duplicate key (line {key_node.start_mark.line + 1}); "
+                                  "YAML would silently keep only the last value")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: str | Path = "params.yaml") -> Config:
-    """Read params.yaml and return the validated config; raises `ConfigError` naming the bad key."""
+    """Read params.yaml and return the validated config; raises `ConfigError` naming the bad key.
+
+    Unlike `from_dict`, a file must give every top-level section: DVC tracks those keys, so a section that is
+    missing (or an empty file) would silently run on defaults that DVC never sees.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{path}: empty or not a mapping; it must hold the sections {_SECTIONS}")
+    missing = [name for name in _SECTIONS if not isinstance(raw.get(name), dict)]
+    if missing:
+        raise ConfigError(f"{missing[0]}: section missing or empty in {path} (DVC tracks its keys; "
+                          "copy it from the repository's params.yaml)")
     return from_dict(raw)
+
+
+_SECTIONS = [f.name for f in dataclasses.fields(Config)]
 
 
 def to_dict(obj: Any) -> Any:

@@ -12,14 +12,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from drivepipe.config import Config
+from drivepipe.errors import CheckpointError, NonFiniteError
 from drivepipe.utils.io import sha256_file
 
 if TYPE_CHECKING:
     from drivepipe.model.model import DrivingModel
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or corrupted; the message names the file."""
 
 
 POINTERS = "pointers.json"  # {"latest": "step_00000120", "best": "step_00000080"} in checkpoints/<experiment>/
@@ -87,11 +84,22 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_model_weights(ckpt_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(model state_dict, meta dict) of a checkpoint directory (model.pt) or an exported one (model.safetensors),
-    after checking the file's sha256 against meta.json."""
+    after checking the file's sha256 against meta.json and that every weight is finite (NaN weights would otherwise
+    fail deep inside the metrics, e.g. in shapely)."""
     ckpt_dir = Path(ckpt_dir)
     meta = read_meta(ckpt_dir)
     name = WEIGHTS_FILE if (ckpt_dir / WEIGHTS_FILE).is_file() else "model.pt"
-    return verified_load(ckpt_dir, name, meta), meta
+    state = verified_load(ckpt_dir, name, meta)
+    check_finite_weights(state, str(ckpt_dir / name))
+    return state, meta
+
+
+def check_finite_weights(state: dict[str, Any], where: str) -> None:
+    """Raise NonFiniteError when any floating tensor of a model state_dict holds NaN or infinity."""
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise NonFiniteError(f"{where}: {len(bad)} of {len(state)} weight tensors hold NaN/inf (first: {bad[0]}); "
+                             "training diverged: lower train.lr or raise train.warmup_steps, and check the loss weights")
 
 
 def load_trained_model(cfg: Config, ckpt_root: Path, which: str) -> tuple[DrivingModel, Path, dict]:

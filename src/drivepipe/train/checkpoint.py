@@ -31,10 +31,12 @@ import numpy as np
 import torch
 
 from drivepipe.config import Config, config_hash, identity_dict, to_dict
+from drivepipe.errors import DiskFullError, is_disk_full
 from drivepipe.model.weights import (  # noqa: F401  (re-exported: the checkpoint API)
     POINTERS,
     WEIGHTS_FILE,
     CheckpointError,
+    check_finite_weights,
     load_model_weights,
     read_meta,
     read_pointers,
@@ -102,6 +104,29 @@ def load_train_state(ckpt_dir: str | Path) -> dict[str, Any]:
     return verified_load(ckpt_dir, "train_state.pt", read_meta(ckpt_dir))
 
 
+def previous_checkpoint_hint(ckpt_dir: str | Path) -> str:
+    """What to do when `ckpt_dir` cannot be resumed: point `latest` at the newest older checkpoint, or start over."""
+    ckpt_dir = Path(ckpt_dir).resolve()  # the step_XXXXXXXX directory `latest` names
+    exp_dir = ckpt_dir.parent
+    older = sorted((p for p in exp_dir.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")
+                    and p.name < ckpt_dir.name and (p / "meta.json").is_file()), reverse=True)
+    if older:
+        return (f"resume from the previous step instead: set \"latest\": \"{older[0].name}\" in "
+                f"{exp_dir / POINTERS} (or delete {exp_dir} to start over)")
+    return f"no earlier checkpoint is left: delete {exp_dir} to start over"
+
+
+def _nbytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) state dict: about what torch.save writes."""
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- saving
 def _set_pointers(exp_dir: Path, **names: str) -> None:
     atomic_write_json(exp_dir / POINTERS, {**read_pointers(exp_dir), **names})
@@ -150,19 +175,29 @@ class Checkpointer:
         name = f"step_{step:08d}"
         final = self.exp_dir / name
         if not final.exists():
+            check_finite_weights(model_state, f"{final} (not saved)")  # never keep a checkpoint of a diverged run
             tmp = self.exp_dir / f"{name}.tmp"
-            tmp.mkdir()
-            torch.save(model_state, tmp / "model.pt")
-            torch.save(train_state, tmp / "train_state.pt")
-            atomic_write_json(tmp / "resolved_config.json", to_dict(self.cfg))
-            meta = {**self.identity, "step": step, "git_commit": git_commit(), "metrics": metrics,
-                    "sha256": {f: sha256_file(tmp / f) for f in PT_FILES}}
-            atomic_write_json(tmp / "meta.json", meta)
+            try:
+                self._write(tmp, step, model_state, train_state, metrics)
+            except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as "unexpected pos"
+                shutil.rmtree(tmp, ignore_errors=True)
+                if is_disk_full(exc, self.exp_dir):
+                    raise DiskFullError(self.exp_dir, _nbytes(model_state) + _nbytes(train_state)) from None
+                raise
             os.rename(tmp, final)
         improves = self._improves(metrics)
         _set_pointers(self.exp_dir, latest=name, **({"best": name} if improves else {}))
         self.prune()
         return final
+
+    def _write(self, tmp: Path, step: int, model_state: dict, train_state: dict, metrics: dict[str, float]) -> None:
+        tmp.mkdir()
+        torch.save(model_state, tmp / "model.pt")
+        torch.save(train_state, tmp / "train_state.pt")
+        atomic_write_json(tmp / "resolved_config.json", to_dict(self.cfg))
+        meta = {**self.identity, "step": step, "git_commit": git_commit(), "metrics": metrics,
+                "sha256": {f: sha256_file(tmp / f) for f in PT_FILES}}
+        atomic_write_json(tmp / "meta.json", meta)
 
     def _improves(self, metrics: dict[str, float]) -> bool:
         key = self.cfg.train.val_metric
@@ -189,16 +224,17 @@ class Checkpointer:
         if not self.exp_dir.exists():
             return None
         reason = "no 'latest' checkpoint"
-        try:
-            latest = resolve_checkpoint(self.exp_dir, "latest") if (self.exp_dir / POINTERS).exists() else None
-            if latest is not None:
+        latest = resolve_checkpoint(self.exp_dir, "latest") if (self.exp_dir / POINTERS).exists() else None
+        if latest is not None:
+            try:
                 meta = read_meta(latest)
-                diff = [k for k, v in self.identity.items() if meta.get(k) != v]
-                if not diff:
-                    return latest
-                reason = f"{', '.join(diff)} changed"
-        except (CheckpointError, json.JSONDecodeError) as exc:
-            reason = f"unreadable ({exc})"
+            except (CheckpointError, json.JSONDecodeError) as exc:  # damaged, not stale: never delete it
+                raise CheckpointError(f"{latest}: cannot resume, meta.json unreadable ({exc}); "
+                                      f"{previous_checkpoint_hint(latest)}") from None
+            diff = [k for k, v in self.identity.items() if meta.get(k) != v]
+            if not diff:
+                return latest
+            reason = f"{', '.join(diff)} changed"
         stale = [p for p in self.exp_dir.iterdir()]
         if stale:
             log.info("starting fresh in %s: %s; removing %d stale entries", self.exp_dir, reason, len(stale))
