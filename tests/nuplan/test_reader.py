@@ -417,3 +417,22 @@ def test_image_rows_table_equals_match_image(dataset: Dataset) -> None:
                 j = log.match_image(channel, int(t))
                 assert rows[i] == (-1 if j is None else j)
             assert (rows >= 0).any() and log.image_rows(channel) is rows  # computed once
+
+
+def test_include_cameras_on_the_old_layout_and_by_time_when_poses_are_not_shared(dataset_copy: Dataset) -> None:
+    """Old layout (images on every second sweep, same timestamp and pose): include_cameras keeps those sweeps, and
+    the ±50 ms tie of the odd sweeps goes to the earlier image. Images that link no sweep's pose (a foreign writer)
+    fall back to the sweep nearest each image."""
+    with open_log(dataset_copy) as log:
+        cams = [s.index for s in enumerate_scenarios(log, include_cameras=True)]
+        every = [s.index for s in enumerate_scenarios(log)]
+        assert cams == [i for i in every if i % 2 == 0] and len(cams) < len(every)
+        odd = np.flatnonzero(np.arange(len(log.lidar_pcs)) % 2 == 1)[:-1]
+        rows = log.image_rows("CAM_F0")
+        np.testing.assert_array_equal(log.images["CAM_F0"].timestamp_us[rows[odd]], log.lidar_pcs.timestamp_us[odd - 1])
+    con = sqlite3.connect(dataset_copy.db)
+    con.execute("UPDATE image SET ego_pose_token = ?", (bytes(8),))
+    con.commit()
+    con.close()
+    with open_log(dataset_copy) as log:
+        assert [s.index for s in enumerate_scenarios(log, include_cameras=True)] == cams
