@@ -58,6 +58,19 @@ def test_connector_boundaries_resolve_and_run_along_the_connector_edges(syntheti
             np.testing.assert_allclose(np.linalg.norm(pts[[0, -1]] - ends, axis=1), LANE_WIDTH_M / 2, atol=0.01)
 
 
+def test_connector_edges_are_not_lane_dividers(synthetic_root: Path) -> None:
+    """The connector boundaries are virtual (no paint inside an intersection): the `lane_divider` class (BEV target,
+    painted ground) leaves them out, while the `boundaries` layer has them."""
+    from drivepipe.utils.geometry import pose_to_transform
+
+    vmap = read_gpkg(_gpkg(synthetic_root), LOCATION, "v")
+    box = vmap.layers["intersections"][0].geometry.envelope.centroid
+    near = vmap.semantic_layers_in_ego(pose_to_transform(box.x, box.y, 0.0, 0.0), 5.0, ("lane_divider", "lane"))
+    square = shapely.box(box.x - 5, box.y - 5, box.x + 5, box.y + 5)
+    assert near["lane"] and not near["lane_divider"]
+    assert any(f.geometry.intersects(square) for f in vmap.layers["boundaries"])
+
+
 def test_raster_tiles_are_valid_geopackage_tiles(synthetic_root: Path) -> None:
     import cv2
 
