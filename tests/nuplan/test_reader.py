@@ -436,3 +436,20 @@ def test_include_cameras_on_the_old_layout_and_by_time_when_poses_are_not_shared
     con.close()
     with open_log(dataset_copy) as log:
         assert [s.index for s in enumerate_scenarios(log, include_cameras=True)] == cams
+
+
+def test_preprocess_anchors_on_the_old_layout_are_the_camera_sweeps(dataset: Dataset) -> None:
+    import yaml
+
+    from drivepipe.config import from_dict
+    from drivepipe.preprocess.run import plan_tasks
+
+    params = yaml.safe_load((Path(__file__).parents[1] / "pipeline" / "tiny_params.yaml").read_text())
+    params["preprocess"].update(cameras=list(CHANNELS), history_steps=1, future_steps=1, traj_dt_s=0.1,
+                                window_stride=1)
+    tasks, _, _ = plan_tasks(from_dict(params), dataset.root)
+    anchors = [w.token for t in tasks for w in t.windows]
+    with open_log(dataset) as log:
+        rows = [log.token_index[a] for a in anchors]
+        assert rows and all(i % 2 == 0 for i in rows)
+        assert set(bundle_at(log, rows[0]).cameras) == set(CHANNELS)
