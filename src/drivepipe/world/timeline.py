@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from drivepipe.world.state import ActorState, EgoKinematics, WorldSnapshot
+from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 
 SWEEP_US = 50_000             # µs between lidar sweeps (20 Hz)
 CAMERA_EVERY = 2              # sweeps per camera frame (10 Hz)
