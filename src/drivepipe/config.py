@@ -46,8 +46,9 @@ class SyntheticConfig:
     seed: int = _f(1234)                      # world seed; same seed -> byte-identical dataset
     locations: list[str] = _f(list(LOCATIONS))  # one map per location; logs cycle through them
     num_logs: int = _f(4, ge=1)               # number of .db logs
-    scenes_per_log: int = _f(9, ge=5)         # nuPlan drops 2 + 2 scenes per log, so >= 5
-    scene_duration_s: float = _f(2.0, gt=0.5, le=20.0)  # s, length of one scene
+    scenes_per_log: int = _f(7, ge=5)         # nuPlan drops 2 + 2 scenes per log, so >= 5
+    # s, length of one scene; >= 4 s gives every scenario >= 8 s of future (2 dropped scenes) and >= 2 s of history
+    scene_duration_s: float = _f(4.0, gt=0.5, le=20.0)
     image_width: int = _f(480, ge=32)         # px, written camera resolution (real nuPlan: 1920)
     image_height: int = _f(270, ge=32)        # px (real nuPlan: 1080)
     jpeg_quality: int = _f(90, ge=10, le=100)
@@ -114,7 +115,9 @@ class PreprocessConfig:
     history_steps: int = _f(4, ge=1)           # past samples at traj_dt_s (excluding now)
     future_steps: int = _f(6, ge=1)            # future samples at traj_dt_s
     traj_dt_s: float = _f(0.5, gt=0.0)         # s between trajectory samples
-    window_stride: int = _f(4, ge=1)           # lidar sweeps (20 Hz) between consecutive samples
+    # scenario candidates between consecutive samples; with cameras the candidates are the sweeps that have images
+    # (every second sweep at 10 Hz cameras), else every sweep
+    window_stride: int = _f(2, ge=1)
     val_fraction: float = _f(0.2, gt=0.0, lt=1.0)
     max_agents: int = _f(48, ge=1)             # agents kept for prediction (nearest first)
     depth_min_m: float = _f(2.0, gt=0.0)       # m, first lift-splat depth bin
