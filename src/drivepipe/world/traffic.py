@@ -4,8 +4,8 @@ crosswalks and walkways, and static objects on the road shoulder.
 Vehicles and bicycles ("movers") live on the lane graph as (edge, s): s is the arc length (m) of the box centre
 along the edge centreline. Each mover knows its next edge (a random successor drawn when it enters an edge) and
 keeps its gap with IDM against the nearest agent ahead on its current, next and next-but-one edge. Intersections run
-one green phase per approach arm, so lanes from different arms never share the box: a mover also waits at the stop
-line while a mover (or the ego) from another arm is still on one of the intersection's connectors.
+two signal phases (`drivepipe.world.signals`); a mover also waits at the stop line while a mover (or the ego) is on a
+connector that crosses or merges with the one it is about to take (turning traffic yields).
 
 Pedestrians walk back and forth on one straight path each (a walkway centreline or a crosswalk). A crosswalk is
 started only while its arm's light is red for long enough and no vehicle is on or approaching it; vehicles yield to
@@ -18,18 +18,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from drivepipe.world.population import (
+    BICYCLE_TYPES,
+    PEDESTRIAN_TYPES,
+    VEHICLE_TYPES,
+    draw_sizes,
+    parked_cars,
+    static_sizes,
+)
 from drivepipe.world.roads import STOP_SETBACK_M, City
+from drivepipe.world.signals import (
+    GREEN,
+    RED,
+    STATUS_NAMES,
+    UNKNOWN,
+    YELLOW,
+    TrafficLights,
+    connector_conflicts,
+    must_stop,
+)
 from drivepipe.world.state import ActorState
 
-GREEN_S, YELLOW_S, ALL_RED_S = 6.0, 2.0, 1.5   # s, signal phase per approach arm
-GREEN, YELLOW, RED, UNKNOWN = 0, 1, 2, 3
-STATUS_NAMES = ("green", "yellow", "red", "unknown")
+__all__ = ["GREEN", "RED", "STATUS_NAMES", "UNKNOWN", "YELLOW", "TrafficLights", "must_stop"]
+
 MAX_BRAKE = 8.0            # m/s^2, emergency deceleration limit
 STOP_LINE_CLEARANCE = 0.5  # m, front bumper to stop point at standstill
-# category -> nominal (length, width, height) m
-SIZES = {"vehicle": (4.6, 1.9, 1.6), "bicycle": (1.8, 0.6, 1.5), "pedestrian": (0.6, 0.6, 1.75),
-         "traffic_cone": (0.4, 0.4, 0.7), "barrier": (2.0, 0.5, 1.0), "czone_sign": (0.6, 0.3, 1.5),
-         "generic_object": (1.0, 0.8, 1.0)}
 STATIC_CATEGORIES = ("traffic_cone", "barrier", "czone_sign", "generic_object")
 
 
@@ -56,58 +69,25 @@ class EgoObstacle:
     width: float = 2.3
 
 
-class TrafficLights:
-    """Per-intersection cycle: each present approach arm in turn gets green, yellow, then all-red clearance."""
-
-    def __init__(self, city: City, rng: np.random.Generator) -> None:
-        self.arms = [inter.arms for inter in city.intersections]
-        self.slot = GREEN_S + YELLOW_S + ALL_RED_S
-        self.offset = rng.uniform(0.0, 4 * self.slot, len(self.arms))
-        self._n = np.array([len(a) for a in self.arms], dtype=float)
-        rows = [(i, j, arm) for i, arms in enumerate(self.arms) for j, arm in enumerate(arms)]
-        self._row, self._slot_idx, self._arm = (np.array(c, dtype=np.int64) for c in zip(*rows))
-
-    def codes(self, t_s: float) -> np.ndarray:
-        """(I, 4) status codes (GREEN/YELLOW/RED/UNKNOWN) per intersection and arm id at time t_s (s)."""
-        phase = (t_s + self.offset) % (self.slot * self._n)
-        local = phase[self._row] - self._slot_idx * self.slot
-        code = np.where((local >= 0) & (local < GREEN_S), GREEN,
-                        np.where((local >= 0) & (local < GREEN_S + YELLOW_S), YELLOW, RED))
-        out = np.full((len(self.arms), 4), UNKNOWN, dtype=np.int64)
-        out[self._row, self._arm] = code
-        return out
-
-    def time_to_green(self, t_s: float, inter: int, arm: int) -> float:
-        """Seconds until arm `arm` of intersection `inter` next turns green (0 if green now)."""
-        arms = self.arms[inter]
-        cycle = self.slot * len(arms)
-        local = ((t_s + self.offset[inter]) % cycle - arms.index(arm) * self.slot) % cycle
-        return 0.0 if local < GREEN_S else cycle - local
-
-
 class Traffic:
-    """All non-ego actors. Track ids are 1..N in the order vehicles, bicycles, pedestrians, statics."""
+    """All non-ego actors. Track ids are 1..N in the order vehicles, bicycles, pedestrians, statics (parked cars
+    first)."""
 
     def __init__(self, city: City, rng: np.random.Generator, counts: dict[str, int], ego_edge: int,
-                 ego_s: float, route_edges: set[int]) -> None:
+                 ego_s: float, route_edges: set[int], parked_fill: float = 0.0) -> None:
         self.city, self.graph, self.rng = city, city.graph, rng
         self.hw = city.lanes_per_direction * 3.5
+        self.conflicts = connector_conflicts(self.graph)
         n_veh, n_bic = counts["vehicle"], counts["bicycle"]
         self._spawn_movers(n_veh, n_bic, ego_edge, ego_s)
         self._spawn_pedestrians(counts["pedestrian"])
-        self._spawn_statics(counts["static"], route_edges)
+        self._spawn_statics(counts["static"], route_edges, parked_fill)
 
     # ------------------------------------------------------------------------------------------------ spawning
-    def _jitter(self, category: str, n: int) -> np.ndarray:
-        """(n, 3) sizes: nominal per category with +-8 % variation (vehicles a bit more)."""
-        base = np.array(SIZES[category])
-        spread = np.array([0.1, 0.05, 0.1]) if category == "vehicle" else np.full(3, 0.08)
-        return base * (1.0 + self.rng.uniform(-1, 1, (n, 3)) * spread)
-
     def _spawn_movers(self, n_veh: int, n_bic: int, ego_edge: int, ego_s: float) -> None:
-        """Vehicles and bicycles (outer lanes) on distinct lane slots 12 m apart, clear of the ego's start."""
+        """Vehicles and bicycles (outer lanes) on distinct lane slots 15 m apart, clear of the ego's start."""
         g = self.graph
-        slots = [(e, s) for e in np.flatnonzero(~g.is_connector) for s in np.arange(8.0, g.length[e] - 8.0, 12.0)
+        slots = [(e, s) for e in np.flatnonzero(~g.is_connector) for s in np.arange(9.0, g.length[e] - 9.0, 15.0)
                  if not (e == ego_edge and -20.0 < s - ego_s < 35.0)]
         outer = [i for i, (e, _) in enumerate(slots) if g.outer[e]]
         bic_idx = list(self.rng.choice(outer, size=min(n_bic, len(outer)), replace=False)) if n_bic else []
@@ -117,7 +97,8 @@ class Traffic:
         self.cat = ["vehicle"] * len(veh_idx) + ["bicycle"] * len(bic_idx)
         self.edge = np.array([c[0] for c in chosen], dtype=np.int64)
         self.s = np.array([c[1] for c in chosen], dtype=float)
-        self.size = np.concatenate([self._jitter("vehicle", len(veh_idx)), self._jitter("bicycle", len(bic_idx))])
+        self.size = np.concatenate([draw_sizes(self.rng, VEHICLE_TYPES, len(veh_idx)),
+                                    draw_sizes(self.rng, BICYCLE_TYPES, len(bic_idx))])
         self.v_des = np.concatenate([self.rng.uniform(8.0, 12.0, len(veh_idx)), self.rng.uniform(4.0, 6.0, len(bic_idx))])
         self.nxt = np.array([self._choose(e) for e in self.edge], dtype=np.int64)
         self.tid = np.arange(1, len(chosen) + 1)
@@ -148,8 +129,8 @@ class Traffic:
         for p in picks:
             while used.get(p, 0) >= 3:
                 p = (p + 1) % len(paths)
-            # m left of the path; walkway slots keep clear of the curb where crosswalk pedestrians wait
-            slots = (-0.8, 0.8, 0.0) if paths[p].intersection >= 0 else (-0.35, 0.35, 1.05)
+            # m left of the path; walkway slots keep clear of the kerb (parked cars, waiting crosswalk pedestrians)
+            slots = (-0.8, 0.8, 0.0) if paths[p].intersection >= 0 else (0.3, 0.9, 1.4)
             self.p_lat.append(slots[used.get(p, 0)])
             used[p] = used.get(p, 0) + 1
             self.p_path.append(paths[p])
@@ -164,30 +145,36 @@ class Traffic:
         self.p_walk = self.rng.uniform(1.1, 1.5, n)
         self.p_moving = ~is_cw
         self.p_wait = self.rng.uniform(0.0, 3.0, n)
-        self.p_size = self._jitter("pedestrian", n)
+        self.p_size = draw_sizes(self.rng, PEDESTRIAN_TYPES, n)
         self.p_tid = len(self.tid) + 1 + np.arange(n)
 
-    def _spawn_statics(self, n: int, route_edges: set[int]) -> None:
-        """Objects just over the outer lane edge, away from crosswalks; big ones never beside the ego route."""
+    def _spawn_statics(self, n: int, route_edges: set[int], parked_fill: float) -> None:
+        """Parked cars along the kerbs, then objects just over the outer lane edge, away from crosswalks and parked
+        cars; big ones never beside the ego route."""
         g, w = self.graph, 3.5
         side = 1.0 if self.city.left_hand else -1.0
-        self.st_cat, self.st_pose, self.st_size = [], [], []
+        poses, sizes = parked_cars(g, self.rng, parked_fill, self.city.left_hand)
+        self.st_cat = ["vehicle"] * len(poses)
+        self.st_pose, self.st_size = [p for p in poses], [z for z in sizes]
+        taken = [(p[:2], z[0] / 2 + 1.5) for p, z in zip(poses, sizes)]  # (centre, keep-out radius m)
         outer = np.flatnonzero(g.outer & ~g.is_connector)
-        tries = 0
-        while len(self.st_cat) < n and tries < 50 * (n + 1):
+        tries, placed = 0, 0
+        while placed < n and tries < 50 * (n + 1):
             tries += 1
             cat = str(self.rng.choice(STATIC_CATEGORIES, p=[0.4, 0.2, 0.2, 0.2]))
             e = int(self.rng.choice(outer))
             if cat in ("barrier", "generic_object") and e in route_edges:
                 continue
-            size = self._jitter(cat, 1)[0]
+            size = static_sizes(self.rng, cat, 1)[0]
             s = self.rng.uniform(10.0, g.length[e] - 10.0)
             x, y, h = (float(a[0]) for a in g.pose_at(np.array([e]), np.array([s])))
             intrusion = max(0.15, size[1] - 0.25)  # m into the lane; the outer face stays <= 0.25 m past the edge
             lat = side * (w / 2 + size[1] / 2 - intrusion)
             xy = np.array([x - np.sin(h) * lat, y + np.cos(h) * lat])
-            if any(np.linalg.norm(xy - p[:2]) < 3.0 for p in self.st_pose):
+            if any(np.linalg.norm(xy - c) < r + size[0] / 2 for c, r in taken):
                 continue
+            taken.append((xy, 1.5))
+            placed += 1
             self.st_cat.append(cat)
             self.st_size.append(size)
             self.st_pose.append(np.array([xy[0], xy[1], h + self.rng.normal(0.0, 0.05)]))
@@ -202,14 +189,19 @@ class Traffic:
         if len(self.p_u):
             self._step_pedestrians(dt, t_s, lights, codes, ego)
 
-    def busy_arms(self, ego: EgoObstacle | None) -> dict[int, set[int]]:
-        """Intersection index -> approach arms with an agent (mover or ego) on one of its connectors now."""
-        g, busy = self.graph, {}
-        edges = list(self.edge) + ([ego.edge] if ego is not None else [])
-        for e in edges:
-            if g.is_connector[e]:
-                busy.setdefault(int(g.intersection[e]), set()).add(int(g.arm[e]))
-        return busy
+    def busy_connectors(self, ego: EgoObstacle | None) -> set[int]:
+        """Connector edges with an agent (mover or the ego) on them now, plus the next connector of every mover too
+        close to its stop line to stop comfortably (it is committed to enter)."""
+        g = self.graph
+        edges = self.edge.tolist() + ([ego.edge] if ego is not None else [])
+        busy = {int(e) for e in edges if g.is_connector[e]}
+        gap = g.length[self.edge] - STOP_SETBACK_M - self.s - self.size[:, 0] / 2
+        committed = ~g.is_connector[self.edge] & (gap > -0.5) & (gap <= self.v ** 2 / 12.0) & (self.v > 0.5)
+        return busy | {int(e) for e in self.nxt[committed]}
+
+    def conflicted(self, connector: int, busy: set[int]) -> bool:
+        """Whether a connector that crosses or merges with `connector` is occupied."""
+        return bool(self.conflicts.get(int(connector), frozenset()) & busy)
 
     def _leaders(self, ego: EgoObstacle | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Bumper gap (m), speed (m/s) and index (-1 ego, -2 none) of each mover's leader along its path."""
@@ -234,7 +226,7 @@ class Traffic:
                 base += g.length[e]
         return gap, v_lead, who
 
-    def _stop_gaps(self, codes: np.ndarray, busy: dict[int, set[int]]) -> np.ndarray:
+    def _stop_gaps(self, codes: np.ndarray, busy: set[int]) -> np.ndarray:
         """Gap (m) to a virtual standing obstacle at the stop line where the mover must wait, else inf."""
         g = self.graph
         out = np.full(len(self.edge), np.inf)
@@ -242,8 +234,7 @@ class Traffic:
             if g.is_connector[e]:
                 continue
             d = g.length[e] - STOP_SETBACK_M - self.s[i] - self.size[i, 0] / 2
-            if must_stop(codes[g.intersection[e], g.arm[e]], d, self.v[i], busy.get(int(g.intersection[e]), set()),
-                         int(g.arm[e])):
+            if must_stop(codes[g.intersection[e], g.arm[e]], d, self.v[i], self.conflicted(self.nxt[i], busy)):
                 out[i] = d - STOP_LINE_CLEARANCE + 2.0  # IDM keeps s0 = 2 m to a standing obstacle
         return out
 
@@ -264,7 +255,7 @@ class Traffic:
         """IDM against leader, stop line and road pedestrians; trapezoidal integration of s; edge hand-over."""
         g = self.graph
         gap, v_lead, _ = self._leaders(ego)
-        stop = self._stop_gaps(codes, self.busy_arms(ego))
+        stop = self._stop_gaps(codes, self.busy_connectors(ego))
         x, y, h = g.pose_at(self.edge, self.s)
         ped = self._pedestrian_gaps(np.stack([x, y], 1), h)
         d_next = g.length[self.edge] - self.s
@@ -374,13 +365,3 @@ class Traffic:
                      for t, c, px, py, yaw, vx, vy, (L, W, H) in zip(tids, cats, *cols, size))
 
 
-def must_stop(code: int, gap_m: float, v: float, busy_arms: set[int], arm: int) -> bool:
-    """Whether an agent `gap_m` before its stop point at speed v (m/s) must stop there: red (unless already past),
-    yellow or an intersection occupied from another arm (unless it can no longer stop comfortably / hard)."""
-    if gap_m < -0.5:
-        return False
-    if code == RED:
-        return True
-    if code == YELLOW and gap_m > v * v / (2.0 * 3.0):
-        return True
-    return bool(busy_arms - {arm}) and gap_m > v * v / (2.0 * 6.0)
