@@ -65,6 +65,7 @@ def plan_logs(cfg: SyntheticConfig) -> list[LogPlan]:
 
 def _write_log(out_root: Path, plan: LogPlan, city: object, cfg: SyntheticConfig, bar: object | None = None) -> int:
     """Drive one world through the plan and write it; returns the number of camera images written."""
+    from drivepipe.world.conditions import write_conditions
     from drivepipe.world.render_camera import render_cameras
     from drivepipe.world.render_lidar import render_lidar
     from drivepipe.world.rig import default_rig
@@ -92,7 +93,7 @@ def _write_log(out_root: Path, plan: LogPlan, city: object, cfg: SyntheticConfig
     except BaseException:
         writer.abort()
         raise
-    writer.close(routes)
+    write_conditions(writer.close(routes), world.conditions)
     return writer.num_images
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from drivepipe.world.conditions import CLEAR_DAY, Conditions
+
 
 @dataclass(frozen=True)
 class ActorState:
@@ -53,3 +55,4 @@ class WorldSnapshot:
     actors: tuple[ActorState, ...]
     traffic_lights: dict[int, str] = field(default_factory=dict)
     scenario_tags: tuple[tuple[str, int | None], ...] = ()
+    conditions: Conditions = CLEAR_DAY  # the log's recording conditions (light, weather, sensor noise)

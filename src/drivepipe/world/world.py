@@ -14,6 +14,7 @@ from shapely.geometry import Point
 
 from drivepipe.config import SyntheticConfig
 from drivepipe.vehicle import EGO_FRONT_M, EGO_WIDTH_M
+from drivepipe.world.conditions import draw_conditions
 from drivepipe.world.ego import (
     EGO_CENTER_OFFSET_M,
     EGO_LENGTH_M,
@@ -58,6 +59,7 @@ class World:
     def __init__(self, city: City, cfg: SyntheticConfig, seed: int, start_time_us: int) -> None:
         self.city, self.graph = city, city.graph
         self.rng = np.random.default_rng(seed)
+        self.conditions = draw_conditions(seed)
         self.reactive = True
         self.start_time_us, self._elapsed_us = int(start_time_us), 0
         lanes = np.flatnonzero(~self.graph.is_connector & (self.graph.length >= 40.0))
@@ -108,7 +110,7 @@ class World:
         codes = self.lights.codes(self.time_s)
         return WorldSnapshot(timestamp_us=self.start_time_us + self._elapsed_us, ego=kin,
                              actors=self.traffic.actor_states(), traffic_lights=self._light_status(codes),
-                             scenario_tags=self._scenario_tags(codes))
+                             scenario_tags=self._scenario_tags(codes), conditions=self.conditions)
 
     def route_polyline(self) -> np.ndarray:
         """(R, 2) global centreline of the ego route (UTM m)."""
