@@ -205,4 +205,10 @@ def test_generate_dataset_is_byte_reproducible(tmp_path: Path) -> None:
     assert len(_chain(con, "lidar_pc")) == 60
     assert con.execute("SELECT COUNT(*) FROM scene").fetchone() == (5,)
     assert con.execute("SELECT COUNT(*) FROM lidar_box").fetchone()[0] > 0
+    from drivepipe.nuplan.db import read_conditions
+    from drivepipe.world.conditions import draw_conditions
+    from drivepipe.world.generate import plan_logs
+
+    conditions = read_conditions(con)  # the log's recording conditions, drawn from its seed
+    assert conditions == vars(draw_conditions(plan_logs(cfg.synthetic)[0].seed))
     assert sum(k.endswith("map.gpkg") for k in a) == 4
