@@ -54,6 +54,14 @@ class Conditions:
 CLEAR_DAY = Conditions()
 
 
+def conditions_from_row(row: dict | None) -> Conditions:
+    """Conditions from a `synthetic_conditions` row as read back (`NuplanLog.conditions`); None -> CLEAR_DAY."""
+    if row is None:
+        return CLEAR_DAY
+    names = {f.name for f in fields(Conditions)}
+    return Conditions(**{k: v for k, v in row.items() if k in names})
+
+
 def draw_conditions(seed: int) -> Conditions:
     """Conditions of one log, a pure function of the log seed (independent of the traffic's random stream)."""
     rng = np.random.default_rng([int(seed), 0xC0D])

@@ -227,6 +227,11 @@ class World:
                 else "medium_magnitude_speed" if v < SPEED_BANDS[2] else "high_magnitude_speed")
         tags.append((band, None))
         tags += self._intersection_tags(view)
+        side = self.route.lane_change_at(e.route_s + EGO_CENTER_OFFSET_M)
+        if side is not None:
+            tags += [("changing_lane", None), (f"changing_lane_to_{side}", None)]
+            if view.lead_gap < 30.0:
+                tags.append(("changing_lane_with_lead", view.lead_tid))
         tags += self._near_tags()
         if abs(v * e.yaw_rate) > 3.0:
             tags.append(("high_lateral_acceleration", None))
