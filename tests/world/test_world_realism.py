@@ -75,14 +75,19 @@ def test_ego_drives_through_dense_traffic():
 
 def test_parked_cars_line_the_kerbs():
     city = build_city("us-ma-boston", 3)
-    world = World(city, SyntheticConfig(num_vehicles=4, num_bicycles=0, num_pedestrians=0, num_static=0), 3, 0)
-    parked = [a for a in world.snapshot().actors if a.track_id > 4]
+    world = World(city, SyntheticConfig(num_vehicles=4, num_bicycles=0, num_pedestrians=16, num_static=0), 3, 0)
+    parked = [a for a in world.snapshot().actors if a.track_id > 4 + 16]
     assert len(parked) > 40 and all(a.category == "vehicle" and a.vx == a.vy == 0.0 for a in parked)
     walkways = [f.geometry for f in city.vector_map.layer("walkways")]
     import shapely
     kerb = shapely.unary_union(walkways)
     on_kerb = [kerb.contains(shapely.Point(a.x, a.y)) for a in parked]
     assert np.mean(on_kerb) > 0.9  # centres over the kerb: half on the walkway, clear of the traffic lane
+    crossings = world.traffic.crossings  # mid-block pedestrian crossings leave a gap between the parked cars
+    assert crossings
+    for c in crossings:
+        for end in (c.start, c.end):
+            assert min(np.hypot(a.x - end[0], a.y - end[1]) - a.length / 2 for a in parked) > 1.0
 
 
 def test_conditions_vary_per_log_and_round_trip_through_the_db(tmp_path):

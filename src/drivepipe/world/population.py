@@ -26,7 +26,7 @@ PEDESTRIAN_TYPES = {
 BICYCLE_TYPES = {"bicycle": (1.0, (1.55, 1.95), (0.5, 0.8), (1.35, 1.9))}
 STATIC_SIZES = {"traffic_cone": (0.4, 0.4, 0.7), "barrier": (2.0, 0.5, 1.0), "czone_sign": (0.6, 0.3, 1.5),
                 "generic_object": (1.0, 0.8, 1.0)}  # nominal, +-15 %
-PARKED_INTRUSION_M = 0.4           # a parked car's body reaches this far over the kerb into the outer lane
+PARKED_INTRUSION_M = 0.25          # a parked car's body reaches this far over the kerb into the outer lane
 _PARK_MARGIN_M = 10.0              # no parking this close to a lane end (crosswalks, turning traffic)
 
 
@@ -45,12 +45,13 @@ def static_sizes(rng: np.random.Generator, category: str, n: int) -> np.ndarray:
     return np.array(STATIC_SIZES[category]) * (1.0 + rng.uniform(-0.15, 0.15, (n, 3)))
 
 
-def parked_cars(graph: LaneGraph, rng: np.random.Generator, fill: float, left_hand: bool
-                ) -> tuple[np.ndarray, np.ndarray]:
+def parked_cars(graph: LaneGraph, rng: np.random.Generator, fill: float, left_hand: bool,
+                keep_clear: list[np.ndarray] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Cars parked nose-to-tail along the kerb of every outer lane, half on the walkway.
 
     Walks each outer lane from `_PARK_MARGIN_M` to its end minus that margin in steps of one car plus a 0.8-2.5 m
-    gap; each space holds a car with probability `fill` (else a 5-9 m gap follows).
+    gap; each space holds a car with probability `fill` (else a 5-9 m gap follows); no car within 1.5 m of a
+    `keep_clear` point (UTM, where pedestrians cross between the parked cars).
 
     Returns:
         poses (K, 3) x, y, yaw (UTM m, rad) of the box centres; sizes (K, 3) m.
@@ -63,10 +64,12 @@ def parked_cars(graph: LaneGraph, rng: np.random.Generator, fill: float, left_ha
             size = draw_sizes(rng, VEHICLE_TYPES, 1, PARKED_TYPES)[0]
             if s + size[0] > graph.length[e] - _PARK_MARGIN_M:
                 break
-            if rng.random() < fill:
-                x, y, h = (float(a[0]) for a in graph.pose_at(np.array([e]), np.array([s + size[0] / 2])))
-                lat = side * (LANE_WIDTH_M / 2 + size[1] / 2 - PARKED_INTRUSION_M)
-                poses.append((x - np.sin(h) * lat, y + np.cos(h) * lat, h + rng.normal(0.0, 0.02)))
+            x, y, h = (float(a[0]) for a in graph.pose_at(np.array([e]), np.array([s + size[0] / 2])))
+            lat = side * (LANE_WIDTH_M / 2 + size[1] / 2 - PARKED_INTRUSION_M)
+            xy = np.array([x - np.sin(h) * lat, y + np.cos(h) * lat])
+            blocked = any(np.linalg.norm(xy - np.asarray(c)) < size[0] / 2 + 1.5 for c in keep_clear)
+            if rng.random() < fill and not blocked:
+                poses.append((xy[0], xy[1], h + rng.normal(0.0, 0.02)))
                 sizes.append(size)
                 s += size[0] + rng.uniform(0.8, 2.5)
             else:

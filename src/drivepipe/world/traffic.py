@@ -26,7 +26,7 @@ from drivepipe.world.population import (
     parked_cars,
     static_sizes,
 )
-from drivepipe.world.roads import STOP_SETBACK_M, City
+from drivepipe.world.roads import STOP_SETBACK_M, WALKWAY_WIDTH_M, City, PedPath
 from drivepipe.world.signals import (
     GREEN,
     RED,
@@ -43,6 +43,7 @@ __all__ = ["GREEN", "RED", "STATUS_NAMES", "UNKNOWN", "YELLOW", "TrafficLights",
 
 MAX_BRAKE = 8.0            # m/s^2, emergency deceleration limit
 STOP_LINE_CLEARANCE = 0.5  # m, front bumper to stop point at standstill
+JAYWALK_EVERY = 8         # one pedestrian in this many crosses mid-block between parked cars
 STATIC_CATEGORIES = ("traffic_cone", "barrier", "czone_sign", "generic_object")
 
 
@@ -118,19 +119,36 @@ class Traffic:
         succ = self.graph.successors[e]
         return int(succ[self.rng.integers(len(succ))])
 
+    def _mid_block_crossings(self, n: int) -> list[PedPath]:
+        """n straight paths across the street away from intersections, kerb to kerb (walkway edge to walkway edge),
+        each at a random point of a random walkway long enough; parked cars leave a gap there."""
+        out, walks = [], [w for w in self.city.walkway_paths if np.linalg.norm(w.end - w.start) >= 30.0]
+        for k in self.rng.choice(len(walks), size=n if walks else 0, replace=True).tolist():
+            w = walks[k]
+            t = (w.end - w.start) / np.linalg.norm(w.end - w.start)
+            to_road = np.array([t[1], -t[0]])  # walkway paths have the road on their right
+            centre = w.start + t * self.rng.uniform(0.3, 0.7) * np.linalg.norm(w.end - w.start)
+            across = 2 * (self.hw + WALKWAY_WIDTH_M / 2)
+            out.append(PedPath(-1, centre + to_road * 1.0, centre + to_road * (across - 1.0)))
+        return out
+
     def _spawn_pedestrians(self, n: int) -> None:
-        """Half on crosswalks (waiting at a curb), half on walkways; <= 3 per path in distinct lateral slots."""
-        paths = self.city.crosswalk_paths + self.city.walkway_paths
+        """Half on crosswalks (waiting at a curb), one in JAYWALK_EVERY crossing mid-block between parked cars, the
+        rest on walkways; <= 3 per path in distinct lateral slots."""
         n_cw = (n + 1) // 2
+        self.crossings = self._mid_block_crossings(n // JAYWALK_EVERY)
+        paths = self.city.crosswalk_paths + self.city.walkway_paths + self.crossings
         picks = list(self.rng.choice(len(self.city.crosswalk_paths), n_cw, replace=True))
-        picks += list(len(self.city.crosswalk_paths) + self.rng.choice(len(self.city.walkway_paths), n - n_cw))
+        n_walk = n - n_cw - len(self.crossings)
+        picks += list(len(self.city.crosswalk_paths) + self.rng.choice(len(self.city.walkway_paths), n_walk))
+        picks += list(len(paths) - len(self.crossings) + np.arange(len(self.crossings)))
         used: dict[int, int] = {}
         self.p_path, self.p_lat = [], []
         for p in picks:
-            while used.get(p, 0) >= 3:
+            while used.get(p, 0) >= (1 if paths[p].fid < 0 else 3):
                 p = (p + 1) % len(paths)
             # m left of the path; walkway slots keep clear of the kerb (parked cars, waiting crosswalk pedestrians)
-            slots = (-0.8, 0.8, 0.0) if paths[p].intersection >= 0 else (0.3, 0.9, 1.4)
+            slots = (-0.8, 0.8, 0.0) if paths[p].intersection >= 0 or paths[p].fid < 0 else (0.55, 1.0, 1.4)
             self.p_lat.append(slots[used.get(p, 0)])
             used[p] = used.get(p, 0) + 1
             self.p_path.append(paths[p])
@@ -138,7 +156,8 @@ class Traffic:
         self.p_len = lens
         self.p_start = np.array([pp.start for pp in self.p_path]).reshape(n, 2)
         self.p_t = (np.array([pp.end for pp in self.p_path]).reshape(n, 2) - self.p_start) / np.maximum(lens, 1e-9)[:, None]
-        self.p_is_cw = is_cw = np.array([pp.intersection >= 0 for pp in self.p_path], dtype=bool)
+        self.p_jay = np.array([pp.fid < 0 for pp in self.p_path], dtype=bool)  # mid-block, no signal
+        self.p_is_cw = is_cw = np.array([pp.intersection >= 0 for pp in self.p_path], dtype=bool) | self.p_jay
         self.p_u = np.where(is_cw, self.rng.choice([0.0, 1.0], n) * lens, self.rng.uniform(0.1, 0.9, n) * lens)
         self.p_dir = np.where(self.p_u > lens / 2, -1.0, 1.0) if n else np.zeros(0)
         self.p_v = np.zeros(n)
@@ -153,7 +172,8 @@ class Traffic:
         cars; big ones never beside the ego route."""
         g, w = self.graph, 3.5
         side = 1.0 if self.city.left_hand else -1.0
-        poses, sizes = parked_cars(g, self.rng, parked_fill, self.city.left_hand)
+        clear = [p for c in self.crossings for p in (c.start, c.end)]
+        poses, sizes = parked_cars(g, self.rng, parked_fill, self.city.left_hand, clear)
         self.st_cat = ["vehicle"] * len(poses)
         self.st_pose, self.st_size = [p for p in poses], [z for z in sizes]
         taken = [(p[:2], z[0] / 2 + 1.5) for p, z in zip(poses, sizes)]  # (centre, keep-out radius m)
@@ -275,17 +295,19 @@ class Traffic:
 
     def _ped_may_cross(self, i: int, t_s: float, lights: TrafficLights, codes: np.ndarray,
                        ego: EgoObstacle | None) -> bool:
-        """A crosswalk pedestrian starts only while its arm is red long enough and no mover is close."""
+        """A crosswalk pedestrian starts only while its arm is red long enough and no mover is close; a mid-block
+        one only when no mover is within 30 m."""
         pp = self.p_path[i]
-        if codes[pp.intersection, pp.arm] != RED:
+        if not self.p_jay[i] and codes[pp.intersection, pp.arm] != RED:
             return False
-        if lights.time_to_green(t_s, pp.intersection, pp.arm) < self.p_len[i] / self.p_walk[i] + 3.0:
+        if not self.p_jay[i] and lights.time_to_green(t_s, pp.intersection, pp.arm) < self.p_len[i] / self.p_walk[i] + 3.0:
             return False
+        reach = 30.0 if self.p_jay[i] else 12.0
         xy, length, _, v = self._vehicle_boxes(ego)
         seg = pp.end - pp.start
         t = np.clip((xy - pp.start) @ seg / (seg @ seg), 0.0, 1.0)
         on_crossing = np.linalg.norm(xy - pp.start - t[:, None] * seg, axis=1) < length / 2 + 1.5
-        approaching = (np.linalg.norm(xy - (pp.start + pp.end) / 2, axis=1) < 12.0) & (v > 0.5)
+        approaching = (np.linalg.norm(xy - (pp.start + pp.end) / 2, axis=1) < reach) & (v > 0.5)
         return not np.any(on_crossing | approaching)
 
     def _vehicle_boxes(self, ego: EgoObstacle | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -314,7 +336,7 @@ class Traffic:
         for i in range(len(self.p_u)):
             if not self.p_moving[i]:
                 self.p_wait[i] -= dt
-                cw = self.p_path[i].intersection >= 0
+                cw = self.p_is_cw[i]
                 if self.p_wait[i] <= 0 and (not cw or self._ped_may_cross(i, t_s, lights, codes, ego)):
                     self.p_moving[i] = True
                 continue
