@@ -22,8 +22,8 @@ from drivepipe.world.render_lidar import render_lidar
 from drivepipe.world.rig import default_rig, project_points
 from drivepipe.world.roads import build_city
 from drivepipe.world.shapes import actor_parts
-from drivepipe.world.state import ActorState, EgoKinematics, WorldSnapshot
 from drivepipe.world.world import World
+from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 
 BEV_HALF_M = 20.0  # default BEV: 80 cells x 0.5 m around the rear axle
 MOVERS = ("vehicle", "bicycle", "pedestrian")

@@ -19,8 +19,8 @@ from drivepipe.nuplan.pickles import loads_calibration
 from drivepipe.nuplan.tables import TABLE_COLUMNS
 from drivepipe.schema import CameraCalibration
 from drivepipe.utils.geometry import make_transform
-from drivepipe.world.state import ActorState, EgoKinematics, WorldSnapshot
 from drivepipe.world.writer import LOCATION_INFO, LogWriter, write_maps
+from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 
 LOG = "2021.05.12.22.00.38_veh-35_01008_01009"
 T0 = 1620856838000000

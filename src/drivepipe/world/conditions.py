@@ -10,10 +10,15 @@ log token; nuPlan readers ignore tables they do not know). `drivepipe.nuplan` re
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
+
+from drivepipe.world_state import CLEAR_DAY, Conditions
+
+__all__ = ["CLEAR_DAY", "Conditions", "TIMES_OF_DAY", "WEATHERS", "conditions_from_row", "draw_conditions",
+           "sun_direction", "write_conditions"]
 
 TIMES_OF_DAY = ("day", "dusk", "night")
 WEATHERS = ("clear", "rain", "fog")
@@ -22,36 +27,12 @@ _WEATHER_P = (0.6, 0.2, 0.2)
 TABLE = "synthetic_conditions"  # the reader's `drivepipe.nuplan.db.CONDITIONS_TABLE`
 
 
-@dataclass(frozen=True)
-class Conditions:
-    """Per-log recording conditions. Angles in degrees; sun azimuth counter-clockwise from east (+x of the UTM
-    frame), elevation above the horizon (negative at night)."""
-
-    time_of_day: str = "day"
-    weather: str = "clear"
-    sun_elevation_deg: float = 55.0
-    sun_azimuth_deg: float = 52.0
-    exposure: float = 1.0            # scene brightness factor of the cameras (1 = bright day)
-    exposure_jitter: float = 0.0     # std of the per-frame exposure factor (relative)
-    visibility_m: float = 110.0      # e-folding distance of contrast (haze / fog / rain), m
-    camera_noise: float = 0.0        # std of the camera's additive noise, 8-bit units
-    camera_blur_px: float = 0.0      # Gaussian blur sigma, px at the written resolution (0 = sharp)
-    lidar_range_noise_m: float = 0.02  # std of the range noise, m
-    lidar_dropout: float = 0.0       # fraction of returns lost
-    lidar_spurious: int = 0          # spurious near-range returns per sweep (fog droplets, rain)
-
-    @property
-    def headlights(self) -> bool:
-        """Vehicles drive with their lights on (dusk and night)."""
-        return self.time_of_day != "day"
-
-    def sun_direction(self) -> np.ndarray:
-        """(3,) unit vector towards the sun in the global frame."""
-        el, az = np.deg2rad(self.sun_elevation_deg), np.deg2rad(self.sun_azimuth_deg)
-        return np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
 
 
-CLEAR_DAY = Conditions()
+def sun_direction(cond: Conditions) -> np.ndarray:
+    """(3,) unit vector towards the sun in the global frame."""
+    el, az = np.deg2rad(cond.sun_elevation_deg), np.deg2rad(cond.sun_azimuth_deg)
+    return np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
 
 
 def conditions_from_row(row: dict | None) -> Conditions:

@@ -21,11 +21,11 @@ from drivepipe.mapdata import VectorMap
 from drivepipe.schema import CATEGORIES, CameraCalibration
 from drivepipe.utils.geometry import box_corners_2d, global_to_ego_xy_yaw, invert
 from drivepipe.world.camera_effects import HEAD_LAMP_RGB, TAIL_LAMP_RGB, face_colours, fogged, lighting, sensor_effects
-from drivepipe.world.conditions import Conditions
+from drivepipe.world.conditions import Conditions, sun_direction
 from drivepipe.world.ground import NUM_LABELS, GroundRaster, ground_raster
 from drivepipe.world.rig import Rig, max_valid_radius, normalized_to_pixel, pixel_to_normalized, project_points
 from drivepipe.world.shapes import MATERIAL_SHADE, PAINT, Parts, actor_parts
-from drivepipe.world.state import ActorState, WorldSnapshot
+from drivepipe.world_state import ActorState, WorldSnapshot
 
 __all__ = ["render_cameras", "project_points", "actor_colour", "actor_corners_ego", "GroundRaster", "ground_raster"]
 
@@ -100,7 +100,7 @@ def render_cameras(vmap: VectorMap, snapshot: WorldSnapshot, rig: Rig,
     parts = actor_parts(snapshot, _MAX_ACTOR_DISTANCE_M, _DETAIL_DISTANCE_M)
     colours = _part_colours(snapshot, parts)
     c, s = np.cos(-snapshot.ego.yaw), np.sin(-snapshot.ego.yaw)
-    sun = snapshot.conditions.sun_direction()
+    sun = sun_direction(snapshot.conditions)
     sun_ego = np.array([c * sun[0] - s * sun[1], s * sun[0] + c * sun[1], sun[2]])
     out = {}
     for channel in channels:

@@ -23,7 +23,7 @@ from drivepipe.schema import LidarColumn
 from drivepipe.world.ground import NUM_LABELS, ground_raster
 from drivepipe.world.rig import Rig
 from drivepipe.world.shapes import MATERIAL_REFLECT, Parts, actor_parts
-from drivepipe.world.state import WorldSnapshot
+from drivepipe.world_state import WorldSnapshot
 
 _ELEVATION_MIN_DEG, _ELEVATION_MAX_DEG = -30.67, 10.67
 _INTENSITY_NOISE = 3.0           # sigma, intensity units

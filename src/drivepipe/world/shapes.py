@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from drivepipe.utils.geometry import global_to_ego_xy_yaw
-from drivepipe.world.state import WorldSnapshot
+from drivepipe.world_state import WorldSnapshot
 
 # part templates: (x0, x1, y half-width fraction, z0, z1, material) in fractions of (length, width, height) of the
 # actor box centred at 0 (x forward); materials index MATERIAL_SHADE / MATERIAL_REFLECT
