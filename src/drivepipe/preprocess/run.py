@@ -251,7 +251,8 @@ def plan_tasks(cfg: Config, data_root: Path) -> tuple[list[LogTask], str, int]:
     scenarios, locations, spans, db_of = [], {}, {}, {}
     for db in sorted(layout.db_files):
         with NuplanLog(db, layout.sensor_root, None, cfg.data.missing_blob_policy) as nlog:
-            scenarios.extend(enumerate_scenarios(nlog))
+            # anchors on the sweeps that have images (the devkit's include_cameras), when cameras are used
+            scenarios.extend(enumerate_scenarios(nlog, include_cameras=bool(cfg.preprocess.cameras)))
             ts = nlog.lidar_pcs.timestamp_us
             name = nlog.log_name
             locations[name], spans[name], db_of[name] = nlog.location, (int(ts[0]), int(ts[-1])), Path(db)
