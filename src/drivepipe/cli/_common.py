@@ -9,12 +9,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 from drivepipe.config import Config, ConfigError, load, to_dict
+from drivepipe.engine import EngineError, EngineSpec, engine_from_env
 from drivepipe.errors import BackendUnavailable, DataError
 from drivepipe.utils.io import atomic_write_json
 
 
 def add_params_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the work runs; deliberately not a param (switching engines must not rerun a DVC stage)."""
+    parser.add_argument("--engine", choices=("local", "ray"), default=None,
+                        help="execution engine (default: env DRIVEPIPE_ENGINE, else local)")
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster: auto, host:port or ray://host:10001 (default: env RAY_ADDRESS, else a "
+                             "new local Ray)")
+
+
+def engine_spec(args: argparse.Namespace) -> EngineSpec:
+    return engine_from_env(getattr(args, "engine", None), getattr(args, "ray_address", None))
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -37,6 +51,8 @@ def guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
         print(f"drivepipe: bad data: {exc}", file=sys.stderr)
     except BackendUnavailable as exc:
         print(f"drivepipe: backend unavailable: {exc}", file=sys.stderr)
+    except EngineError as exc:
+        print(f"drivepipe: {exc}", file=sys.stderr)
     return 2
 
 

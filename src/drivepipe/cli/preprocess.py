@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from drivepipe.cli._common import add_params_argument, load_config
+from drivepipe.cli._common import add_engine_arguments, add_params_argument, engine_spec, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,6 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="data/nuplan_mini", help="dataset root")
     parser.add_argument("--out", default="data/cache", help="LMDB cache directory to (re)create")
     parser.add_argument("--report", default="reports/preprocess.json", help="report JSON path")
+    add_engine_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from drivepipe.preprocess.run import run_preprocess
 
     cfg = load_config(args)
-    report = run_preprocess(cfg, Path(args.data), Path(args.out), Path(args.report))
+    report = run_preprocess(cfg, Path(args.data), Path(args.out), Path(args.report), engine_spec(args))
     print(f"preprocess: {report['samples']} samples {report['per_split']}, {report['skipped_total']} skipped, "
           f"{report['samples_per_s']} samples/s -> {args.out}")
     if report["samples"] == 0:
