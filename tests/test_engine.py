@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections import deque
 from pathlib import Path
 
 import pytest
@@ -38,6 +37,7 @@ def _always_crash(task: int) -> int:
     os._exit(1)
 
 
+@pytest.mark.slow  # spawns processes
 def test_local_pool_yields_in_task_order() -> None:
     tasks = [(i, 6) for i in range(6)]
     assert list(ordered_map(_square_late_first, tasks, EngineSpec(), workers=2)) == [i * i for i in range(6)]
@@ -79,6 +79,7 @@ def test_in_flight_work_is_bounded() -> None:
     assert out == list(range(50)) and pool.peak == 3
 
 
+@pytest.mark.slow  # spawns processes
 def test_local_worker_crash_is_retried(tmp_path: Path) -> None:
     marker = str(tmp_path / "crashed")
     tasks = [(i, marker) for i in range(5)]
@@ -86,6 +87,7 @@ def test_local_worker_crash_is_retried(tmp_path: Path) -> None:
     assert os.path.exists(marker)  # the crash did happen
 
 
+@pytest.mark.slow  # spawns processes
 def test_local_worker_crash_beyond_retries_names_the_task() -> None:
     with pytest.raises(EngineError, match="died 2 times"):
         list(ordered_map(_always_crash, [0, 1], EngineSpec(retries=1), workers=2))
@@ -120,6 +122,7 @@ def test_unreachable_cluster_fails_fast_with_one_line() -> None:
         eng._probe("head-without-port")
 
 
+@pytest.mark.slow  # spawns processes
 def test_cli_unreachable_cluster_exits_2_with_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(SRC), "DRIVEPIPE_ENGINE": "ray", "RAY_ADDRESS": f"127.0.0.1:{_closed_port()}"}
     proc = subprocess.run([sys.executable, "-m", "drivepipe.cli.preprocess", "--data", str(tmp_path),

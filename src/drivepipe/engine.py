@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from drivepipe.errors import EngineError
+
 ENGINES = ("local", "ray")
 PROBE_TIMEOUT_S = 5.0  # s, TCP connect to a Ray address before ray.init
+__all__ = ["ENGINES", "EngineError", "EngineSpec", "connect", "connect_ray", "engine_from_env", "ordered_map"]
 _INITIALIZED: set[Callable[[], None]] = set()  # initializers already run in this worker process
-
-
-class EngineError(RuntimeError):
-    """The engine cannot run the work: Ray missing or unreachable, or a task's worker died more than allowed."""
 
 
 @dataclass(frozen=True)

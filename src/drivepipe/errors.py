@@ -16,3 +16,7 @@ class DataError(Exception):
 
 class BackendUnavailable(RuntimeError):
     """A closed-loop backend (e.g. a CARLA server) could not be reached."""
+
+
+class EngineError(RuntimeError):
+    """The execution engine cannot run the work: Ray missing or unreachable, or a task's worker died too often."""

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from drivepipe.config import Config, ConfigError, load, to_dict
-from drivepipe.engine import EngineError, EngineSpec, engine_from_env
-from drivepipe.errors import BackendUnavailable, DataError
+from drivepipe.errors import BackendUnavailable, DataError, EngineError
 from drivepipe.utils.io import atomic_write_json
 
 
@@ -19,16 +18,13 @@ def add_params_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """Where the work runs; deliberately not a param (switching engines must not rerun a DVC stage)."""
+    """Where the work runs; deliberately not a param (switching engines must not rerun a DVC stage). Read with
+    `drivepipe.engine.engine_from_env(args.engine, args.ray_address)`."""
     parser.add_argument("--engine", choices=("local", "ray"), default=None,
                         help="execution engine (default: env DRIVEPIPE_ENGINE, else local)")
     parser.add_argument("--ray-address", default=None,
                         help="Ray cluster: auto, host:port or ray://host:10001 (default: env RAY_ADDRESS, else a "
                              "new local Ray)")
-
-
-def engine_spec(args: argparse.Namespace) -> EngineSpec:
-    return engine_from_env(getattr(args, "engine", None), getattr(args, "ray_address", None))
 
 
 def load_config(args: argparse.Namespace) -> Config:

@@ -8,7 +8,6 @@ from pathlib import Path
 from drivepipe.cli._common import (
     add_engine_arguments,
     add_params_argument,
-    engine_spec,
     load_config,
     write_resolved_config,
 )
@@ -26,12 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
+    from drivepipe.engine import engine_from_env
     from drivepipe.sim.harness import DETAILS, run_closed_loop
 
     out = Path(args.out)
     write_resolved_config(cfg, out / DETAILS)
     m = run_closed_loop(cfg, Path(args.checkpoints), Path(args.data), out, cache_dir=Path(args.cache),
-                        engine=engine_spec(args))
+                        engine=engine_from_env(args.engine, args.ray_address))
     if m["status"] != "ok":
         print(f"carla-eval: backend {m['backend']} unavailable, recorded without numbers: {m.get('reason')}")
         return 0

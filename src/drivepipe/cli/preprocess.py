@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from drivepipe.cli._common import add_engine_arguments, add_params_argument, engine_spec, load_config
+from drivepipe.cli._common import add_engine_arguments, add_params_argument, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,11 +17,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from drivepipe.engine import engine_from_env
     from drivepipe.errors import DataError
     from drivepipe.preprocess.run import run_preprocess
 
     cfg = load_config(args)
-    report = run_preprocess(cfg, Path(args.data), Path(args.out), Path(args.report), engine_spec(args))
+    engine = engine_from_env(args.engine, args.ray_address)
+    report = run_preprocess(cfg, Path(args.data), Path(args.out), Path(args.report), engine)
     print(f"preprocess: {report['samples']} samples {report['per_split']}, {report['skipped_total']} skipped, "
           f"{report['samples_per_s']} samples/s -> {args.out}")
     if report["samples"] == 0:
