@@ -51,11 +51,13 @@ dvc metrics diff "$BASE" --md >"$OUT/metrics_diff.md" || true
 table_or_none "$OUT/metrics_diff.md" >>"$SUMMARY"
 
 # --- HOOK: significance comparison -------------------------------------------------------------------------------
-# When this drivepipe has a `compare` command (bootstrap intervals of the metric differences), its Markdown goes
-# here. Adjust the arguments to that command's interface when it lands.
+# `drivepipe compare A B` (headline metrics of two revisions with 95 % bootstrap intervals and a noise verdict) is
+# being added in parallel; when the installed drivepipe has it, its table goes into the summary. Check its arguments
+# here if its interface changes.
 if python -m drivepipe.cli.main compare --help >/dev/null 2>&1; then
-  section "Significance vs \`$BASE\`"
-  python -m drivepipe.cli.main compare --base "$BASE" --md >>"$SUMMARY" 2>&1 || echo "(compare failed)" >>"$SUMMARY"
+  section "Significance vs \`$BASE\` (drivepipe compare)"
+  { echo '```'; python -m drivepipe.cli.main compare "$BASE" workspace 2>&1 || echo "(compare failed)"; echo '```'; } \
+    >>"$SUMMARY"
 fi
 # --- end HOOK ------------------------------------------------------------------------------------------------------
 
