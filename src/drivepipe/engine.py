@@ -166,11 +166,11 @@ class _RayPool:
         self.parallelism = max(1, int(self._ray.cluster_resources().get("CPU", 1)))
         self.extra_retries = 0  # Ray already retried max_retries times before ray.get raises
         self._remote = self._ray.remote(num_cpus=1, max_retries=engine.retries)(_run_batch)
-        self._refs: list[Any] = []
+        self._refs: set[Any] = set()  # submitted, not yet consumed
 
     def submit(self, *args: Any) -> Any:
         ref = self._remote.remote(*args)
-        self._refs.append(ref)
+        self._refs.add(ref)
         return ref
 
     def result(self, handle: Any) -> Any:
@@ -180,11 +180,15 @@ class _RayPool:
             return self._ray.get(handle)
         except (rx.WorkerCrashedError, rx.NodeDiedError, rx.OutOfMemoryError) as exc:
             raise _WorkerDied(type(exc).__name__) from exc
+        finally:
+            self._refs.discard(handle)  # finished, one way or the other
 
     def resubmit(self, pending: deque) -> deque:
         return pending  # other calls are independent Ray tasks with their own retries
 
     def close(self) -> None:
+        """Cancel what an abandoned map left running (never a consumed call: cancelling a task that Ray has
+        retried after a worker crash trips an internal check in ray 2.60 and kills the driver)."""
         for ref in self._refs:
             try:
                 self._ray.cancel(ref)

@@ -69,7 +69,7 @@ def test_preprocess_cache_is_byte_identical_on_ray(ray_cluster, synthetic_root: 
 
 def _closed_loop_cfg() -> Config:
     raw = _root_conftest().tiny_pipeline_params()
-    raw["carla_eval"].update(num_scenarios=2, duration_s=0.5, animation=False, max_failure_rate=1.0)
+    raw["carla_eval"].update(num_scenarios=2, duration_s=1.0, animation=False, max_failure_rate=1.0)
     return from_dict(raw)
 
 
