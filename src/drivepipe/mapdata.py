@@ -18,7 +18,9 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 from shapely.strtree import STRtree
 
-# Semantic BEV classes -> the gpkg layers they are made of (nuplan-format.md §4.3-4.5).
+from drivepipe.utils import detmath
+
+# Semantic BEV classes -> the gpkg layers they are made of.
 SEMANTIC_LAYERS: dict[str, tuple[str, ...]] = {
     "drivable_area": ("road_segments", "intersections", "generic_drivable_areas", "carpark_areas"),
     "lane": ("lanes_polygons", "gen_lane_connectors_scaled_width_polygons"),
@@ -29,6 +31,10 @@ SEMANTIC_LAYERS: dict[str, tuple[str, ...]] = {
     "intersection": ("intersections",),
     "centerline": ("baseline_paths",),
 }
+
+# `boundaries.boundary_type_fid` values that are not painted lines (3 = unknown: the synthetic map's lane-connector
+# edges through intersections); they are not lane dividers
+VIRTUAL_BOUNDARY_TYPES = frozenset({3})
 
 
 @dataclass
@@ -68,17 +74,17 @@ class VectorMap:
         square of half-side `radius_m` around the rear axle (`shapely.clip_by_rect`: fast; a clipped polygon covers
         the exact area but may touch itself along the square's edge, which rasterising does not mind)."""
         x, y = float(T_global_from_ego[0, 3]), float(T_global_from_ego[1, 3])
-        yaw = float(np.arctan2(T_global_from_ego[1, 0], T_global_from_ego[0, 0]))
+        yaw = float(detmath.arctan2(T_global_from_ego[1, 0], T_global_from_ego[0, 0]))
         r = radius_m * 1.5  # a rotated square needs a larger axis-aligned query box
         window = (x - r, y - r, x + r, y + r)
         clip_xyxy = (-radius_m, -radius_m, radius_m, radius_m)
-        c, s = np.cos(yaw), np.sin(yaw)
+        c, s = detmath.cos(yaw), detmath.sin(yaw)
         rotation = np.array([[c, -s], [s, c]])  # ego = (p - t) @ R(yaw), i.e. R(-yaw) @ (p - t)
         origin = np.array([x, y])
         geoms, class_of, tree = self._semantic_index(tuple(classes))
         hit = np.sort(tree.query(shapely.box(*window), predicate="intersects")) if len(geoms) else np.zeros(0, int)
         # one vectorised transform and clip for every class
-        local = shapely.clip_by_rect(shapely.transform(geoms[hit], lambda p: (p - origin) @ rotation), *clip_xyxy)
+        local = shapely.clip_by_rect(shapely.transform(geoms[hit], lambda p: detmath.rotate(p - origin, rotation.T)), *clip_xyxy)
         keep = ~shapely.is_empty(local)
         return {cls: list(local[keep & (class_of[hit] == k)]) for k, cls in enumerate(classes)}
 
@@ -87,17 +93,20 @@ class VectorMap:
         tuple of classes; geometries are in class, then layer, then feature order."""
         key = ("semantic", *classes)
         if key not in self._arrays:
-            parts = [(self._geometries(layer), k) for k, cls in enumerate(classes) for layer in SEMANTIC_LAYERS[cls]]
+            parts = [(self._geometries(layer, painted=cls == "lane_divider"), k) for k, cls in enumerate(classes)
+                     for layer in SEMANTIC_LAYERS[cls]]
             geoms = np.concatenate([g for g, _ in parts]) if parts else np.zeros(0, object)
             class_of = np.concatenate([np.full(len(g), k) for g, k in parts]) if parts else np.zeros(0, int)
             self._arrays[key] = (geoms, class_of, STRtree(geoms))
         return self._arrays[key]
 
-    def _geometries(self, name: str) -> np.ndarray:
-        """The layer's geometries as a numpy object array (built once), for shapely's vectorised functions."""
-        key = ("geometries", name)
+    def _geometries(self, name: str, painted: bool = False) -> np.ndarray:
+        """The layer's geometries as a numpy object array (built once), for shapely's vectorised functions;
+        `painted` leaves out the `VIRTUAL_BOUNDARY_TYPES` boundaries (lines that are not painted on the road)."""
+        key = ("geometries", name, painted)
         if key not in self._arrays:
-            feats = self.layer(name)
+            feats = [f for f in self.layer(name)
+                     if not painted or f.props.get("boundary_type_fid") not in VIRTUAL_BOUNDARY_TYPES]
             self._arrays[key] = np.empty(len(feats), dtype=object)
             self._arrays[key][:] = [f.geometry for f in feats]
         return self._arrays[key]

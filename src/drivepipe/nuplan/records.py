@@ -12,6 +12,7 @@ import numpy as np
 from drivepipe.errors import DataError
 from drivepipe.nuplan.pickles import loads_calibration
 from drivepipe.schema import CameraCalibration
+from drivepipe.utils import detmath
 from drivepipe.utils.geometry import make_transform
 
 
@@ -71,11 +72,13 @@ class LidarPcs:
 
 @dataclass(frozen=True)
 class ChannelImages:
-    """Images of one camera ordered by time: timestamp_us (K,) int64, token (K,) str, filename (K,) object."""
+    """Images of one camera ordered by time: timestamp_us (K,) int64, token (K,) str, filename (K,) object,
+    ego_pose_token (K,) str (16 hex, "" where NULL)."""
 
     timestamp_us: np.ndarray
     token: np.ndarray
     filename: np.ndarray
+    ego_pose_token: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ def _vector(values: Any, n: int, source: str, what: str) -> np.ndarray:
 
 def _unit_quaternion(values: Any, source: str) -> np.ndarray:
     q = _vector(values, 4, source, "rotation")
-    norm = float(np.linalg.norm(q))
+    norm = float(detmath.norm(q))
     if abs(norm - 1.0) > 1e-3:
         raise DataError(source, f"rotation is not a unit quaternion (norm {norm:.6f})")
     return q / norm
