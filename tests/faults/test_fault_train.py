@@ -117,7 +117,8 @@ def test_truncated_train_state_on_resume_offers_the_previous_step(tiny_trained: 
     shutil.copytree(tiny_trained["checkpoints"], root, symlinks=True)
     exp = root / tiny_trained["cfg"].train.experiment
     latest = resolve_checkpoint(exp, "latest")
-    shutil.copytree(latest, exp / "step_00000002")  # an older checkpoint that is still intact
+    if not (exp / "step_00000002").exists():  # an older checkpoint that is still intact (often `best` already)
+        shutil.copytree(latest, exp / "step_00000002")
     state = latest / "train_state.pt"
     with open(state, "r+b") as f:
         f.truncate(state.stat().st_size // 3)  # e.g. copied back from a full disk
