@@ -64,8 +64,8 @@ def test_out_of_range_values_are_rejected_by_name(raw, key):
 def test_literal_choices_and_cross_field_checks():
     with pytest.raises(ConfigError, match=r"^train.amp: 'fp8' is not one of"):
         from_dict({"train": {"amp": "fp8"}})
-    with pytest.raises(ConfigError, match="preprocess.depth_max_m"):
-        from_dict({"preprocess": {"depth_min_m": 10.0, "depth_max_m": 5.0}})
+    with pytest.raises(ConfigError, match="model.depth_max_m"):
+        from_dict({"model": {"depth_min_m": 10.0, "depth_max_m": 5.0}})
     with pytest.raises(ConfigError, match="preprocess.cameras"):
         from_dict({"preprocess": {"cameras": ["CAM_X9"]}})
     with pytest.raises(ConfigError, match="model.use_camera"):

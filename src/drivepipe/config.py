@@ -21,6 +21,13 @@ import yaml
 
 CAMERA_CHANNELS = ("CAM_F0", "CAM_B0", "CAM_L0", "CAM_L1", "CAM_L2", "CAM_R0", "CAM_R1", "CAM_R2")
 LOCATIONS = ("us-nv-las-vegas-strip", "us-ma-boston", "us-pa-pittsburgh-hazelwood", "sg-one-north")
+STAGES = ("download", "preprocess", "train", "evaluate", "carla_eval")
+RUN_ONLY: tuple[str, ...] = ()  # `stages=RUN_ONLY`: changes no output, so changing it reruns no stage
+# the stages that read a section's fields unless a field says otherwise (`_f(stages=...)`)
+SECTION_STAGES = {"data": ("download", "preprocess", "carla_eval"),
+                  "preprocess": ("preprocess", "train", "evaluate", "carla_eval"),
+                  "augment": ("train",), "model": ("train", "evaluate", "carla_eval"), "loss": ("train",),
+                  "train": ("train",), "evaluate": ("evaluate",), "carla_eval": ("carla_eval",)}
 
 
 class ConfigError(ValueError):
@@ -28,12 +35,19 @@ class ConfigError(ValueError):
 
 
 def _f(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
-       lt: float | None = None) -> Any:
-    """A dataclass field with a default and an optional numeric range checked by the loader."""
-    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+       lt: float | None = None, stages: tuple[str, ...] | None = None, identity: bool = True) -> Any:
+    """A dataclass field with a default, an optional numeric range checked by the loader, and what it changes.
+
+    stages: the DVC stages whose outputs the field changes (None = its section's `SECTION_STAGES`; `RUN_ONLY` = none:
+        a speed, resource or logging knob); those stages list it under `params:` in dvc.yaml (tests/test_dvc_params.py).
+    identity: False when the field changes which files a stage keeps or where it writes them, but not a cached sample
+        or a trained weight; such fields stay out of the cache header hash and the checkpoints' resume hash.
+    """
+    meta = {"bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None},
+            "stages": stages, "identity": identity}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=bounds)
-    return field(default=default, metadata=bounds)
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def _sub(cls: type) -> Any:
@@ -60,7 +74,7 @@ class SyntheticConfig:
     lidar_beams: int = _f(32, ge=4)
     lidar_azimuth_step_deg: float = _f(0.6, gt=0.0, le=10.0)  # deg between rays of one beam
     lidar_max_range_m: float = _f(70.0, gt=5.0)  # m
-    workers: int = _f(2, ge=1)                # processes, one log each (output does not depend on it)
+    workers: int = _f(2, ge=1, stages=RUN_ONLY)  # processes, one log each (output does not depend on it)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,19 +89,19 @@ class NuplanSourceConfig:
     archives: list[str] = _f([])               # local .zip/.tar archives of nuPlan-mini (dbs, maps, sensors)
     folders: list[str] = _f([])                # already extracted folders to link/copy in
     urls: list[RemoteFile] = _f([])            # user's own (signed) links; nuPlan needs a login
-    download_dir: str = _f("data/downloads")   # where partial and finished archives live (resumable)
-    timeout_s: float = _f(30.0, gt=0.0)        # s, per HTTP read
-    retries: int = _f(3, ge=0)
+    download_dir: str = _f("data/downloads", stages=RUN_ONLY)  # where partial and finished archives live (resumable)
+    timeout_s: float = _f(30.0, gt=0.0, stages=RUN_ONLY)  # s, per HTTP read
+    retries: int = _f(3, ge=0, stages=RUN_ONLY)
     # extraction limits: the largest real nuPlan-mini archive is ~74 GB (nuplan-format.md §1.4) and mostly JPEG/PCD,
-    # which barely compress; a zip bomb expands 100-1000x
-    max_extract_gb: float = _f(500.0, gt=0.0)  # GB (1e9 bytes), most one archive may expand to
-    max_extract_ratio: float = _f(50.0, ge=1.0)  # expanded bytes / archive bytes
+    # which barely compress; a zip bomb expands 100-1000x (safety limits: a finished dataset does not depend on them)
+    max_extract_gb: float = _f(500.0, gt=0.0, stages=RUN_ONLY)  # GB (1e9 bytes), most one archive may expand to
+    max_extract_ratio: float = _f(50.0, ge=1.0, stages=RUN_ONLY)  # expanded bytes / archive bytes
 
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     source: Literal["synthetic", "nuplan"] = _f("synthetic")
-    root: str = _f("data/nuplan_mini")         # dataset root in the documented nuPlan layout
+    root: str = _f("data/nuplan_mini", identity=False)  # dataset root in the documented nuPlan layout
     missing_blob_policy: Literal["fail", "skip"] = _f("skip")  # real DBs reference missing blobs (devkit #388)
     synthetic: SyntheticConfig = _sub(SyntheticConfig)
     nuplan: NuplanSourceConfig = _sub(NuplanSourceConfig)
@@ -121,19 +135,16 @@ class PreprocessConfig:
     window_stride: int = _f(2, ge=1)
     val_fraction: float = _f(0.2, gt=0.0, lt=1.0)
     max_agents: int = _f(48, ge=1)             # agents kept for prediction (nearest first)
-    depth_min_m: float = _f(2.0, gt=0.0)       # m, first lift-splat depth bin
-    depth_max_m: float = _f(42.0, gt=0.0)      # m, last depth bin edge
-    num_depth_bins: int = _f(40, ge=2)
-    feature_downsample: int = _f(8, ge=1)      # image px per camera-feature cell
-    workers: int = _f(2, ge=1)                 # processes over logs
-    failure_policy: Literal["fail", "skip"] = _f("skip")
-    max_skipped_fraction: float = _f(0.1, ge=0.0, le=1.0)  # share (0-1) of windows skipped before it fails
-    shard_index: int = _f(0, ge=0)             # this machine's shard of the log list
-    shard_count: int = _f(1, ge=1)
+    workers: int = _f(2, ge=1, stages=RUN_ONLY)  # processes over logs
+    # skip or stop at a log that fails to read; a finished cache does not depend on it
+    failure_policy: Literal["fail", "skip"] = _f("skip", stages=RUN_ONLY)
+    # share (0-1) of windows skipped before it fails; like failure_policy, a finished cache does not depend on it
+    max_skipped_fraction: float = _f(0.1, ge=0.0, le=1.0, stages=RUN_ONLY)
+    # this machine's shard of the log list (merged by `drivepipe merge-shards` into the same cache bytes)
+    shard_index: int = _f(0, ge=0, stages=("preprocess",), identity=False)
+    shard_count: int = _f(1, ge=1, stages=("preprocess",), identity=False)
 
     def __post_init__(self) -> None:
-        if self.depth_max_m <= self.depth_min_m:
-            raise ConfigError("preprocess.depth_max_m: must be greater than preprocess.depth_min_m")
         if self.lidar_z_max_m <= self.lidar_z_min_m:
             raise ConfigError("preprocess.lidar_z_max_m: must be greater than preprocess.lidar_z_min_m")
         if self.shard_index >= self.shard_count:
@@ -188,7 +199,9 @@ class ModelConfig:
     use_camera: bool = _f(True)
     use_lidar: bool = _f(True)
     backbone: Literal["resnet18", "resnet34", "resnet50", "efficientnet_b0", "tiny"] = _f("tiny")
-    pretrained_path: str = _f("")             # local torchvision state_dict file; never downloaded
+    # local file, never downloaded: a model.safetensors exported by train (whole-model warm start) or a torchvision
+    # state_dict of the camera trunk's classification network (.pt/.pth)
+    pretrained_path: str = _f("", stages=("train",))
     image_channels: int = _f(16, ge=4)         # camera context channels lifted to BEV
     pillar_channels: int = _f(16, ge=4)
     bev_channels: int = _f(32, ge=8)
@@ -197,10 +210,26 @@ class ModelConfig:
     agent_hidden: int = _f(32, ge=8)
     planning_head: bool = _f(False)            # imitation of the expert future; off by default
     max_detections: int = _f(100, ge=1)
+    depth_min_m: float = _f(2.0, gt=0.0)       # m, first lift-splat depth bin
+    depth_max_m: float = _f(42.0, gt=0.0)      # m, last depth bin edge
+    num_depth_bins: int = _f(40, ge=2)
+    feature_downsample: int = _f(8, ge=1)      # image px per camera-feature cell
 
     def __post_init__(self) -> None:
         if not (self.use_camera or self.use_lidar):
             raise ConfigError("model.use_camera / model.use_lidar: at least one branch must be on")
+        if self.depth_max_m <= self.depth_min_m:
+            raise ConfigError("model.depth_max_m: must be greater than model.depth_min_m")
+
+    @property
+    def warm_start_path(self) -> str:
+        """`pretrained_path` when it names whole-model weights exported by train (`.safetensors`), else ""."""
+        return self.pretrained_path if self.pretrained_path.endswith(".safetensors") else ""
+
+    @property
+    def trunk_weights_path(self) -> str:
+        """`pretrained_path` when it names a torchvision classification network's state_dict, else ""."""
+        return "" if self.warm_start_path else self.pretrained_path
 
 
 # ---------------------------------------------------------------------------------------------------------- loss
@@ -224,8 +253,9 @@ class LossConfig:
 # --------------------------------------------------------------------------------------------------------- train
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    experiment: str = _f("default")            # checkpoints/<experiment>/
-    seed: int = _f(0)
+    # checkpoints/<experiment>/ and models/<experiment>/
+    experiment: str = _f("default", stages=("train", "evaluate", "carla_eval"), identity=False)
+    seed: int = _f(0, stages=("train", "evaluate"))
     epochs: int = _f(10, ge=1)
     batch_size: int = _f(4, ge=1)
     accumulate: int = _f(1, ge=1)              # micro-batches per optimizer step
@@ -237,48 +267,50 @@ class TrainConfig:
     step_gamma: float = _f(0.3, gt=0.0, le=1.0)
     grad_clip: float = _f(5.0, ge=0.0)         # max global grad norm (0 = off)
     amp: Literal["fp32", "fp16", "bf16"] = _f("fp32")  # "fp32" = AMP off (not "off": YAML 1.1 reads it as false)
-    device: Literal["auto", "cpu", "cuda"] = _f("auto")
-    workers: int = _f(1, ge=0)
-    pin_memory: bool = _f(False)
-    persistent_workers: bool = _f(True)
-    prefetch_factor: int = _f(2, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = _f("auto", stages=("train", "carla_eval"))
+    workers: int = _f(1, ge=0, stages=RUN_ONLY)  # DataLoader processes (samples and order do not depend on it)
+    pin_memory: bool = _f(False, stages=RUN_ONLY)
+    persistent_workers: bool = _f(True, stages=RUN_ONLY)
+    prefetch_factor: int = _f(2, ge=1, stages=RUN_ONLY)  # batches loaded ahead per worker
     group_by_size: bool = _f(True)             # batch samples of similar point count together
-    log_every_steps: int = _f(5, ge=1)
-    save_every_epochs: int = _f(2, ge=1)
-    keep_top_k: int = _f(2, ge=1)
-    max_nonfinite_in_row: int = _f(5, ge=1)
+    log_every_steps: int = _f(5, ge=1, stages=RUN_ONLY)  # optimizer steps between logged step metrics
+    save_every_epochs: int = _f(2, ge=1, identity=False)
+    keep_top_k: int = _f(2, ge=1, identity=False)
+    max_nonfinite_in_row: int = _f(5, ge=1, stages=RUN_ONLY)  # abort after this many skipped non-finite steps
     deterministic: bool = _f(True)
     cudnn_benchmark: bool = _f(False)
-    val_metric: str = _f("val/score")          # higher is better; decides `best`
-    closed_loop_every_epochs: int = _f(0, ge=0)  # 0 = off
-    max_steps: int = _f(0, ge=0)               # stop after this many optimizer steps (0 = no cap)
+    val_metric: str = _f("val/score", identity=False)  # higher is better; decides `best`
+    closed_loop_every_epochs: int = _f(0, ge=0, identity=False)  # 0 = off
+    max_steps: int = _f(0, ge=0, identity=False)  # stop after this many optimizer steps (0 = no cap)
 
 
 # ------------------------------------------------------------------------------------------------------ evaluate
+_VALIDATION = ("train", "evaluate")  # thresholds of the metrics that train's validation shares (val/score picks best)
 @dataclass(frozen=True, kw_only=True)
 class EvaluateConfig:
     checkpoint: Literal["best", "latest"] = _f("best")
     batch_size: int = _f(4, ge=1)
-    score_threshold: float = _f(0.05, ge=0.0, le=1.0)   # detections kept for mAP
-    seg_threshold: float = _f(0.5, gt=0.0, lt=1.0)
-    occ_threshold: float = _f(0.5, gt=0.0, lt=1.0)
-    mode_score_threshold: float = _f(0.2, ge=0.0, le=1.0)  # confident modes for mode precision/recall
-    miss_threshold_m: float = _f(2.0, gt=0.0)
+    score_threshold: float = _f(0.05, ge=0.0, le=1.0, stages=_VALIDATION)   # detections kept for mAP
+    seg_threshold: float = _f(0.5, gt=0.0, lt=1.0, stages=_VALIDATION)
+    occ_threshold: float = _f(0.5, gt=0.0, lt=1.0, stages=_VALIDATION)
+    # confident modes for mode precision/recall
+    mode_score_threshold: float = _f(0.2, ge=0.0, le=1.0, stages=_VALIDATION)
+    miss_threshold_m: float = _f(2.0, gt=0.0, stages=_VALIDATION)
     num_pictures: int = _f(3, ge=0)
 
 
 # ----------------------------------------------------------------------------------------------------- carla_eval
 @dataclass(frozen=True, kw_only=True)
 class CarlaServerConfig:
-    host: str = _f("127.0.0.1")
-    port: int = _f(2000, ge=1, le=65535)
-    probe_timeout_s: float = _f(2.0, gt=0.0)
-    timeout_s: float = _f(10.0, gt=0.0)
-    retries: int = _f(2, ge=0)
+    host: str = _f("127.0.0.1", stages=RUN_ONLY)
+    port: int = _f(2000, ge=1, le=65535, stages=RUN_ONLY)
+    probe_timeout_s: float = _f(2.0, gt=0.0, stages=RUN_ONLY)  # s
+    timeout_s: float = _f(10.0, gt=0.0, stages=RUN_ONLY)  # s
+    retries: int = _f(2, ge=0, stages=RUN_ONLY)
     fixed_delta_s: float = _f(0.05, gt=0.0)
     routes_file: str = _f("")                  # leaderboard-style XML
     town: str = _f("Town01")
-    traffic_manager_port: int = _f(8000, ge=1, le=65535)
+    traffic_manager_port: int = _f(8000, ge=1, le=65535, stages=RUN_ONLY)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -370,7 +402,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     for name, value in raw.items():
         key = f"{prefix}.{name}" if prefix else name
         checked = _check_type(value, hints[name], key)
-        _check_range(checked, dict(fields[name].metadata), key)
+        _check_range(checked, fields[name].metadata.get("bounds", {}), key)
         kwargs[name] = checked
     try:
         return cls(**kwargs)
@@ -435,3 +467,63 @@ def config_hash(*sections: Any) -> str:
     """A stable sha256 over one or more config sections (sorted-key JSON)."""
     blob = json.dumps([to_dict(s) for s in sections], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ what each key changes
+def leaf_fields(cls: type = Config, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
+    """(dotted key, field) of every leaf of the config tree, in params.yaml order (nested sections recurse)."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.extend(leaf_fields(hints[f.name], key))
+        else:
+            out.append((key, f))
+    return out
+
+
+def key_stages(dotted: str, f: dataclasses.Field) -> tuple[str, ...]:
+    """The stages whose outputs the leaf `dotted` changes (its field's `stages`, else its section's)."""
+    stages = f.metadata["stages"]
+    return SECTION_STAGES[dotted.split(".")[0]] if stages is None else stages
+
+
+def is_identity(dotted: str, f: dataclasses.Field) -> bool:
+    """Whether the leaf belongs in content hashes (cache header, resume identity): it changes outputs and is not
+    marked `identity=False`."""
+    return bool(key_stages(dotted, f)) and f.metadata["identity"]
+
+
+def dvc_params(stage: str) -> list[str]:
+    """The `params:` list of `stage` in dvc.yaml: every key whose value changes the stage's outputs, a whole
+    (sub)section written as its name when all of its leaves count."""
+    leaves = leaf_fields()
+    used = {key for key, f in leaves if stage in key_stages(key, f)}
+
+    def collapse(prefix: str) -> list[str]:
+        mine = [k for k, _ in leaves if k.startswith(prefix + ".")]
+        if mine and all(k in used for k in mine):
+            return [prefix]
+        children = dict.fromkeys(k[len(prefix) + 1:].split(".")[0] for k in mine)
+        out = []
+        for child in children:
+            key = f"{prefix}.{child}"
+            out.extend(collapse(key) if any(k.startswith(key + ".") for k in mine) else [key] * (key in used))
+        return out
+
+    return [key for section in SECTION_STAGES for key in collapse(section)]
+
+
+def identity_dict(section: Any, prefix: str) -> dict[str, Any]:
+    """`to_dict(section)` without the leaves that are not `is_identity` (speed knobs, output names, caps):
+    what content hashes cover. `prefix` is the section's dotted key (e.g. "data")."""
+    fields = dict(leaf_fields(type(section), prefix))
+    out: dict[str, Any] = {}
+    for name, value in to_dict(section).items():
+        key = f"{prefix}.{name}"
+        if isinstance(value, dict) and key not in fields:
+            out[name] = identity_dict(getattr(section, name), key)
+        elif is_identity(key, fields[key]):
+            out[name] = value
+    return out

@@ -83,6 +83,8 @@ def test_other_weights_give_other_metrics(tiny_trained, evaluated, tmp_path):
     """A checkpoint with perturbed weights (stand-in for another training run) must change the numbers."""
     import shutil
 
+    from safetensors.torch import save_file
+
     from drivepipe.train.checkpoint import load_model_weights
     from drivepipe.utils.io import atomic_write_json, sha256_file
 
@@ -92,9 +94,9 @@ def test_other_weights_give_other_metrics(tiny_trained, evaluated, tmp_path):
         ckpt = models / tiny_trained["cfg"].train.experiment / which
         state, meta = load_model_weights(ckpt)
         torch.manual_seed(1)
-        torch.save({k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()},
-                   ckpt / "model.pt")
-        meta["sha256"]["model.pt"] = sha256_file(ckpt / "model.pt")
+        save_file({k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()},
+                  str(ckpt / "model.safetensors"))
+        meta["sha256"]["model.safetensors"] = sha256_file(ckpt / "model.safetensors")
         atomic_write_json(ckpt / "meta.json", meta)
     other = run_evaluate(tiny_trained["cfg"], tiny_trained["cache"], models, tmp_path / "reports")
     _, base = evaluated

@@ -19,7 +19,7 @@ from _faults import error_line, tree_digest
 from drivepipe.cli.main import main
 from drivepipe.config import to_dict
 from drivepipe.errors import EXIT_CHECKPOINT, EXIT_DISK_FULL, EXIT_NONFINITE, NonFiniteError
-from drivepipe.train.checkpoint import Checkpointer
+from drivepipe.train.checkpoint import Checkpointer, resolve_checkpoint
 from drivepipe.utils.io import sha256_file
 
 pytestmark = pytest.mark.slow
@@ -61,16 +61,18 @@ def test_checkpoint_with_nan_weights_is_never_saved(tiny_trained: dict, tmp_path
     cp.save(1, {"w": torch.ones(3), "b": torch.zeros(2)}, {"x": torch.zeros(1)}, {})
     with pytest.raises(NonFiniteError, match=r"step_00000002 \(not saved\): 1 of 2 weight tensors hold NaN/inf"):
         cp.save(2, state, {"x": torch.zeros(1)}, {})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "latest", "step_00000001"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pointers.json", "step_00000001"]
 
 
 def _poison(ckpt: Path) -> None:
-    """All-NaN weights with a matching sha256 in meta.json (what a diverged run saved before the guard)."""
-    state = torch.load(ckpt / "model.pt", weights_only=True)
-    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state.items()},
-               ckpt / "model.pt")
+    """All-NaN exported weights with a matching sha256 in meta.json (what a diverged run saved before the guard)."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(ckpt / "model.safetensors"))
+    save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state.items()},
+              str(ckpt / "model.safetensors"))
     meta = json.loads((ckpt / "meta.json").read_text())
-    meta["sha256"]["model.pt"] = sha256_file(ckpt / "model.pt")
+    meta["sha256"]["model.safetensors"] = sha256_file(ckpt / "model.safetensors")
     (ckpt / "meta.json").write_text(json.dumps(meta))
 
 
@@ -82,7 +84,7 @@ def test_evaluate_refuses_nan_weights(tiny_trained: dict, tmp_path: Path, capsys
     rc = main(["evaluate", "--params", str(_params(tiny_trained, tmp_path)), "--cache", str(tiny_trained["cache"]),
                "--checkpoints", str(models), "--out", str(tmp_path / "ev")])
     line = error_line(capsys.readouterr().err)
-    assert rc == EXIT_NONFINITE and "model.pt" in line and "hold NaN/inf" in line, line
+    assert rc == EXIT_NONFINITE and "model.safetensors" in line and "hold NaN/inf" in line, line
     assert not (tmp_path / "ev" / "metrics.json").exists()
 
 
@@ -114,8 +116,9 @@ def test_truncated_train_state_on_resume_offers_the_previous_step(tiny_trained: 
     root = tmp_path / "ck"
     shutil.copytree(tiny_trained["checkpoints"], root, symlinks=True)
     exp = root / tiny_trained["cfg"].train.experiment
-    latest = (exp / "latest").resolve()
-    shutil.copytree(latest, exp / "step_00000002")  # an older checkpoint that is still intact
+    latest = resolve_checkpoint(exp, "latest")
+    if not (exp / "step_00000002").exists():  # an older checkpoint that is still intact (often `best` already)
+        shutil.copytree(latest, exp / "step_00000002")
     state = latest / "train_state.pt"
     with open(state, "r+b") as f:
         f.truncate(state.stat().st_size // 3)  # e.g. copied back from a full disk
@@ -123,14 +126,14 @@ def test_truncated_train_state_on_resume_offers_the_previous_step(tiny_trained: 
     rc = _train(_params(tiny_trained, tmp_path), tiny_trained["cache"], tmp_path)
     line = error_line(capsys.readouterr().err)
     assert rc == EXIT_CHECKPOINT and "train_state.pt" in line and "does not match meta.json" in line, line
-    assert f"ln -sfn step_00000002 {exp / 'latest'}" in line, line
+    assert f'set "latest": "step_00000002" in {exp / "pointers.json"}' in line, line
     assert tree_digest(root) == before, "a failed resume must not delete or rewrite checkpoints"
 
 
 def test_damaged_meta_json_on_resume_deletes_nothing(tiny_trained: dict, tmp_path: Path, capsys) -> None:
     root = tmp_path / "ck"
     shutil.copytree(tiny_trained["checkpoints"], root, symlinks=True)
-    meta = root / tiny_trained["cfg"].train.experiment / "latest" / "meta.json"
+    meta = resolve_checkpoint(root / tiny_trained["cfg"].train.experiment, "latest") / "meta.json"
     meta.write_text(meta.read_text()[:40])  # cut short
     before = tree_digest(root)
     rc = _train(_params(tiny_trained, tmp_path), tiny_trained["cache"], tmp_path)

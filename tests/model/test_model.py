@@ -27,9 +27,9 @@ R_EGO_FROM_CAM_FWD = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.
 def tiny_config(**model_overrides) -> Config:
     """A small config: 2 cameras 64x32, 32x32 BEV of 1 m cells, small channels."""
     pre = PreprocessConfig(cameras=["CAM_F0", "CAM_B0"], image_width=64, image_height=32, bev_size=32,
-                           bev_resolution_m=1.0, pillar_size_m=0.5, num_depth_bins=8, depth_min_m=2.0,
-                           depth_max_m=18.0, max_agents=4)
-    model = dict(image_channels=8, pillar_channels=8, bev_channels=16, bev_blocks=1, num_modes=3, agent_hidden=16)
+                           bev_resolution_m=1.0, pillar_size_m=0.5, max_agents=4)
+    model = dict(image_channels=8, pillar_channels=8, bev_channels=16, bev_blocks=1, num_modes=3, agent_hidden=16,
+                 num_depth_bins=8, depth_min_m=2.0, depth_max_m=18.0)
     model.update(model_overrides)
     return Config(preprocess=pre, model=ModelConfig(**model))
 
@@ -138,13 +138,13 @@ def test_output_shapes_default_config() -> None:
 @pytest.mark.parametrize("b, n", [(0, 0), (1, 1)])
 def test_lift_splat_lands_feature_in_expected_cell(b: int, n: int) -> None:
     cfg = tiny_config()
-    pre = cfg.preprocess
-    splat = LiftSplat(pre)
+    pre, m = cfg.preprocess, cfg.model
+    splat = LiftSplat(pre, m)
     calib = [camera_calibration(pre, yaw_rad=yaw) for yaw in (0.0, math.pi)]  # forward and rear cameras
     K_np, T_np = calib[n]
     intrinsics = torch.from_numpy(np.stack([c[0] for c in calib]))[None].repeat(2, 1, 1, 1)
     cam_to_ego = torch.from_numpy(np.stack([c[1] for c in calib]))[None].repeat(2, 1, 1, 1)
-    ds, D = pre.feature_downsample, pre.num_depth_bins
+    ds, D = m.feature_downsample, m.num_depth_bins
     h, w = splat.feat_hw
     row, col, k = 2, 1, 5  # feature cell and depth bin holding the feature
     depth_logits = torch.full((2, 2, D, h, w), -1e4)
@@ -154,7 +154,7 @@ def test_lift_splat_lands_feature_in_expected_cell(b: int, n: int) -> None:
     bev = splat(depth_logits, context, intrinsics, cam_to_ego)
     # By hand: pixel centre -> ray in the camera frame -> depth -> ego frame -> BEV cell.
     u, v = col * ds + (ds - 1) / 2, row * ds + (ds - 1) / 2
-    depth = pre.depth_min_m + (k + 0.5) * (pre.depth_max_m - pre.depth_min_m) / D
+    depth = m.depth_min_m + (k + 0.5) * (m.depth_max_m - m.depth_min_m) / D
     p_cam = depth * np.linalg.inv(K_np) @ np.array([u, v, 1.0])
     p_ego = T_np[:3, :3] @ p_cam + T_np[:3, 3]
     i, j = np.floor((p_ego[:2] + pre.bev_extent_m) / pre.bev_resolution_m).astype(int)
@@ -167,9 +167,9 @@ def test_lift_splat_lands_feature_in_expected_cell(b: int, n: int) -> None:
 
 def test_lift_splat_caches_geometry_per_calibration() -> None:
     cfg = tiny_config()
-    splat = LiftSplat(cfg.preprocess)
+    splat = LiftSplat(cfg.preprocess, cfg.model)
     batch = make_batch(cfg)
-    B, N, D = 2, len(cfg.preprocess.cameras), cfg.preprocess.num_depth_bins
+    B, N, D = 2, len(cfg.preprocess.cameras), cfg.model.num_depth_bins
     logits, ctx = torch.randn(B, N, D, *splat.feat_hw), torch.randn(B, N, 4, *splat.feat_hw)
     first = splat(logits, ctx, batch["intrinsics"], batch["cam_to_ego"])
     again = splat(logits, ctx, batch["intrinsics"].clone(), batch["cam_to_ego"].clone())

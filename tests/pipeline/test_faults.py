@@ -7,6 +7,7 @@ what the reference produced: the same dvc.lock md5 for deterministic outputs, th
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -92,8 +93,12 @@ def test_kill_during_train_resumes_to_the_same_weights(repo: PipelineRepo, built
     assert "Running stage 'train'" in proc.stdout
     assert "resumed from" in proc.stderr, "the rerun should resume from the checkpoint the killed run saved"
 
-    ours = torch.load(repo.root / "checkpoints/default/latest/model.pt", map_location="cpu", weights_only=True)
-    ref = torch.load(built_repo.root / "checkpoints/default/latest/model.pt", map_location="cpu", weights_only=True)
+    def latest(root: Path) -> Path:  # checkpoints/<experiment>/pointers.json names the latest step directory
+        exp = root / "checkpoints" / "default"
+        return exp / json.loads((exp / "pointers.json").read_text())["latest"] / "model.pt"
+
+    ours = torch.load(latest(repo.root), map_location="cpu", weights_only=True)
+    ref = torch.load(latest(built_repo.root), map_location="cpu", weights_only=True)
     assert ours.keys() == ref.keys()
     differ = [k for k in ref if not torch.equal(ours[k], ref[k])]
     assert not differ, f"resumed training ended with different weights: {differ[:5]}"

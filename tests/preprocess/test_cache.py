@@ -96,10 +96,14 @@ def test_header_mismatch_is_refused(tmp_path):
         LmdbReader(cache, expected=other).keys()
     with pytest.raises(DataError, match="dvc repro preprocess"):
         CacheDataset(cache, other, "train")
-    # run-only knobs and the model's depth bins do not invalidate a cache
-    LmdbReader(cache, expected=small_config(workers=2, failure_policy="fail", num_depth_bins=8)).keys()
+    # run-only knobs (worker counts, failure policy, shards, the data folder's name) do not invalidate a cache
+    fine = to_dict(small_config(workers=2, failure_policy="fail", shard_count=2, shard_index=1))
+    fine["data"]["synthetic"]["workers"] += 1
+    fine["data"]["root"] = "elsewhere"
+    fine["data"]["nuplan"]["timeout_s"] = 1.0
+    LmdbReader(cache, expected=from_dict(fine)).keys()
     raw = to_dict(cfg)
-    raw["data"]["root"] = "elsewhere"
+    raw["data"]["synthetic"]["seed"] += 1
     with pytest.raises(DataError, match="dvc repro preprocess"):
         LmdbReader(cache, expected=from_dict(raw)).keys()
     with pytest.raises(DataError, match="dvc repro preprocess"):

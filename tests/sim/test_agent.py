@@ -36,9 +36,9 @@ def _cfg():
     spec.loader.exec_module(module)
     raw = module.tiny_params()
     raw["preprocess"] = {"image_width": 64, "image_height": 48, "bev_size": 64, "bev_resolution_m": 1.0,
-                         "num_depth_bins": 8, "max_points": 4000}
+                         "max_points": 4000}
     raw["model"] = {"image_channels": 8, "pillar_channels": 8, "bev_channels": 16, "bev_blocks": 1,
-                    "agent_hidden": 16, "planning_head": True}
+                    "agent_hidden": 16, "planning_head": True, "num_depth_bins": 8}
     raw["carla_eval"] = {"num_scenarios": 1, "duration_s": 1.0, "planner": "imitation", "max_failure_rate": 0.0}
     return from_dict(raw)
 

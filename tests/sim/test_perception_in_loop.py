@@ -14,10 +14,10 @@ from drivepipe.config import from_dict
 def _cfg():
     raw = {"data": {"synthetic": {"num_logs": 2, "scenes_per_log": 5, "scene_duration_s": 1.0}},
            "preprocess": {"cameras": ["CAM_F0", "CAM_B0"], "image_width": 64, "image_height": 32, "bev_size": 16,
-                          "bev_resolution_m": 2.0, "pillar_size_m": 1.0, "num_depth_bins": 8,
+                          "bev_resolution_m": 2.0, "pillar_size_m": 1.0,
                           "history_steps": 2, "future_steps": 2, "occupancy_future_steps": 1},
            "model": {"image_channels": 8, "pillar_channels": 8, "bev_channels": 16, "bev_blocks": 1,
-                     "agent_hidden": 16, "max_detections": 16 * 16},  # every cell of the vehicle class
+                     "agent_hidden": 16, "max_detections": 16 * 16, "num_depth_bins": 8},  # every cell of the vehicle class
            "carla_eval": {"num_scenarios": 1, "duration_s": 2.0, "max_failure_rate": 0.0, "animation": False}}
     return from_dict(raw)
 

@@ -89,7 +89,7 @@ class StandinDataset:
         return len(self.samples[i]["points"])
 
     def __getitem__(self, i: int) -> dict:
-        if self.block and (Path(self.block) / "latest").exists():
+        if self.block and (Path(self.block) / "pointers.json").exists():
             time.sleep(600)
         s = dict(self.samples[i])
         if i in self.nan or "all" in os.environ.get("STANDIN_NAN", "").split(","):

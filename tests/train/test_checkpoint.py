@@ -24,7 +24,8 @@ def test_checkpoint_contents_load_weights_only(tmp_path: Path) -> None:
     latest = ckpt.resolve_checkpoint(exp, "latest")
     assert latest.name == "step_00000012" and ckpt.resolve_checkpoint(exp, "best").parent == exp
     assert {p.name for p in latest.iterdir()} == {"model.pt", "train_state.pt", "resolved_config.json", "meta.json"}
-    assert not (exp / "latest").readlink().is_absolute()
+    assert not any(p.is_symlink() for p in exp.rglob("*"))  # DVC would not keep links inside the output
+    assert json.loads((exp / "pointers.json").read_text())["latest"] == "step_00000012"
     meta = json.loads((latest / "meta.json").read_text())
     assert {"git_commit", "manifest_hash", "header_hash", "config_hash", "metrics", "sha256", "step"} <= set(meta)
     assert meta["manifest_hash"] == "manifest-1" and "val/score" in meta["metrics"]
@@ -60,7 +61,7 @@ def test_failed_save_leaves_previous_checkpoint_and_link(tmp_path: Path, monkeyp
         _save(cp, 2)
     assert ckpt.resolve_checkpoint(tmp_path, "latest").name == "step_00000001"
     assert not (tmp_path / "step_00000002").exists() and not (tmp_path / "step_00000002.tmp").exists()
-    ckpt.load_model_weights(tmp_path / "latest")
+    ckpt.load_model_weights(ckpt.resolve_checkpoint(tmp_path, "latest"))
     monkeypatch.setattr(torch, "save", real_save)
     _save(cp, 3)
     assert ckpt.resolve_checkpoint(tmp_path, "latest").name == "step_00000003"
@@ -74,7 +75,7 @@ def test_corrupted_model_is_refused(tmp_path: Path) -> None:
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(ckpt.CheckpointError, match=r"model\.pt.*does not match meta\.json.*corrupted"):
-        ckpt.load_model_weights(tmp_path / "latest")
+        ckpt.load_model_weights(ckpt.resolve_checkpoint(tmp_path, "latest"))
 
 
 def test_keep_top_k_plus_latest_and_best(tmp_path: Path) -> None:
@@ -89,7 +90,7 @@ def test_keep_top_k_plus_latest_and_best(tmp_path: Path) -> None:
 def test_config_change_starts_fresh_and_removes_stale(tmp_path: Path) -> None:
     _fit(tmp_path, epochs=1, lr=0.01)
     exp = tmp_path / "ckpt" / "default"
-    old_hash = ckpt.read_meta(exp / "latest")["config_hash"]
+    old_hash = ckpt.read_meta(ckpt.resolve_checkpoint(exp, "latest"))["config_hash"]
     (exp / "step_00000006" / "stale_marker").write_text("x")
     summary = _fit(tmp_path, epochs=1, lr=0.02)
     assert summary["step"] == 6  # trained from scratch, not resumed
@@ -106,3 +107,21 @@ def test_config_change_starts_fresh_and_removes_stale(tmp_path: Path) -> None:
 def test_resolve_missing_checkpoint_is_clear(tmp_path: Path) -> None:
     with pytest.raises(ckpt.CheckpointError, match="no 'best' checkpoint"):
         ckpt.resolve_checkpoint(tmp_path, "best")
+    (tmp_path / "pointers.json").write_text('{"best": "../elsewhere"}')
+    with pytest.raises(ckpt.CheckpointError, match="pointers.json.*'best' names '../elsewhere'"):
+        ckpt.resolve_checkpoint(tmp_path, "best")
+
+
+def test_pointer_file_survives_a_copy_that_follows_links(tmp_path: Path) -> None:
+    """What DVC does to a directory output (stores files, not links): a plain copy must still resume."""
+    import shutil
+
+    cp = ckpt.Checkpointer(tmp_path / "a", tiny_cfg(), {})
+    for step, score in [(1, 0.5), (2, 0.1)]:
+        _save(cp, step, score)
+    shutil.copytree(tmp_path / "a", tmp_path / "b", symlinks=False)
+    copy = ckpt.Checkpointer(tmp_path / "b", tiny_cfg(), {})
+    assert copy.resumable() == (tmp_path / "b" / "step_00000002").resolve()
+    assert ckpt.resolve_checkpoint(tmp_path / "b", "best").name == "step_00000001"
+    _save(copy, 3, 0.9)
+    assert ckpt.resolve_checkpoint(tmp_path / "b", "best").name == "step_00000003"

@@ -20,9 +20,9 @@ from drivepipe.train.trainer import fit
 
 def _params(**train) -> dict:
     params = tiny_params(epochs=2, **train)
-    params["preprocess"].update(image_storage="raw", num_depth_bins=4)
+    params["preprocess"].update(image_storage="raw")
     params["model"] = {"image_channels": 4, "pillar_channels": 4, "bev_channels": 8, "bev_blocks": 1,
-                       "num_modes": 2, "agent_hidden": 8}
+                       "num_modes": 2, "agent_hidden": 8, "num_depth_bins": 4}
     params["loss"] = {"balancing": "uncertainty"}
     return params
 
@@ -69,5 +69,32 @@ def test_cli_train_then_split_run_matches(cache: Path, tmp_path: Path) -> None:
     assert fit(from_dict(_params()), cache, b / "ckpt", b / "reports")["step"] == 8
     (wa, _), (wb, _) = (load_model_weights(resolve_checkpoint(d / "ckpt" / "default", "latest")) for d in (a, b))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    la, lb = (load_train_state(d / "ckpt" / "default" / "latest")["loss_module"] for d in (a, b))
+    la, lb = (load_train_state(resolve_checkpoint(d / "ckpt" / "default", "latest"))["loss_module"] for d in (a, b))
     assert la.keys() == lb.keys() and all(torch.equal(la[k], lb[k]) for k in la)
+
+
+def test_exported_safetensors_warm_start_a_new_run(cache: Path, tmp_path: Path) -> None:
+    """models/<experiment>/best/model.safetensors (no pickle) is accepted by model.pretrained_path."""
+    from drivepipe.model.model import build_model
+    from drivepipe.train.checkpoint import CheckpointError, export_models
+    from drivepipe.train.trainer import default_builders
+
+    torch.set_num_threads(1)
+    fit(from_dict(_params(max_steps=2)), cache, tmp_path / "ckpt", tmp_path / "reports")
+    export_models(tmp_path / "ckpt" / "default", tmp_path / "models")
+    best = tmp_path / "models" / "best"
+    assert sorted(p.name for p in best.iterdir()) == ["meta.json", "model.safetensors", "resolved_config.json"]
+    exported, meta = load_model_weights(best)
+    assert meta["exported_from"] == resolve_checkpoint(tmp_path / "ckpt" / "default", "best").name
+
+    params = _params()
+    params["model"]["pretrained_path"] = str(best / "model.safetensors")
+    warm = default_builders().model(from_dict(params))
+    assert all(torch.equal(warm.state_dict()[k], v) for k, v in exported.items())
+    assert not all(torch.equal(build_model(from_dict(_params())).state_dict()[k], v) for k, v in exported.items())
+    params["model"]["bev_channels"] = 16
+    with pytest.raises(ValueError, match="model.pretrained_path: .*does not fit the model params"):
+        default_builders().model(from_dict(params))
+    (best / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(CheckpointError, match="model.safetensors: sha256"):
+        load_model_weights(best)

@@ -54,7 +54,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_resume_mid_epoch_is_bitwise_identical(reference: Path, tmp_path: Path) -> None:
     assert _fit(tmp_path, max_steps=7)["step"] == 7  # stops inside epoch 2 and saves there
-    assert load_train_state(tmp_path / "ckpt" / "default" / "latest")["progress"]["batch_in_epoch"] == 1
+    assert load_train_state(resolve_checkpoint(tmp_path / "ckpt" / "default", "latest"))["progress"]["batch_in_epoch"] == 1
     assert _fit(tmp_path)["step"] == 18  # max_steps is not part of the resume hash
     _assert_same_run(reference, tmp_path)
 
@@ -67,7 +67,7 @@ def test_sigkill_then_rerun_is_bitwise_identical(reference: Path, tmp_path: Path
                              str(tmp_path / "ckpt"), str(tmp_path / "reports"), "{}"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
-    while not (exp / "latest").exists():
+    while not (exp / "pointers.json").exists():
         assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint within 60 s"
         time.sleep(0.05)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from drivepipe.config import Config, config_hash, to_dict
+from drivepipe.config import Config, config_hash, identity_dict
 from drivepipe.errors import DataError, DiskFullError, is_disk_full
 from drivepipe.sample import FIELDS, Sample
 from drivepipe.schema import SCHEMA_VERSION
@@ -38,23 +38,18 @@ MAGIC = b"DPS2"
 MAP_SIZE = 1 << 40  # 1 TiB of address space; the file only grows as pages are used
 COMMIT_EVERY = 32  # records per write transaction (fixed, so the file bytes do not depend on how work was split)
 REPRO_HINT = "run: dvc repro preprocess"
-# preprocess fields that do not change the stored samples: how the cache is built (run-only knobs) and the model's
-# lift-splat geometry; they are left out of the header's config and its hash, so changing them never stales a cache
-NOT_IN_CACHE_FIELDS = ("workers", "shard_index", "shard_count", "failure_policy", "max_skipped_fraction",
-                       "depth_min_m", "depth_max_m", "num_depth_bins", "feature_downsample")
 _BIT_FIELDS = {"seg", "occ", "agent_hist_valid", "agent_fut_valid", "ego_hist_valid", "ego_fut_valid", "route_valid"}
 
 
 def cache_preprocess_dict(cfg: Config) -> dict[str, Any]:
-    """The preprocess section as stored in the header: everything that shapes the samples (NOT_IN_CACHE_FIELDS
-    dropped)."""
-    d = to_dict(cfg.preprocess)
-    return {k: v for k, v in d.items() if k not in NOT_IN_CACHE_FIELDS}
+    """The preprocess section as stored in the header: the fields that shape the samples (`config.identity_dict`:
+    run-only knobs such as workers and the shard split are dropped)."""
+    return identity_dict(cfg.preprocess, "preprocess")
 
 
 def cache_config_hash(cfg: Config) -> str:
-    """sha256 of (preprocess without NOT_IN_CACHE_FIELDS, data): what the header's `config_hash` must equal."""
-    return config_hash(cache_preprocess_dict(cfg), cfg.data)
+    """sha256 of the sample-shaping preprocess and data fields: what the header's `config_hash` must equal."""
+    return config_hash(cache_preprocess_dict(cfg), identity_dict(cfg.data, "data"))
 
 
 # ------------------------------------------------------------------------------------------------------ values

@@ -32,7 +32,7 @@ def _tiny_trunk(downsample: int) -> tuple[nn.Module, int]:
     """A few conv-BN-ReLU layers: log2(downsample) stride-2 stages plus one stride-1 layer (cheap CPU default)."""
     num_stages = round(math.log2(downsample))
     if 2 ** num_stages != downsample:
-        raise ValueError(f"preprocess.feature_downsample: tiny backbone needs a power of two, got {downsample}")
+        raise ValueError(f"model.feature_downsample: tiny backbone needs a power of two, got {downsample}")
     layers, c_in = [], 3
     for k in range(num_stages):
         c_out = min(16 * 2 ** k, 64)
@@ -55,7 +55,7 @@ def _torchvision_trunk(backbone: str, downsample: int, pretrained_path: str) -> 
 
     if backbone in _RESNET_WIDTHS:
         if downsample not in _RESNET_CUTS:
-            raise ValueError(f"preprocess.feature_downsample: {backbone} supports {sorted(_RESNET_CUTS)}")
+            raise ValueError(f"model.feature_downsample: {backbone} supports {sorted(_RESNET_CUTS)}")
         net = {"resnet18": torchvision.models.resnet18, "resnet34": torchvision.models.resnet34,
                "resnet50": torchvision.models.resnet50}[backbone](weights=None)
         if pretrained_path:
@@ -66,7 +66,7 @@ def _torchvision_trunk(backbone: str, downsample: int, pretrained_path: str) -> 
         return trunk, _RESNET_WIDTHS[backbone][num_layers - 1]
     if backbone == "efficientnet_b0":
         if downsample not in _EFFNET_CUTS:
-            raise ValueError(f"preprocess.feature_downsample: efficientnet_b0 supports {sorted(_EFFNET_CUTS)}")
+            raise ValueError(f"model.feature_downsample: efficientnet_b0 supports {sorted(_EFFNET_CUTS)}")
         net = torchvision.models.efficientnet_b0(weights=None)
         if pretrained_path:
             _load_local(net, pretrained_path)
@@ -80,7 +80,7 @@ class CameraEncoder(nn.Module):
 
     Args:
         backbone: "tiny", "resnet18", "resnet34", "resnet50" or "efficientnet_b0".
-        downsample: image px per feature cell (preprocess.feature_downsample).
+        downsample: image px per feature cell (model.feature_downsample).
         num_depth_bins: D.
         context_channels: C (model.image_channels).
         pretrained_path: optional local torchvision state_dict of the full classification network.

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from drivepipe.config import PreprocessConfig
+from drivepipe.config import ModelConfig, PreprocessConfig
 
 # Frustum points outside this ego-frame height band (m) are dropped: below the road or high above any object.
 Z_BAND_M = (-2.0, 4.0)
@@ -27,27 +27,27 @@ class LiftSplat(nn.Module):
     `num_geometry_updates` counts recomputations.
     """
 
-    def __init__(self, pre: PreprocessConfig) -> None:
+    def __init__(self, pre: PreprocessConfig, m: ModelConfig) -> None:
         super().__init__()
-        ds = pre.feature_downsample
+        ds = m.feature_downsample
         self.feat_hw = (math.ceil(pre.image_height / ds), math.ceil(pre.image_width / ds))
         self.bev_size = pre.bev_size
         self.resolution_m = pre.bev_resolution_m
         self.extent_m = pre.bev_extent_m
-        self.register_buffer("frustum_DhW3", self._make_frustum(pre), persistent=False)
+        self.register_buffer("frustum_DhW3", self._make_frustum(pre, m), persistent=False)
         self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.num_geometry_updates = 0
 
     @staticmethod
-    def _make_frustum(pre: PreprocessConfig) -> torch.Tensor:
+    def _make_frustum(pre: PreprocessConfig, m: ModelConfig) -> torch.Tensor:
         """(D, h, w, 3) homogeneous pixel coordinates times depth: (u * d, v * d, d) in resized-image pixels."""
-        ds = pre.feature_downsample
+        ds = m.feature_downsample
         h, w = math.ceil(pre.image_height / ds), math.ceil(pre.image_width / ds)
         # OpenCV pixel convention (pixel k spans [k - 0.5, k + 0.5]): feature cell j covers pixels j*ds..j*ds+ds-1.
         u_w = torch.arange(w, dtype=torch.float32) * ds + (ds - 1) / 2.0
         v_h = torch.arange(h, dtype=torch.float32) * ds + (ds - 1) / 2.0
-        step = (pre.depth_max_m - pre.depth_min_m) / pre.num_depth_bins
-        d_D = pre.depth_min_m + (torch.arange(pre.num_depth_bins, dtype=torch.float32) + 0.5) * step
+        step = (m.depth_max_m - m.depth_min_m) / m.num_depth_bins
+        d_D = m.depth_min_m + (torch.arange(m.num_depth_bins, dtype=torch.float32) + 0.5) * step
         d, v, u = torch.meshgrid(d_D, v_h, u_w, indexing="ij")  # each (D, h, w)
         return torch.stack([u * d, v * d, d], dim=-1)
 
@@ -97,8 +97,8 @@ class LiftSplat(nn.Module):
         """
         B, N, D, h, w = depth_logits_BNDhw.shape
         if (h, w) != self.feat_hw or D != self.frustum_DhW3.shape[0]:
-            raise ValueError(f"lift-splat: features (D={D}, h={h}, w={w}) do not match the frustum built from "
-                             f"preprocess (D={self.frustum_DhW3.shape[0]}, h, w={self.feat_hw})")
+            raise ValueError(f"lift-splat: features (D={D}, h={h}, w={w}) do not match the frustum built from the "
+                             f"model and preprocess params (D={self.frustum_DhW3.shape[0]}, h, w={self.feat_hw})")
         C, S = context_BNChw.shape[2], self.bev_size
         point_idx_V, cell_V = self._geometry(intrinsics_BN33, cam_to_ego_BN44)
         depth_Q = depth_logits_BNDhw.softmax(dim=2).flatten()

@@ -36,9 +36,9 @@ class DrivingModel(nn.Module):
         self.lift_splat: LiftSplat | None = None
         self.pillar_encoder: PillarEncoder | None = None
         if m.use_camera:
-            self.camera_encoder = CameraEncoder(m.backbone, pre.feature_downsample, pre.num_depth_bins,
-                                                m.image_channels, m.pretrained_path)
-            self.lift_splat = LiftSplat(pre)
+            self.camera_encoder = CameraEncoder(m.backbone, m.feature_downsample, m.num_depth_bins,
+                                                m.image_channels, m.trunk_weights_path)
+            self.lift_splat = LiftSplat(pre, m)
         if m.use_lidar:
             self.pillar_encoder = PillarEncoder(pre, m.pillar_channels)
         self.backbone = BEVBackbone(m.image_channels if m.use_camera else 0,

@@ -1,5 +1,5 @@
-"""Reading trained weights: the checkpoint directories that `train/checkpoint.py` writes (layout there) and the
-exported `models/<experiment>/{best,latest}`. Used by evaluate, the closed-loop agent and the trainer's resume, so
+"""Reading trained weights: the checkpoint directories that `train/checkpoint.py` writes (layout there; `latest` /
+`best` named in pointers.json) and the exported `models/<experiment>/{best,latest}/model.safetensors`. Used by evaluate, the closed-loop agent and the trainer's resume, so
 that the evaluation stages do not depend on the training package.
 """
 
@@ -19,12 +19,35 @@ if TYPE_CHECKING:
     from drivepipe.model.model import DrivingModel
 
 
+POINTERS = "pointers.json"  # {"latest": "step_00000120", "best": "step_00000080"} in checkpoints/<experiment>/
+WEIGHTS_FILE = "model.safetensors"  # the exported weights under models/<experiment>/{best,latest}/
+
+
+def read_pointers(exp_dir: str | Path) -> dict[str, str]:
+    """{"latest": step dir name, "best": ...} of a checkpoint directory ({} when it has none)."""
+    path = Path(exp_dir) / POINTERS
+    if not path.is_file():
+        return {}
+    try:
+        pointers = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(pointers, dict) or not all(isinstance(v, str) for v in pointers.values()):
+        raise CheckpointError(f"{path}: expected an object of step directory names")
+    return pointers
+
+
 def resolve_checkpoint(exp_dir: str | Path, which: Literal["best", "latest"] = "latest") -> Path:
-    """The checkpoint directory `exp_dir/<which>` points to; raises CheckpointError when there is none."""
-    link = Path(exp_dir) / which
-    if not link.exists():
-        raise CheckpointError(f"{link}: no '{which}' checkpoint (run `dvc repro train` first)")
-    return link.resolve()
+    """The checkpoint directory of `which`: named in `exp_dir/pointers.json` (training checkpoints) or the
+    directory `exp_dir/<which>` itself (exported weights under models/); raises CheckpointError when there is none."""
+    exp_dir = Path(exp_dir)
+    name = read_pointers(exp_dir).get(which)
+    target = exp_dir / (name or which)
+    if name is not None and (Path(name).name != name or not target.is_dir()):
+        raise CheckpointError(f"{exp_dir / POINTERS}: '{which}' names {name!r}, which is not a checkpoint here")
+    if not target.is_dir():
+        raise CheckpointError(f"{target}: no '{which}' checkpoint (run `dvc repro train` first)")
+    return target.resolve()
 
 
 def read_meta(ckpt_dir: str | Path) -> dict[str, Any]:
@@ -43,16 +66,31 @@ def verified_load(ckpt_dir: Path, name: str, meta: dict[str, Any]) -> Any:
     if expected != actual:
         raise CheckpointError(f"{path}: sha256 {actual[:12]}… does not match meta.json ({str(expected)[:12]}…); "
                               "the file is corrupted or was modified — refusing to load it")
+    if name.endswith(".safetensors"):
+        return read_safetensors(path)
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state_dict from a .safetensors file (no pickle, no code)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
 def load_model_weights(ckpt_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(model state_dict, meta dict) of a checkpoint directory, after checking model.pt's sha256 and that every
-    weight is finite (NaN weights would otherwise fail deep inside the metrics, e.g. in shapely)."""
+    """(model state_dict, meta dict) of a checkpoint directory (model.pt) or an exported one (model.safetensors),
+    after checking the file's sha256 against meta.json and that every weight is finite (NaN weights would otherwise
+    fail deep inside the metrics, e.g. in shapely)."""
     ckpt_dir = Path(ckpt_dir)
     meta = read_meta(ckpt_dir)
-    state = verified_load(ckpt_dir, "model.pt", meta)
-    check_finite_weights(state, str(ckpt_dir / "model.pt"))
+    name = WEIGHTS_FILE if (ckpt_dir / WEIGHTS_FILE).is_file() else "model.pt"
+    state = verified_load(ckpt_dir, name, meta)
+    check_finite_weights(state, str(ckpt_dir / name))
     return state, meta
 
 

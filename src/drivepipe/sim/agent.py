@@ -209,8 +209,8 @@ def _ego_to_global(xy_N2: np.ndarray, yaw_N: np.ndarray, pose: tuple[float, floa
 def load_agent(cfg: Config, checkpoint: str | Path) -> ModelAgent:
     """Build the model, load a checkpoint's weights (strict) and wrap it in a ModelAgent.
 
-    `checkpoint` is a checkpoint directory (holds model.pt), an experiment directory (its carla_eval.checkpoint
-    link is used) or the checkpoints root (then `<root>/<train.experiment>/<carla_eval.checkpoint>`).
+    `checkpoint` is a checkpoint directory (holds model.pt or model.safetensors), an experiment directory (its
+    carla_eval.checkpoint is used) or the checkpoints root (then `<root>/<train.experiment>/<carla_eval.checkpoint>`).
     """
     import torch
 
@@ -218,7 +218,7 @@ def load_agent(cfg: Config, checkpoint: str | Path) -> ModelAgent:
     from drivepipe.model.weights import load_model_weights, resolve_checkpoint
 
     path = Path(checkpoint)
-    if not (path / "model.pt").is_file():
+    if not any((path / name).is_file() for name in ("model.pt", "model.safetensors")):
         exp = path / cfg.train.experiment if (path / cfg.train.experiment).is_dir() else path
         path = resolve_checkpoint(exp, cfg.carla_eval.checkpoint)
     state, _ = load_model_weights(path)

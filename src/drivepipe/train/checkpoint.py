@@ -6,10 +6,13 @@ Layout of `checkpoints/<experiment>/`:
         train_state.pt        optimizer, scheduler, GradScaler, loss module, counters, RNG states (weights_only-safe)
         resolved_config.json  the full config the run used
         meta.json             git commit, data hashes, config hash, metrics at save, sha256 of both .pt files
-    latest -> step_00000120   relative symlinks, replaced atomically
-    best   -> step_00000080
+    pointers.json             {"latest": "step_00000120", "best": "step_00000080"}, replaced atomically
 A checkpoint is written into `step_XXXXXXXX.tmp/`, then renamed; a crash mid-save leaves the previous checkpoint
-and links untouched, and the stale `.tmp` directory is removed by the next save.
+and pointers untouched, and the stale `.tmp` directory is removed by the next save.
+
+`latest`/`best` are names in a small JSON file, not symlinks: DVC does not keep symlinks inside a directory output
+(it stores the linked files, so `dvc checkout`, `dvc exp apply`, queued experiments and `dvc pull` would bring back
+two extra copies and no links); a plain file survives all of these (tests/pipeline/test_dvc_conventions.py).
 """
 
 from __future__ import annotations
@@ -27,13 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from drivepipe.config import Config, config_hash, to_dict
+from drivepipe.config import Config, config_hash, identity_dict, to_dict
 from drivepipe.errors import DiskFullError, is_disk_full
 from drivepipe.model.weights import (  # noqa: F401  (re-exported: the checkpoint API)
+    POINTERS,
+    WEIGHTS_FILE,
     CheckpointError,
     check_finite_weights,
     load_model_weights,
     read_meta,
+    read_pointers,
+    read_safetensors,
     resolve_checkpoint,
     verified_load,
 )
@@ -41,30 +48,15 @@ from drivepipe.utils.io import atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
 
-# keys that do not change the trained weights, left out of the resume hash (the data identity is covered by the
-# cache header and manifest hashes; max_steps is a cap, so a capped run can be continued with a larger one)
-COSMETIC_KEYS = {
-    "data.synthetic": ("workers",),
-    "data.nuplan": ("download_dir", "timeout_s", "retries", "max_extract_gb", "max_extract_ratio"),
-    "preprocess": ("workers", "shard_index", "shard_count", "failure_policy", "max_skipped_fraction"),
-    "train": ("experiment", "workers", "pin_memory", "persistent_workers", "prefetch_factor", "log_every_steps",
-              "save_every_epochs", "keep_top_k", "max_nonfinite_in_row", "val_metric", "closed_loop_every_epochs",
-              "max_steps"),
-}
 PT_FILES = ("model.pt", "train_state.pt")
 
 
 def training_config_hash(cfg: Config) -> str:
-    """sha256 over the sections that affect training (data, preprocess, augment, model, loss, train) without
-    `COSMETIC_KEYS`."""
-    d = to_dict(cfg)
-    for path, keys in COSMETIC_KEYS.items():
-        node = d
-        for part in path.split("."):
-            node = node[part]
-        for k in keys:
-            node.pop(k, None)
-    return config_hash(*(d[s] for s in ("data", "preprocess", "augment", "model", "loss", "train")))
+    """sha256 over the sections that affect training (data, preprocess, augment, model, loss, train), each without
+    the fields that change no weight (`config.identity_dict`: worker counts, logging cadence, experiment name,
+    max_steps — a cap, so a capped run can be continued with a larger one)."""
+    sections = ("data", "preprocess", "augment", "model", "loss", "train")
+    return config_hash(*(identity_dict(getattr(cfg, s), s) for s in sections))
 
 
 def git_commit() -> str:
@@ -114,13 +106,13 @@ def load_train_state(ckpt_dir: str | Path) -> dict[str, Any]:
 
 def previous_checkpoint_hint(ckpt_dir: str | Path) -> str:
     """What to do when `ckpt_dir` cannot be resumed: point `latest` at the newest older checkpoint, or start over."""
-    ckpt_dir = Path(ckpt_dir).resolve()  # `latest` -> step_XXXXXXXX
+    ckpt_dir = Path(ckpt_dir).resolve()  # the step_XXXXXXXX directory `latest` names
     exp_dir = ckpt_dir.parent
     older = sorted((p for p in exp_dir.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")
                     and p.name < ckpt_dir.name and (p / "meta.json").is_file()), reverse=True)
     if older:
-        return (f"resume from the previous step instead: ln -sfn {older[0].name} {exp_dir / 'latest'} "
-                f"(or delete {exp_dir} to start over)")
+        return (f"resume from the previous step instead: set \"latest\": \"{older[0].name}\" in "
+                f"{exp_dir / POINTERS} (or delete {exp_dir} to start over)")
     return f"no earlier checkpoint is left: delete {exp_dir} to start over"
 
 
@@ -136,11 +128,8 @@ def _nbytes(obj: Any) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- saving
-def _replace_symlink(link: Path, target_name: str) -> None:
-    tmp = link.with_name(f".{link.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    os.symlink(target_name, tmp)
-    os.replace(tmp, link)
+def _set_pointers(exp_dir: Path, **names: str) -> None:
+    atomic_write_json(exp_dir / POINTERS, {**read_pointers(exp_dir), **names})
 
 
 def _metric(meta: dict[str, Any], key: str) -> float:
@@ -148,21 +137,24 @@ def _metric(meta: dict[str, Any], key: str) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
 
 
-EXPORT_FILES = ("model.pt", "meta.json", "resolved_config.json")
-
-
 def export_models(exp_dir: str | Path, out_dir: str | Path) -> None:
-    """Copy the `best` and `latest` checkpoints' weights (model.pt, meta.json, resolved_config.json) into
-    `out_dir/{best,latest}/`: the small, pushed DVC output that evaluation and the closed loop read, while the
-    full training checkpoints (optimizer, RNG, every step) stay local."""
+    """Export the `best` and `latest` checkpoints' weights as `out_dir/{best,latest}/model.safetensors` (+ meta.json
+    with its sha256, resolved_config.json): the small, pushed DVC output that evaluation, the closed loop and
+    `model.pretrained_path` read, while the full training checkpoints (optimizer, RNG, every step) stay local."""
+    from safetensors.torch import save_file
+
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     for which in ("best", "latest"):
         src = resolve_checkpoint(exp_dir, which)  # type: ignore[arg-type]
-        (tmp / which).mkdir(parents=True)
-        for name in EXPORT_FILES:
-            shutil.copy2(src / name, tmp / which / name)
+        state, meta = load_model_weights(src)
+        dst = tmp / which
+        dst.mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(dst / WEIGHTS_FILE), metadata={"format": "pt"})
+        shutil.copy2(src / "resolved_config.json", dst / "resolved_config.json")
+        meta = {**meta, "exported_from": src.name, "sha256": {WEIGHTS_FILE: sha256_file(dst / WEIGHTS_FILE)}}
+        atomic_write_json(dst / "meta.json", meta)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
 
@@ -193,9 +185,8 @@ class Checkpointer:
                     raise DiskFullError(self.exp_dir, _nbytes(model_state) + _nbytes(train_state)) from None
                 raise
             os.rename(tmp, final)
-        _replace_symlink(self.exp_dir / "latest", name)
-        if self._improves(metrics):
-            _replace_symlink(self.exp_dir / "best", name)
+        improves = self._improves(metrics)
+        _set_pointers(self.exp_dir, latest=name, **({"best": name} if improves else {}))
         self.prune()
         return final
 
@@ -211,10 +202,10 @@ class Checkpointer:
     def _improves(self, metrics: dict[str, float]) -> bool:
         key = self.cfg.train.val_metric
         new = _metric({"metrics": metrics}, key)
-        if new == -math.inf:
-            return not (self.exp_dir / "best").exists()
-        best = self.exp_dir / "best"
-        return not best.exists() or new > _metric(read_meta(best.resolve()), key)
+        best = read_pointers(self.exp_dir).get("best")
+        if best is None or new == -math.inf:
+            return best is None
+        return new > _metric(read_meta(self.exp_dir / best), key)
 
     def prune(self) -> None:
         """Keep the top train.keep_top_k checkpoints by train.val_metric plus `latest` and `best`."""
@@ -222,8 +213,7 @@ class Checkpointer:
         key = self.cfg.train.val_metric
         ranked = sorted(ckpts, key=lambda p: (_metric(read_meta(p), key), p.name), reverse=True)
         keep = {p.name for p in ranked[: self.cfg.train.keep_top_k]}
-        keep |= {(self.exp_dir / link).resolve().name for link in ("latest", "best")
-                 if (self.exp_dir / link).exists()}
+        keep |= set(read_pointers(self.exp_dir).values())
         for p in ckpts:
             if p.name not in keep:
                 shutil.rmtree(p)
@@ -233,18 +223,18 @@ class Checkpointer:
         checkpoints (DVC persists this directory) and return None."""
         if not self.exp_dir.exists():
             return None
-        latest = self.exp_dir / "latest"
         reason = "no 'latest' checkpoint"
-        if latest.exists():
+        latest = resolve_checkpoint(self.exp_dir, "latest") if (self.exp_dir / POINTERS).exists() else None
+        if latest is not None:
             try:
-                meta = read_meta(latest.resolve())
-                diff = [k for k, v in self.identity.items() if meta.get(k) != v]
-                if not diff:
-                    return latest.resolve()
-                reason = f"{', '.join(diff)} changed"
+                meta = read_meta(latest)
             except (CheckpointError, json.JSONDecodeError) as exc:  # damaged, not stale: never delete it
                 raise CheckpointError(f"{latest}: cannot resume, meta.json unreadable ({exc}); "
                                       f"{previous_checkpoint_hint(latest)}") from None
+            diff = [k for k, v in self.identity.items() if meta.get(k) != v]
+            if not diff:
+                return latest
+            reason = f"{', '.join(diff)} changed"
         stale = [p for p in self.exp_dir.iterdir()]
         if stale:
             log.info("starting fresh in %s: %s; removing %d stale entries", self.exp_dir, reason, len(stale))

@@ -39,6 +39,7 @@ from drivepipe.train.checkpoint import (
     load_model_weights,
     load_train_state,
     previous_checkpoint_hint,
+    read_safetensors,
     restore_rng,
 )
 from drivepipe.train.live import TrainLogger
@@ -62,7 +63,23 @@ def default_builders() -> Builders:
     from drivepipe.losses import MultiTaskLoss
     from drivepipe.model.model import build_model
 
-    return Builders(model=build_model, loss=MultiTaskLoss, dataset=lambda d, c, s: CacheDataset(d, c, s))
+    return Builders(model=lambda c: warm_start(build_model(c), c.model.warm_start_path), loss=MultiTaskLoss,
+                    dataset=lambda d, c, s: CacheDataset(d, c, s))
+
+
+def warm_start(model: nn.Module, path: str) -> nn.Module:
+    """Load whole-model weights exported by train (`models/<experiment>/best/model.safetensors`) before training,
+    when `model.pretrained_path` names such a file; the architecture params must match (strict)."""
+    if not path:
+        return model
+    if not Path(path).is_file():
+        raise ValueError(f"model.pretrained_path: {path} is not a file")
+    try:
+        model.load_state_dict(read_safetensors(path), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ValueError(f"model.pretrained_path: {path} does not fit the model params ({first})") from exc
+    return model
 
 
 @dataclass
