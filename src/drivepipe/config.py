@@ -110,7 +110,8 @@ class PreprocessConfig:
     future_steps: int = _f(6, ge=1)            # future samples at traj_dt_s
     traj_dt_s: float = _f(0.5, gt=0.0)         # s between trajectory samples
     window_stride: int = _f(4, ge=1)           # lidar sweeps (20 Hz) between consecutive samples
-    val_fraction: float = _f(0.2, gt=0.0, lt=1.0)
+    val_logs: int = _f(1, ge=1)                # whole logs held out for val (checkpoint selection, early stopping)
+    test_logs: int = _f(1, ge=1)               # whole logs held out for test (what evaluate / carla_eval report)
     max_agents: int = _f(48, ge=1)             # agents kept for prediction (nearest first)
     depth_min_m: float = _f(2.0, gt=0.0)       # m, first lift-splat depth bin
     depth_max_m: float = _f(42.0, gt=0.0)      # m, last depth bin edge

@@ -1,5 +1,6 @@
-"""The `evaluate` stage: load `checkpoints/<experiment>/best` (or latest), run it on the val split, write
-metrics.json, plot data, exports, pictures and report.md under a fixed output folder."""
+"""The `evaluate` stage: load `checkpoints/<experiment>/best` (or latest; `best` is chosen on the val split), run
+it on the held-out test split, write metrics.json, breakdowns.json, plot data, exports, pictures and report.md under
+a fixed output folder."""
 
 from __future__ import annotations
 
@@ -40,10 +41,10 @@ def load_trained_model(cfg: Config, ckpt_root: Path, which: str) -> tuple[torch.
 def run_evaluate(cfg: Config, cache_dir: Path, ckpt_root: Path, out_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     model, ckpt, meta = load_trained_model(cfg, ckpt_root, cfg.evaluate.checkpoint)
-    dataset = CacheDataset(cache_dir, cfg, "val")
+    dataset = CacheDataset(cache_dir, cfg, "test")  # held-out logs; `best` was chosen on val, never on these
     if len(dataset) == 0:
-        raise DataError(cache_dir, "the cache has no val samples to evaluate (the dataset is too small for a val "
-                        "split: add logs or scenes, or lower preprocess.window_stride)")
+        raise DataError(cache_dir, "the cache has no test samples to evaluate (the test logs have no full window: "
+                        "add scenes per log, or lower preprocess.window_stride)")
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.evaluate.batch_size, shuffle=False,
                                          collate_fn=collate, num_workers=0)
     results, evaluator = evaluate_model(model, loader, cfg)
@@ -63,7 +64,7 @@ def run_evaluate(cfg: Config, cache_dir: Path, ckpt_root: Path, out_dir: Path) -
     pictures = _pictures(model, dataset, cfg, out_dir / "pictures")
     write_report(out_dir, results, [str(p.relative_to(out_dir)) for p in pictures], ckpt.name)
     atomic_write_json(out_dir / "resolved_config.json", to_dict(cfg))
-    log.info("evaluate: %d val samples in %.1f s; mAP %.3f mIoU %.3f minADE %s", len(dataset),
+    log.info("evaluate: %d test samples in %.1f s; mAP %.3f mIoU %.3f minADE %s", len(dataset),
              time.perf_counter() - t0, results["detection"]["mAP"], results["segmentation"]["mIoU"],
              results["prediction"]["minADE"])
     return results

@@ -31,7 +31,7 @@ from drivepipe.errors import DataError
 from drivepipe.preprocess.image import IMAGE_MEAN, IMAGE_STD
 from drivepipe.preprocess.lidar import pillar_grid_size
 from drivepipe.preprocess.pipeline import build_sample
-from drivepipe.preprocess.windows import Window, make_windows
+from drivepipe.preprocess.windows import SPLITS, Window, assign_log_splits, make_windows
 from drivepipe.sample import FIELDS, ROUTE_POINTS
 from drivepipe.schema import CATEGORIES, SCHEMA_VERSION, SensorBundle
 from drivepipe.utils.io import atomic_write_json, sha256_file, sha256_json
@@ -71,7 +71,7 @@ class LogTask:
 def window_meta(w: Window) -> dict[str, Any]:
     """The per-sample meta stored in the value and returned by the dataset."""
     return {"log": w.log_name, "token": w.token, "timestamp_us": w.timestamp_us, "location": w.location,
-            "scenario_type": w.scenario_type, "split": w.split}
+            "scenario_type": w.scenario_type, "split": w.split, "scene": w.scene_token}
 
 
 def _reason(exc: Exception) -> str:
@@ -215,10 +215,12 @@ def _package_version() -> str:
         return "unknown"
 
 
-def header_common(cfg: Config, manifest_hash: str) -> dict[str, Any]:
-    """The header fields that depend on the config and the dataset only (not on which samples were written)."""
+def header_common(cfg: Config, manifest_hash: str,
+                  log_splits: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """The header fields that depend on the config and the dataset only (not on which samples were written).
+    `log_splits` is the split of EVERY log of the dataset ({"train": [log...], "val": [...], "test": [...]})."""
     p = cfg.preprocess
-    return {"schema_version": SCHEMA_VERSION, "sample_format_version": SAMPLE_FORMAT_VERSION,
+    return {"log_splits": {k: list((log_splits or {}).get(k, [])) for k in SPLITS},"schema_version": SCHEMA_VERSION, "sample_format_version": SAMPLE_FORMAT_VERSION,
             "package_version": _package_version(),
             "preprocess": cache_preprocess_dict(cfg), "config_hash": cache_config_hash(cfg),
             "data_manifest_hash": manifest_hash, "fields": field_specs(p), "categories": list(CATEGORIES),
@@ -231,7 +233,7 @@ def header_common(cfg: Config, manifest_hash: str) -> dict[str, Any]:
 def build_header(common: dict[str, Any], infos: list[dict[str, Any]]) -> dict[str, Any]:
     """Common fields + the sorted key list, split index lists and per-key point counts."""
     infos = sorted(infos, key=lambda i: f"{i['log']}/{i['token']}")
-    splits: dict[str, list[int]] = {"train": [], "val": []}
+    splits: dict[str, list[int]] = {k: [] for k in SPLITS}
     for idx, info in enumerate(infos):
         splits.setdefault(info["split"], []).append(idx)
     return {**common, "count": len(infos), "keys": [f"{i['log']}/{i['token']}" for i in infos], "splits": splits,
@@ -239,9 +241,9 @@ def build_header(common: dict[str, Any], infos: list[dict[str, Any]]) -> dict[st
 
 
 # ------------------------------------------------------------------------------------------------------- stage
-def plan_tasks(cfg: Config, data_root: Path) -> tuple[list[LogTask], str, int]:
+def plan_tasks(cfg: Config, data_root: Path) -> tuple[list[LogTask], str, dict[str, list[str]]]:
     """Enumerate ALL logs' scenarios, make windows + split; return (this shard's tasks in key order, each at most
-    CHUNK_WINDOWS windows of one log; the dataset manifest hash; the number of logs in the dataset)."""
+    CHUNK_WINDOWS windows of one log; the dataset manifest hash; the split of every log, see `assign_log_splits`)."""
     from drivepipe.nuplan.db import NuplanLog
     from drivepipe.nuplan.layout import discover
     from drivepipe.nuplan.scenarios import enumerate_scenarios
@@ -255,6 +257,7 @@ def plan_tasks(cfg: Config, data_root: Path) -> tuple[list[LogTask], str, int]:
             name = nlog.log_name
             locations[name], spans[name], db_of[name] = nlog.location, (int(ts[0]), int(ts[-1])), Path(db)
     windows = make_windows(scenarios, cfg.preprocess, locations, spans)
+    log_splits = assign_log_splits(locations, cfg.preprocess.val_logs, cfg.preprocess.test_logs)
     by_log: dict[str, list[Window]] = {}
     for w in windows:
         by_log.setdefault(w.log_name, []).append(w)
@@ -266,7 +269,7 @@ def plan_tasks(cfg: Config, data_root: Path) -> tuple[list[LogTask], str, int]:
         for i in range(0, len(wins), CHUNK_WINDOWS):
             tasks.append(LogTask(n, db_of[n], Path(layout.sensor_root), Path(layout.maps_root),
                                  tuple(wins[i:i + CHUNK_WINDOWS]), cfg))
-    return tasks, dataset_manifest_hash(Path(data_root), list(layout.db_files)), len(names)
+    return tasks, dataset_manifest_hash(Path(data_root), list(layout.db_files)), log_splits
 
 
 def build_report(infos: list[dict[str, Any]], skipped: Counter, blobs: Counter, seconds: float,
@@ -275,12 +278,22 @@ def build_report(infos: list[dict[str, Any]], skipped: Counter, blobs: Counter, 
     def count(key: str) -> dict[str, int]:
         return dict(sorted(Counter(i[key] for i in infos).items()))
 
-    per_split = {"train": 0, "val": 0, **count("split")}
+    per_split = {**{k: 0 for k in SPLITS}, **count("split")}
     return {"samples": len(infos), "per_split": per_split, "per_location": count("location"),
             "per_scenario_type": count("scenario_type"), "skipped": dict(sorted(skipped.items())),
             "skipped_total": int(sum(skipped.values())), "missing_blobs": dict(sorted(blobs.items())),
             "seconds": round(seconds, 3),
             "samples_per_s": round(len(infos) / seconds, 3) if seconds > 0 else 0.0, **extra}
+
+
+def split_counts(infos: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per split: samples, scenes, logs and locations behind the samples actually written."""
+    out = {}
+    for split in SPLITS:
+        rows = [i for i in infos if i["split"] == split]
+        out[split] = {"samples": len(rows), "scenes": len({(i["log"], i.get("scene", "")) for i in rows}),
+                      "logs": len({i["log"] for i in rows}), "locations": sorted({i["location"] for i in rows})}
+    return out
 
 
 def write_cache(results: Iterable[LogResult], out_dir: Path, common: dict[str, Any]
@@ -318,12 +331,13 @@ def run_preprocess(cfg: Config, data_root: Path, out_dir: Path, report_path: Pat
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    tasks, manifest_hash, n_logs = plan_tasks(cfg, Path(data_root))
+    tasks, manifest_hash, log_splits = plan_tasks(cfg, Path(data_root))
     bar = tqdm(total=sum(len(t.windows) for t in tasks), unit="sample", desc="preprocess")
     infos, skipped, blobs = write_cache(_progress(_map_logs(tasks, cfg.preprocess.workers), bar), Path(out_dir),
-                                        header_common(cfg, manifest_hash))
+                                        header_common(cfg, manifest_hash, log_splits))
     bar.close()
-    extra = {"logs_total": n_logs, "logs_in_shard": len({t.log_name for t in tasks}),
+    extra = {"logs_total": sum(map(len, log_splits.values())), "splits": log_splits,
+             "split_counts": split_counts(infos), "logs_in_shard": len({t.log_name for t in tasks}),
              "shard_index": cfg.preprocess.shard_index,
              "shard_count": cfg.preprocess.shard_count, "cache_dir": str(out_dir)}
     report = build_report(infos, skipped, blobs, time.perf_counter() - t0, extra)
