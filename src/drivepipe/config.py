@@ -235,7 +235,9 @@ class EvaluateConfig:
     seg_threshold: float = _f(0.5, gt=0.0, lt=1.0)
     occ_threshold: float = _f(0.5, gt=0.0, lt=1.0)
     mode_score_threshold: float = _f(0.2, ge=0.0, le=1.0)  # confident modes for mode precision/recall
-    miss_threshold_m: float = _f(2.0, gt=0.0)
+    miss_threshold_m: float = _f(2.0, gt=0.0)           # m, miss / hit distance of forecasts (both conventions)
+    moving_threshold_m: float = _f(1.0, gt=0.0)         # m, an agent is moving when its GT future gets this far
+    e2e_score_threshold: float = _f(0.3, ge=0.0, le=1.0)  # detections forecast end to end (EPA operating point)
     num_pictures: int = _f(3, ge=0)
 
 

@@ -13,10 +13,12 @@ from drivepipe.evaluate.export import records_to_arrays
 from drivepipe.evaluate.run import run_evaluate
 from drivepipe.metrics import DetectionMetric
 
-REQUIRED = ["detection.mAP", "segmentation.mIoU", "occupancy.iou", "occupancy.accuracy", "occupancy.recall",
-            "prediction.minADE", "prediction.minFDE", "prediction.miss_rate_2m", "prediction.mode_precision",
-            "prediction.mode_recall", "prediction.collision_rate", "baseline.constant_velocity.minADE",
-            "baseline.constant_acceleration.minADE", "baseline.empty_detector.mAP", "baseline.untrained_model.mAP"]
+HEADLINE = ["detection.mAP", "detection.NDS", "segmentation.mIoU", "occupancy.iou_near_15m", "occupancy.iou_grid",
+            "prediction.minADE_1", "prediction.minFDE_1", "prediction.minADE_K", "prediction.minFDE_K",
+            "prediction.miss_rate_endpoint_K", "prediction.miss_rate_anypoint_K", "prediction.moving_minFDE_K",
+            "end_to_end.EPA", "baseline.constant_velocity.minFDE_K", "baseline.constant_acceleration.minFDE_1"]
+REQUIRED = [*HEADLINE, "baseline.empty_detector.mAP", "baseline.untrained_model.mAP", "counts.scenes",
+            "counts.distinct_objects"]
 
 
 def _get(d: dict, dotted: str):
@@ -38,9 +40,16 @@ def test_metrics_json_has_every_required_key(evaluated):
     on_disk = json.loads((out / "metrics.json").read_text())
     for key in REQUIRED:
         _get(on_disk, key)  # raises KeyError when missing
-    assert on_disk["baseline"]["empty_detector"]["mAP"] == 0.0
-    assert 0.0 <= on_disk["detection"]["mAP"] <= 1.0 and 0.0 <= on_disk["occupancy"]["accuracy"] <= 1.0
-    assert set(on_disk["breakdown"]) == {"location", "scenario_type"}
+    for key in HEADLINE:  # every headline number has an interval around it
+        section, name = key.rsplit(".", 1)
+        value, ci = _get(on_disk, key), _get(on_disk, section)[f"{name}_ci95"]
+        if value is not None and ci is not None:
+            assert ci[0] - 1e-9 <= ci[1] and len(ci) == 2
+    assert on_disk["split"] == "test" and on_disk["baseline"]["empty_detector"]["mAP"] == 0.0
+    assert 0.0 <= on_disk["detection"]["mAP"] <= 1.0 and on_disk["counts"]["scenes"] >= 1
+    breakdowns = json.loads((out / "breakdowns.json").read_text())
+    assert set(breakdowns["breakdown"]) == {"location", "scenario_type"}
+    assert {"detection_per_class", "detection_per_distance_band", "prediction_by_motion"} <= set(breakdowns)
     assert on_disk == json.loads(json.dumps(results))
 
 
@@ -59,7 +68,7 @@ def test_exports_round_trip_to_the_same_map(evaluated):
         boxes, labels, scores = records_to_arrays(dets["results"][token])
         gt_boxes, gt_labels, _ = records_to_arrays(gts["results"][token])
         metric.update(boxes, labels, scores, gt_boxes, gt_labels)
-    assert metric.compute()["mAP"] == pytest.approx(results["detection"]["mAP"], abs=1e-9)
+    assert metric.compute()["mAP"] == pytest.approx(results["detection"]["mAP"], abs=1e-6)
     trajs = json.loads((out / "exports" / "trajectories.json").read_text())["results"]
     agents = [a for v in trajs.values() for a in v]
     assert agents and {"modes", "mode_probabilities", "ground_truth", "valid"} <= set(agents[0])
@@ -99,7 +108,7 @@ def test_other_weights_give_other_metrics(tiny_trained, evaluated, tmp_path):
     other = run_evaluate(tiny_trained["cfg"], tiny_trained["cache"], models, tmp_path / "reports")
     _, base = evaluated
     assert other["segmentation"]["mIoU"] != base["segmentation"]["mIoU"] or \
-        other["prediction"]["minADE"] != base["prediction"]["minADE"]
+        other["prediction"]["minADE_K"] != base["prediction"]["minADE_K"]
 
 
 @pytest.mark.slow
