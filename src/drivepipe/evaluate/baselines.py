@@ -21,17 +21,19 @@ def extrapolate(hist_AH3: np.ndarray, hist_valid_AH: np.ndarray, steps: int, dt_
     """Constant-velocity (or constant-acceleration) extrapolation of agent histories -> (A, steps, 2).
 
     The velocity is the last history step's finite difference (0 when the previous step is invalid); the
-    acceleration the difference of the last two velocities (0 when either is missing).
+    acceleration the difference of the last two velocities (0 when either is missing). Exact on a track of constant
+    velocity (CV) or constant acceleration (CA) sampled at dt_s.
     """
     p0, p1 = hist_AH3[:, -1, :2], hist_AH3[:, -2, :2]
     v1 = np.where(hist_valid_AH[:, -2:-1], (p0 - p1) / dt_s, 0.0)
     t = (np.arange(1, steps + 1) * dt_s)[None, :, None]
-    out = p0[:, None] + v1[:, None] * t
-    if accel and hist_AH3.shape[1] > 2:
-        p2 = hist_AH3[:, -3, :2]
-        v0 = np.where(hist_valid_AH[:, -3:-2] & hist_valid_AH[:, -2:-1], (p1 - p2) / dt_s, v1)
-        out = out + 0.5 * ((v1 - v0) / dt_s)[:, None] * t**2
-    return out
+    if not (accel and hist_AH3.shape[1] > 2):
+        return p0[:, None] + v1[:, None] * t
+    p2 = hist_AH3[:, -3, :2]
+    v0 = np.where(hist_valid_AH[:, -3:-2] & hist_valid_AH[:, -2:-1], (p1 - p2) / dt_s, v1)
+    a = (v1 - v0) / dt_s
+    # a finite difference is the velocity half a step ago: bring it to now (exact on a constant acceleration)
+    return p0[:, None] + (v1 + 0.5 * a * dt_s)[:, None] * t + 0.5 * a[:, None] * t**2
 
 
 def hypotheses(base_AT2: np.ndarray, start_A2: np.ndarray, num_modes: int, dt_s: float) -> np.ndarray:
