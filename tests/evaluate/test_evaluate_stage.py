@@ -1,5 +1,6 @@
-"""The evaluate stage end to end on the tiny synthetic pipeline: required metric keys, baselines, exports that
-round-trip to the same mAP, pictures and report, and different weights giving different metrics."""
+"""The evaluate stage end to end on the tiny synthetic pipeline: required metric keys and intervals, baselines,
+exports that round-trip to the same mAP, pictures and report, different weights giving different metrics, and
+`drivepipe compare` on those two real runs."""
 
 from __future__ import annotations
 
@@ -106,9 +107,36 @@ def test_other_weights_give_other_metrics(tiny_trained, evaluated, tmp_path):
         meta["sha256"]["model.pt"] = sha256_file(ckpt / "model.pt")
         atomic_write_json(ckpt / "meta.json", meta)
     other = run_evaluate(tiny_trained["cfg"], tiny_trained["cache"], models, tmp_path / "reports")
-    _, base = evaluated
+    out, base = evaluated
     assert other["segmentation"]["mIoU"] != base["segmentation"]["mIoU"] or \
         other["prediction"]["minADE_K"] != base["prediction"]["minADE_K"]
+    _compare_two_commits(tmp_path / "repo", out / "metrics.json", tmp_path / "reports" / "metrics.json")
+
+
+def _compare_two_commits(repo, first, second):
+    """`drivepipe compare HEAD~1 HEAD` on the two real runs committed one after the other in a git repo."""
+    import shutil
+    import subprocess
+
+    from drivepipe.cli.main import main
+
+    (repo / "reports/evaluate").mkdir(parents=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    for f in (first, second):
+        shutil.copy(f, repo / "reports/evaluate/metrics.json")
+        subprocess.run([*git, "-C", str(repo), "add", "-A"], check=True)
+        subprocess.run([*git, "-C", str(repo), "commit", "-qm", "run"], check=True)
+    from drivepipe.evaluate.compare import compare, load_metrics
+
+    rows = compare(load_metrics("HEAD~1", "reports/evaluate/metrics.json", repo),
+                   load_metrics("HEAD", "reports/evaluate/metrics.json", repo))
+    by_name = {r["metric"]: r for r in rows}
+    assert {"detection.mAP", "segmentation.mIoU", "prediction.minFDE_K", "end_to_end.EPA"} <= set(by_name)
+    assert by_name["segmentation.mIoU"]["a"] == json.loads(first.read_text())["segmentation"]["mIoU"]
+    assert all(r["verdict"] in {"outside noise", "within noise", "no interval"} for r in rows)
+    assert main(["compare", "HEAD~1", "HEAD", "--repo", str(repo)]) == 0
+    assert main(["compare", "no-such-experiment", "HEAD", "--repo", str(repo)]) == 2
 
 
 @pytest.mark.slow
