@@ -27,6 +27,9 @@ def _assert_splits_disjoint(header: dict, report: dict) -> None:
     assert set(logs) == {"train", "val", "test"} and all(logs.values())
     assert sum(map(len, logs.values())) == len(set().union(*map(set, logs.values())))  # pairwise disjoint
     assert report["splits"] == logs
+    for split, counts in report["split_counts"].items():
+        assert counts["logs"] <= len(logs[split]) and counts["scenes"] >= counts["logs"]
+        assert sum(counts["distinct_objects"].values()) >= 0
     for split, idx in header["splits"].items():
         assert idx and {header["keys"][i].split("/")[0] for i in idx} <= set(logs[split])
 

@@ -95,7 +95,8 @@ def process_windows(load: Callable[[Window], SensorBundle], windows: list[Window
                 return result
             result.skipped[_reason(exc)] += 1
             continue
-        result.records.append((w.key, value, {**meta, "num_points": int(len(sample["points"]))}))
+        objects = sorted({(int(c), int(t)) for c, t in zip(sample["box_labels"], sample["box_track"], strict=True)})
+        result.records.append((w.key, value, {**meta, "num_points": int(len(sample["points"])), "objects": objects}))
     return result
 
 
@@ -287,12 +288,16 @@ def build_report(infos: list[dict[str, Any]], skipped: Counter, blobs: Counter, 
 
 
 def split_counts(infos: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per split: samples, scenes, logs and locations behind the samples actually written."""
+    """Per split: samples, scenes, logs, locations and distinct objects per class (track ids within a log) behind the
+    samples actually written (GT boxes inside the BEV)."""
     out = {}
     for split in SPLITS:
         rows = [i for i in infos if i["split"] == split]
+        objects = {(i["log"], c, t) for i in rows for c, t in i.get("objects", [])}
+        per_class = Counter(CATEGORIES[c] for _, c, _ in objects)
         out[split] = {"samples": len(rows), "scenes": len({(i["log"], i.get("scene", "")) for i in rows}),
-                      "logs": len({i["log"] for i in rows}), "locations": sorted({i["location"] for i in rows})}
+                      "logs": len({i["log"] for i in rows}), "locations": sorted({i["location"] for i in rows}),
+                      "distinct_objects": dict(sorted(per_class.items()))}
     return out
 
 
