@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -45,8 +46,9 @@ class SyntheticConfig:
     seed: int = _f(1234)                      # world seed; same seed -> byte-identical dataset
     locations: list[str] = _f(list(LOCATIONS))  # one map per location; logs cycle through them
     num_logs: int = _f(4, ge=1)               # number of .db logs
-    scenes_per_log: int = _f(9, ge=5)         # nuPlan drops 2 + 2 scenes per log, so >= 5
-    scene_duration_s: float = _f(2.0, gt=0.5, le=20.0)  # s, length of one scene
+    scenes_per_log: int = _f(7, ge=5)         # nuPlan drops 2 + 2 scenes per log, so >= 5
+    # s, length of one scene; >= 4 s gives every scenario >= 8 s of future (2 dropped scenes) and >= 2 s of history
+    scene_duration_s: float = _f(4.0, gt=0.5, le=20.0)
     image_width: int = _f(480, ge=32)         # px, written camera resolution (real nuPlan: 1920)
     image_height: int = _f(270, ge=32)        # px (real nuPlan: 1080)
     jpeg_quality: int = _f(90, ge=10, le=100)
@@ -75,6 +77,10 @@ class NuplanSourceConfig:
     download_dir: str = _f("data/downloads")   # where partial and finished archives live (resumable)
     timeout_s: float = _f(30.0, gt=0.0)        # s, per HTTP read
     retries: int = _f(3, ge=0)
+    # extraction limits: the largest real nuPlan-mini archive is ~74 GB (nuplan-format.md §1.4) and mostly JPEG/PCD,
+    # which barely compress; a zip bomb expands 100-1000x
+    max_extract_gb: float = _f(500.0, gt=0.0)  # GB (1e9 bytes), most one archive may expand to
+    max_extract_ratio: float = _f(50.0, ge=1.0)  # expanded bytes / archive bytes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,7 +107,7 @@ class PreprocessConfig:
     lidar_z_max_m: float = _f(4.0)             # m, ego frame
     intensity_max: float = _f(255.0, gt=0.0)   # raw intensity divided by this, clipped to [0, 1]
     max_points: int = _f(40000, ge=100)        # points kept per sweep (nearest first)
-    pillar_size_m: float = _f(0.2, gt=0.0)     # m, pillar edge
+    pillar_size_m: float = _f(0.25, gt=0.0)    # m, pillar edge; nests with the BEV cells (_check_pillar_grid)
     bev_size: int = _f(80, ge=8)              # cells per side of the BEV grid (GPU profile 200)
     bev_resolution_m: float = _f(0.5, gt=0.0)  # m per BEV cell
     seg_classes: list[str] = _f(["drivable_area", "lane", "lane_divider", "crosswalk"])
@@ -109,7 +115,9 @@ class PreprocessConfig:
     history_steps: int = _f(4, ge=1)           # past samples at traj_dt_s (excluding now)
     future_steps: int = _f(6, ge=1)            # future samples at traj_dt_s
     traj_dt_s: float = _f(0.5, gt=0.0)         # s between trajectory samples
-    window_stride: int = _f(4, ge=1)           # lidar sweeps (20 Hz) between consecutive samples
+    # scenario candidates between consecutive samples; with cameras the candidates are the sweeps that have images
+    # (every second sweep at 10 Hz cameras), else every sweep
+    window_stride: int = _f(2, ge=1)
     val_logs: int = _f(1, ge=1)                # whole logs held out for val (checkpoint selection, early stopping)
     test_logs: int = _f(1, ge=1)               # whole logs held out for test (what evaluate / carla_eval report)
     max_agents: int = _f(48, ge=1)             # agents kept for prediction (nearest first)
@@ -119,6 +127,7 @@ class PreprocessConfig:
     feature_downsample: int = _f(8, ge=1)      # image px per camera-feature cell
     workers: int = _f(2, ge=1)                 # processes over logs
     failure_policy: Literal["fail", "skip"] = _f("skip")
+    max_skipped_fraction: float = _f(0.1, ge=0.0, le=1.0)  # share (0-1) of windows skipped before it fails
     shard_index: int = _f(0, ge=0)             # this machine's shard of the log list
     shard_count: int = _f(1, ge=1)
 
@@ -132,6 +141,7 @@ class PreprocessConfig:
         bad = [c for c in self.cameras if c not in CAMERA_CHANNELS]
         if bad or not self.cameras:
             raise ConfigError(f"preprocess.cameras: unknown channel(s) {bad}; choose from {list(CAMERA_CHANNELS)}")
+        _check_pillar_grid(self.pillar_size_m, self.bev_resolution_m, self.bev_size)
         known = {"drivable_area", "lane", "lane_divider", "crosswalk", "walkway", "stop_line", "intersection"}
         if not set(self.seg_classes) <= known or not self.seg_classes:
             raise ConfigError(f"preprocess.seg_classes: must be a non-empty subset of {sorted(known)}")
@@ -140,6 +150,24 @@ class PreprocessConfig:
     def bev_extent_m(self) -> float:
         """Half the side of the square BEV area centred on the ego rear axle, in metres."""
         return self.bev_size * self.bev_resolution_m / 2.0
+
+
+def _whole(x: float) -> int:
+    """round(x) when x is a whole number >= 1 (to 1e-6 relative), else 0."""
+    k = round(x)
+    return k if k >= 1 and abs(x - k) <= 1e-6 * max(1.0, x) else 0
+
+
+def _check_pillar_grid(pillar_m: float, res_m: float, bev_size: int) -> None:
+    """The pillar grid must nest with the BEV grid (same square): a whole number of pillars per BEV cell, or a whole
+    number k of BEV cells per pillar with k dividing bev_size. Then every BEV cell edge is a pillar edge (or the
+    reverse), and cache, augmentation and encoder index the same n = 2E / pillar_size_m pillars."""
+    per_cell, per_pillar = _whole(res_m / pillar_m), _whole(pillar_m / res_m)
+    if not per_cell and not (per_pillar and bev_size % per_pillar == 0):
+        raise ConfigError(
+            f"preprocess.pillar_size_m: {pillar_m} m does not align with the BEV grid (preprocess.bev_resolution_m "
+            f"{res_m} m, preprocess.bev_size {bev_size}); bev_resolution_m / pillar_size_m must be a whole number, "
+            f"or pillar_size_m / bev_resolution_m a whole number dividing bev_size")
 
 
 # ------------------------------------------------------------------------------------------------------- augment
@@ -268,6 +296,9 @@ class ClosedLoopConfig:
     controller: Literal["pure_pursuit", "lqr"] = _f("pure_pursuit")
     max_failure_rate: float = _f(0.25, ge=0.0, le=1.0)
     target_speed_mps: float = _f(8.0, gt=0.0)
+    # detection score (sigmoid, 0-1) of the boxes the agent's tracker and planner believe in (mAP uses all scores
+    # above evaluate.score_threshold)
+    detection_score_threshold: float = _f(0.3, gt=0.0, lt=1.0)
     animation: bool = _f(True)                 # write a top-down GIF per scenario
     seed: int = _f(0)
     carla: CarlaServerConfig = _sub(CarlaServerConfig)
@@ -308,6 +339,8 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
     elif hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
+        if ok and not math.isfinite(value):  # .nan / .inf pass every range check, then poison the run
+            raise ConfigError(f"{key}: {value!r} is not a finite number")
     else:
         ok = isinstance(value, hint)
     if not ok:
@@ -354,16 +387,45 @@ def from_dict(raw: dict[str, Any]) -> Config:
     return _build(Config, raw, "")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"{key}: duplicate key (line {key_node.start_mark.line + 1}); "
+                                  "YAML would silently keep only the last value")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: str | Path = "params.yaml") -> Config:
-    """Read params.yaml and return the validated config; raises `ConfigError` naming the bad key."""
+    """Read params.yaml and return the validated config; raises `ConfigError` naming the bad key.
+
+    Unlike `from_dict`, a file must give every top-level section: DVC tracks those keys, so a section that is
+    missing (or an empty file) would silently run on defaults that DVC never sees.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{path}: empty or not a mapping; it must hold the sections {_SECTIONS}")
+    missing = [name for name in _SECTIONS if not isinstance(raw.get(name), dict)]
+    if missing:
+        raise ConfigError(f"{missing[0]}: section missing or empty in {path} (DVC tracks its keys; "
+                          "copy it from the repository's params.yaml)")
     return from_dict(raw)
+
+
+_SECTIONS = [f.name for f in dataclasses.fields(Config)]
 
 
 def to_dict(obj: Any) -> Any:

@@ -14,7 +14,7 @@ from drivepipe.utils.geometry import box_corners_2d
 from drivepipe.vehicle import EGO_WIDTH_M
 from drivepipe.world.ego import EGO_CENTER_OFFSET_M, EGO_LENGTH_M, make_route
 from drivepipe.world.roads import STOP_SETBACK_M, build_city
-from drivepipe.world.state import EgoKinematics
+from drivepipe.world_state import EgoKinematics
 from drivepipe.world.traffic import RED
 from drivepipe.world.world import World
 
@@ -85,7 +85,7 @@ def test_map_layers_have_devkit_columns_and_lanes_lie_in_drivable_area():
         assert all(v is None or isinstance(v, (int, float, str)) for f in feats for v in f.props.values()), layer
     for layer in ("lane_groups_polygons", "crosswalks", "walkways", "carpark_areas", "traffic_lights"):
         assert vm.layer(layer), layer
-    assert {f.props["boundary_type_fid"] for f in vm.layer("boundaries")} <= {0, 2}
+    assert {f.props["boundary_type_fid"] for f in vm.layer("boundaries")} <= {0, 2, 3}  # 3: connector edges
     drivable = shapely.unary_union([f.geometry for name in ("road_segments", "intersections",
                                                             "generic_drivable_areas", "carpark_areas")
                                     for f in vm.layer(name)]).buffer(1e-6)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from drivepipe import errors as E
 from drivepipe.config import Config, ConfigError, load, to_dict
-from drivepipe.errors import BackendUnavailable, DataError
 from drivepipe.utils.io import atomic_write_json
 
 
@@ -27,17 +28,36 @@ def write_resolved_config(cfg: Config, out_dir: str | Path) -> None:
 
 
 def guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a stage; turn known user-facing errors into one clear line on stderr and exit code 2."""
+    """Run a stage; turn every expected failure into one clear line on stderr and the exit code documented in
+    `drivepipe.errors` (2 input, 3 checkpoint, 4 non-finite, 5 disk full). Anything else is a bug: traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return run(args)
     except ConfigError as exc:
-        print(f"drivepipe: bad params: {exc}", file=sys.stderr)
-    except DataError as exc:
-        print(f"drivepipe: bad data: {exc}", file=sys.stderr)
-    except BackendUnavailable as exc:
-        print(f"drivepipe: backend unavailable: {exc}", file=sys.stderr)
-    return 2
+        return _fail(f"bad params: {E.one_line(exc)}", E.EXIT_INPUT)
+    except E.DataError as exc:
+        return _fail(f"bad data: {E.one_line(exc)}", E.EXIT_INPUT)
+    except E.BackendUnavailable as exc:
+        return _fail(f"backend unavailable: {E.one_line(exc)}", E.EXIT_INPUT)
+    except E.CheckpointError as exc:
+        return _fail(f"bad checkpoint: {E.one_line(exc)}", E.EXIT_CHECKPOINT)
+    except E.NonFiniteError as exc:
+        return _fail(f"non-finite values: {E.one_line(exc)}", E.EXIT_NONFINITE)
+    except E.DiskFullError as exc:
+        return _fail(f"disk full: {exc.strerror}", E.EXIT_DISK_FULL)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        return _fail(f"disk full: no space left on {exc.filename or 'the output device'}; free some space and rerun",
+                     E.EXIT_DISK_FULL)
+
+
+def _fail(line: str, code: int) -> int:
+    if "tqdm" in sys.modules:  # end any progress bar's line first, so the error stands on a line of its own
+        for bar in list(getattr(sys.modules["tqdm"].tqdm, "_instances", ())):
+            bar.close()
+    print(f"drivepipe: {' '.join(line.split())}", file=sys.stderr)  # always exactly one line
+    return code
 
 
 def stage_main(add_arguments: Callable[[argparse.ArgumentParser], None],

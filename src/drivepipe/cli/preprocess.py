@@ -17,10 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from drivepipe.errors import DataError
-    from drivepipe.preprocess.run import run_preprocess
+    from drivepipe.preprocess.run import run_preprocess, skip_summary
 
     cfg = load_config(args)
     report = run_preprocess(cfg, Path(args.data), Path(args.out), Path(args.report))
+    print(skip_summary(report))
     print(f"preprocess: {report['samples']} samples {report['per_split']}, {report['skipped_total']} skipped, "
           f"{report['samples_per_s']} samples/s -> {args.out}")
     if report["samples"] == 0:

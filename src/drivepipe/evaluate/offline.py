@@ -16,34 +16,13 @@ import numpy as np
 import torch
 
 from drivepipe.config import Config
+from drivepipe.errors import NonFiniteError
 from drivepipe.evaluate.baselines import kinematic_baseline
 from drivepipe.evaluate.headline import NEAR_OCC_M, SceneBook, agent_errors, end_to_end_counts, is_moving
 from drivepipe.evaluate.visibility import camera_sees, lidar_points_in_boxes
-from drivepipe.metrics import DetectionMetric, OccupancyMetric, PredictionMetric, RasterIoU
+from drivepipe.metrics import DetectionMetric, MetricSet, PredictionMetric, batch_predictions, unbatch
 from drivepipe.model.heads.detection import decode_detections
 from drivepipe.schema import AGENT_CATEGORIES, CATEGORIES, CATEGORY_INDEX
-
-
-@dataclass
-class MetricSet:
-    """The streaming metrics of one model (or baseline) over one slice of the data."""
-
-    det: DetectionMetric
-    seg: RasterIoU
-    occ: OccupancyMetric
-    pred: PredictionMetric
-
-    @classmethod
-    def build(cls, cfg: Config) -> "MetricSet":
-        e = cfg.evaluate
-        return cls(DetectionMetric(), RasterIoU(cfg.preprocess.seg_classes, e.seg_threshold),
-                   OccupancyMetric(e.occ_threshold),
-                   PredictionMetric(cfg.preprocess.traj_dt_s, e.miss_threshold_m, e.mode_score_threshold))
-
-    def compute(self) -> dict[str, Any]:
-        det = self.det.compute()
-        return {"detection": {k: v for k, v in det.items() if k != "pr_curves"}, "segmentation": self.seg.compute(),
-                "occupancy": self.occ.compute(), "prediction": self.pred.compute(), "_pr_curves": det["pr_curves"]}
 
 
 @dataclass
@@ -72,30 +51,24 @@ class Evaluator:
         self.detections, self.ground_truth, self.trajectories = {}, {}, {}
 
     def update(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any], export: bool = True) -> None:
-        dets = decode_detections(outputs, self.cfg, self.cfg.evaluate.score_threshold, self.cfg.model.max_detections)
-        seg = outputs["seg.logits"].float().sigmoid().numpy()
-        occ = outputs["occ.logits"].float().sigmoid().numpy()
-        traj = outputs["pred.traj"].float().numpy()
-        probs = outputs["pred.mode_logits"].float().softmax(-1).numpy()
+        preds = batch_predictions(outputs, self.cfg)
         for b, meta in enumerate(batch["meta"]):
-            item = _unbatch(batch, b)
-            det = {k: v.numpy() for k, v in dets[b].items()}
-            self._book(meta, item, det, seg[b], occ[b], traj[b], probs[b], outputs, b)
+            item = with_visibility(unbatch(batch, b), batch, b)
+            if all(preds[k] is not None for k in ("det", "seg", "occ", "traj")):
+                self._book(meta, item, preds, outputs, b)
             sets = [self.overall, self._group("location", meta["location"]),
                     self._group("scenario_type", meta["scenario_type"])]
             for ms in sets:
-                ms.det.update(det["boxes"], det["labels"], det["scores"], item["boxes"], item["box_labels"])
-                ms.seg.update(seg[b:b + 1], item["seg"][None])
-                ms.occ.update(occ[b], item["occ"])
-                ms.pred.update(traj[b][item["agents"]], probs[b][item["agents"]], *item["pred_gt"])
+                ms.update(preds, b, item)
             self._baselines(item)
             if export:
-                self._export(meta["token"], det, item, traj[b], probs[b])
+                self._export(meta["token"], preds["det"][b], item, preds["traj"][b], preds["probs"][b])
 
-    def _book(self, meta: dict, item: dict, det: dict, seg: np.ndarray, occ: np.ndarray, traj: np.ndarray,
-              probs: np.ndarray, outputs: dict[str, Any], b: int) -> None:
+    def _book(self, meta: dict, item: dict, preds: dict[str, Any], outputs: dict[str, Any], b: int) -> None:
         """Record one sample in the scene book (and drop unseen GT boxes from `item` for every detection metric)."""
         book, e = self.book, self.cfg.evaluate
+        det, seg, occ, traj, probs = (preds["det"][b], preds["seg"][b], preds["occ"][b], preds["traj"][b],
+                                      preds["probs"][b])
         scene = book.scene_of(meta)
         seen = (item["box_points"] > 0) | item["box_camera"]
         book.gt_removed += int((~seen).sum())
@@ -162,32 +135,13 @@ class Evaluator:
         return results
 
 
-def _unbatch(batch: dict[str, Any], b: int) -> dict[str, Any]:
-    """The valid (unpadded) ground truth of batch item b as numpy arrays."""
-    box_valid = batch["box_valid"][b].numpy()
-    agents = batch["agent_valid"][b].numpy()
-    agent_box = batch["agent_box"][b].numpy()
-    boxes = batch["boxes"][b].numpy()
-    fut = batch["agent_fut"][b].numpy()
-    sizes = boxes[np.clip(agent_box, 0, None)][:, 3:5]
+def with_visibility(item: dict[str, Any], batch: dict[str, Any], b: int) -> dict[str, Any]:
+    """`item` plus box_points (lidar points inside each GT box) and box_camera (a camera sees its centre)."""
     images = batch["images"]
-    return {
-        "box_points": lidar_points_in_boxes(batch["points"][b][batch["point_valid"][b]].numpy(), boxes[box_valid]),
-        "box_camera": camera_sees(boxes[box_valid], batch["intrinsics"][b].numpy(), batch["cam_to_ego"][b].numpy(),
-                                  int(images.shape[-1]), int(images.shape[-2])),
-        "boxes": boxes[box_valid], "box_labels": batch["box_labels"][b].numpy()[box_valid],
-        "box_track": batch["box_track"][b].numpy()[box_valid],
-        "seg": batch["seg"][b].numpy(), "occ": batch["occ"][b].numpy(), "agents": agents,
-        "agent_hist": batch["agent_hist"][b].numpy(), "agent_hist_valid": batch["agent_hist_valid"][b].numpy(),
-        "agent_labels": batch["agent_labels"][b].numpy(), "agent_track": _agent_tracks(batch, b),
-        "pred_gt": (fut[agents][..., :2], batch["agent_fut_valid"][b].numpy()[agents], sizes[agents],
-                    fut[agents][..., 2]),
-    }
-
-
-def _agent_tracks(batch: dict[str, Any], b: int) -> np.ndarray:
-    idx = np.clip(batch["agent_box"][b].numpy(), 0, None)
-    return batch["box_track"][b].numpy()[idx]
+    points = batch["points"][b][batch["point_valid"][b]].numpy()
+    return {**item, "box_points": lidar_points_in_boxes(points, item["boxes"]),
+            "box_camera": camera_sees(item["boxes"], batch["intrinsics"][b].numpy(), batch["cam_to_ego"][b].numpy(),
+                                      int(images.shape[-1]), int(images.shape[-2]))}
 
 
 def _pred_summary(p: dict[str, Any]) -> dict[str, Any]:
@@ -213,7 +167,12 @@ def evaluate_model(model: torch.nn.Module, loader: Any, cfg: Config, export: boo
         outputs: dict[str, Any] = {}
         for head in model.heads.values():
             outputs.update({k: v.cpu() for k, v in head(bev, inputs).items()})
-        if "pred" in model.heads:
+        bad = [k for k, v in outputs.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            tokens = [m["token"] for m in batch.get("meta", [])][:3]
+            raise NonFiniteError(f"model predictions {bad} hold NaN/inf for samples {tokens}; check the inputs "
+                                 "(dvc repro preprocess) and the checkpoint")
+        if "pred" in model.heads and "det.heatmap" in outputs:
             outputs.update(forecast_detections(model, bev, outputs, cfg))
         evaluator.update(outputs, batch, export=export)
     return evaluator.compute(), evaluator

@@ -42,6 +42,7 @@ from drivepipe.utils.geometry import (
     transform_points,
     wrap_angle,
 )
+from drivepipe.utils.jpeg_warnings import decoder_warnings
 
 _IS_AGENT = np.isin(np.arange(len(CATEGORIES)), [CATEGORY_INDEX[c] for c in AGENT_CATEGORIES])  # by category index
 _REDUCED_FLAG = {1: 0, 2: 16, 4: 32, 8: 64}  # cv2.IMREAD_REDUCED_* bits added to a colour flag
@@ -121,9 +122,12 @@ def decode_jpeg(data: bytes, source: Path | str, downscale: int = 1) -> np.ndarr
     if b"\xff\xd9" not in data[-32:]:
         raise DataError(source, "JPEG is truncated (no end-of-image marker)")
     flags = cv2.IMREAD_COLOR_RGB | _REDUCED_FLAG[downscale]  # decoded straight to RGB, no copy
-    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    with decoder_warnings() as warnings:
+        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if rgb is None or rgb.ndim != 3:
         raise DataError(source, "JPEG could not be decoded")
+    if warnings:  # e.g. a file cut mid-stream: libjpeg fills the rest with grey and only warns
+        raise DataError(source, f"JPEG is corrupt (decoder: {warnings[0].strip()})")
     return rgb
 
 

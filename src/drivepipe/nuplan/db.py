@@ -5,7 +5,7 @@ channel, and, on first use, all boxes grouped by sweep), so building a `SensorBu
 selected by name; the 12 tables and the columns read here are checked when the log is opened, and every problem is
 a `DataError` naming the db file. The file is never written (`mode=ro` URI).
 
-Frames and units (nuplan-format.md §2): positions in the city's UTM frame (m), quaternions (w, x, y, z), ego
+Frames and units: positions in the city's UTM frame (m), quaternions (w, x, y, z), ego
 velocities/accelerations/rates in the ego frame, box velocities in the global frame, times in µs.
 """
 
@@ -43,7 +43,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "log": ("token", "vehicle_name", "logfile", "location", "map_version"),
     "ego_pose": ("token", "timestamp") + _EGO_COLS,
     "camera": ("token", "channel", "model", "translation", "rotation", "intrinsic", "distortion", "width", "height"),
-    "image": ("token", "camera_token", "filename_jpg", "timestamp"),
+    "image": ("token", "ego_pose_token", "camera_token", "filename_jpg", "timestamp"),
     "lidar": ("token", "channel", "translation", "rotation"),
     "lidar_pc": ("token", "ego_pose_token", "scene_token", "filename", "timestamp"),
     "lidar_box": ("lidar_pc_token", "track_token") + _BOX_COLS,
@@ -171,14 +171,15 @@ class NuplanLog:
         return scenes
 
     def _load_images(self) -> dict[str, ChannelImages]:
-        rows = self._query("SELECT c.channel, i.timestamp, i.token, i.filename_jpg FROM image i "
-                           "JOIN camera c ON c.token = i.camera_token ORDER BY c.channel, i.timestamp")
+        rows = self._query("SELECT c.channel, i.timestamp, i.token, i.filename_jpg, i.ego_pose_token FROM image i "
+                           "JOIN camera c ON c.token = i.camera_token ORDER BY c.channel, i.timestamp, i.token")
         out: dict[str, ChannelImages] = {}
         for channel in sorted({r[0] for r in rows}):
             sel = [r for r in rows if r[0] == channel]
             out[channel] = ChannelImages(timestamp_us=np.array([r[1] for r in sel], np.int64),
                                          token=np.array([_hex(r[2]) for r in sel]),
-                                         filename=np.array([str(r[3]) for r in sel], dtype=object))
+                                         filename=np.array([str(r[3]) for r in sel], dtype=object),
+                                         ego_pose_token=np.array([_hex(r[4]) for r in sel]))
         return out
 
     @property
@@ -207,6 +208,14 @@ class NuplanLog:
             center=vals[:, 0:3], size=vals[:, 3:6], yaw=vals[:, 9],
             velocity=np.nan_to_num(vals[:, 6:9]), category=cat[rows_kept],
             track_id=track_ids(columns[1])[rows_kept])
+
+    def traffic_lights(self) -> dict[str, dict[int, str]]:
+        """lidar_pc token hex -> {lane connector fid: status} from traffic_light_status ('green' | 'red' | ...)."""
+        out: dict[str, dict[int, str]] = {}
+        for tok, fid, status in self._query(
+                "SELECT lidar_pc_token, lane_connector_id, status FROM traffic_light_status"):
+            out.setdefault(bytes(tok).hex(), {})[int(fid)] = str(status)
+        return out
 
     def _sweep_of_tokens(self, tokens: tuple) -> np.ndarray:
         """Row in `lidar_pcs` of each lidar_pc token (blob), -1 for unknown ones; one numpy lookup when every token
@@ -247,6 +256,22 @@ class NuplanLog:
             self.derived[key] = (np.full(sweeps.shape, -1, np.int64) if imgs is None
                                  else nearest_index(imgs.timestamp_us, sweeps, IMAGE_MATCH_US))
         return self.derived[key]
+
+    def camera_sweeps(self) -> np.ndarray:
+        """(sweeps,) bool: the sweeps the devkit keeps with `include_cameras` — those whose ego pose is some image's
+        ego pose (image.ego_pose_token = lidar_pc.ego_pose_token; nuPlan links an image to its trigger sweep's
+        pose). A log with images but no such link falls back to the sweep nearest in time to each image. A log
+        without images: none. Computed once per log."""
+        if "camera_sweeps" not in self.derived:
+            imgs = list(self.images.values())
+            pose_of_image = set().union(*(set(c.ego_pose_token.tolist()) for c in imgs)) - {""}
+            keep = np.isin(self.lidar_pcs.ego_pose_token, sorted(pose_of_image))
+            if imgs and not keep.any():
+                ts = self.lidar_pcs.timestamp_us
+                nearest = nearest_index(ts, np.concatenate([c.timestamp_us for c in imgs]), IMAGE_MATCH_US)
+                keep[nearest[nearest >= 0]] = True
+            self.derived["camera_sweeps"] = keep
+        return self.derived["camera_sweeps"]
 
     def blob_path(self, relative: str) -> Path:
         return self.sensor_root / relative

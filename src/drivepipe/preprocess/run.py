@@ -91,7 +91,8 @@ def process_windows(load: Callable[[Window], SensorBundle], windows: list[Window
             value = encode_sample(sample, meta, p.image_storage, p.jpeg_quality)
         except Exception as exc:  # noqa: BLE001 - the policy decides; "fail" names the sample
             if p.failure_policy == "fail":
-                result.error = (f"{w.log_name}/{w.token}", f"sample failed: {_reason(exc)}")
+                where = f" in {exc.source}" if isinstance(exc, DataError) else ""
+                result.error = (f"{w.log_name}/{w.token}", f"sample failed{where}: {_reason(exc)}")
                 return result
             result.skipped[_reason(exc)] += 1
             continue
@@ -221,7 +222,8 @@ def header_common(cfg: Config, manifest_hash: str,
     """The header fields that depend on the config and the dataset only (not on which samples were written).
     `log_splits` is the split of EVERY log of the dataset ({"train": [log...], "val": [...], "test": [...]})."""
     p = cfg.preprocess
-    return {"log_splits": {k: list((log_splits or {}).get(k, [])) for k in SPLITS},"schema_version": SCHEMA_VERSION, "sample_format_version": SAMPLE_FORMAT_VERSION,
+    return {"log_splits": {k: list((log_splits or {}).get(k, [])) for k in SPLITS},
+            "schema_version": SCHEMA_VERSION, "sample_format_version": SAMPLE_FORMAT_VERSION,
             "package_version": _package_version(),
             "preprocess": cache_preprocess_dict(cfg), "config_hash": cache_config_hash(cfg),
             "data_manifest_hash": manifest_hash, "fields": field_specs(p), "categories": list(CATEGORIES),
@@ -253,7 +255,8 @@ def plan_tasks(cfg: Config, data_root: Path) -> tuple[list[LogTask], str, dict[s
     scenarios, locations, spans, db_of = [], {}, {}, {}
     for db in sorted(layout.db_files):
         with NuplanLog(db, layout.sensor_root, None, cfg.data.missing_blob_policy) as nlog:
-            scenarios.extend(enumerate_scenarios(nlog))
+            # anchors on the sweeps that have images (the devkit's include_cameras), when cameras are used
+            scenarios.extend(enumerate_scenarios(nlog, include_cameras=bool(cfg.preprocess.cameras)))
             ts = nlog.lidar_pcs.timestamp_us
             name = nlog.log_name
             locations[name], spans[name], db_of[name] = nlog.location, (int(ts[0]), int(ts[-1])), Path(db)
@@ -301,19 +304,43 @@ def split_counts(infos: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def write_cache(results: Iterable[LogResult], out_dir: Path, common: dict[str, Any]
+def check_skip_policy(infos: list[dict[str, Any]], skipped: Counter, splits: set[str], max_fraction: float,
+                      source: Path) -> None:
+    """Raise DataError when a split that had windows ended up empty, or when more than `max_fraction` of the
+    windows were skipped (preprocess.max_skipped_fraction): a cache that silently lost data is never written."""
+    total_skipped = sum(skipped.values())
+    reasons = "; ".join(f"{n} x {r}" for r, n in skipped.most_common(3))
+    empty = sorted(splits - {i["split"] for i in infos})
+    if empty:
+        raise DataError(source, f"split {empty[0]!r} is empty: all its samples were skipped ({reasons or 'none'}); "
+                        "the cache was not written (fix the data: dvc repro download)")
+    total = len(infos) + total_skipped
+    if total and total_skipped / total > max_fraction:
+        raise DataError(source, f"{total_skipped} of {total} samples skipped ({total_skipped / total:.0%} > "
+                        f"preprocess.max_skipped_fraction {max_fraction:g}): {reasons}; the cache was not written")
+
+
+def skip_summary(report: dict[str, Any]) -> str:
+    """One line per skip reason (what `drivepipe preprocess` prints at the end)."""
+    lines = [f"  {n} x {reason}" for reason, n in report["skipped"].items()]
+    return "\n".join([f"skipped {report['skipped_total']} samples" + (":" if lines else ""), *lines])
+
+
+def write_cache(results: Iterable[LogResult], out_dir: Path, common: dict[str, Any],
+                check: Callable[[list[dict[str, Any]], Counter], None] | None = None, expected_records: int = 0,
                 ) -> tuple[list[dict[str, Any]], Counter, Counter]:
     """Write per-log results (in key order) into a new cache at `out_dir`.
 
     Returns (sample infos, samples skipped by reason, missing sensor files by kind).
 
-    Raises DataError for the first result that carries an error (failure_policy "fail"); nothing is left at
-    `out_dir` then (the tmp dir is removed).
+    Raises DataError for the first result that carries an error (failure_policy "fail") or when `check(infos,
+    skipped)` refuses what was collected (`check_skip_policy`); nothing is left at `out_dir` then (the tmp dir is
+    removed) and an existing cache there stays as it was. `expected_records` only sizes the disk-full message.
     """
     infos: list[dict[str, Any]] = []
     skipped: Counter = Counter()
     blobs: Counter = Counter()
-    with LmdbWriter(out_dir) as writer:
+    with LmdbWriter(out_dir, expected_records=expected_records) as writer:
         for result in results:
             if result.error is not None:
                 raise DataError(*result.error)
@@ -321,6 +348,8 @@ def write_cache(results: Iterable[LogResult], out_dir: Path, common: dict[str, A
             infos.extend(info for _, _, info in result.records)
             skipped.update(result.skipped)
             blobs.update(result.missing_blobs)
+        if check is not None:
+            check(infos, skipped)
         writer.finish(build_header(common, infos))
     return infos, skipped, blobs
 
@@ -337,10 +366,15 @@ def run_preprocess(cfg: Config, data_root: Path, out_dir: Path, report_path: Pat
 
     t0 = time.perf_counter()
     tasks, manifest_hash, log_splits = plan_tasks(cfg, Path(data_root))
-    bar = tqdm(total=sum(len(t.windows) for t in tasks), unit="sample", desc="preprocess")
-    infos, skipped, blobs = write_cache(_progress(_map_logs(tasks, cfg.preprocess.workers), bar), Path(out_dir),
-                                        header_common(cfg, manifest_hash, log_splits))
-    bar.close()
+    total = sum(len(t.windows) for t in tasks)
+    bar = tqdm(total=total, unit="sample", desc="preprocess")
+    splits = {w.split for t in tasks for w in t.windows}
+
+    def check(infos: list[dict[str, Any]], skipped: Counter) -> None:
+        check_skip_policy(infos, skipped, splits, cfg.preprocess.max_skipped_fraction, Path(data_root))
+    with bar:  # closed (its line ended) on errors too, so the error message gets a line of its own
+        infos, skipped, blobs = write_cache(_progress(_map_logs(tasks, cfg.preprocess.workers), bar), Path(out_dir),
+                                            header_common(cfg, manifest_hash, log_splits), check, total)
     extra = {"logs_total": sum(map(len, log_splits.values())), "splits": log_splits,
              "split_counts": split_counts(infos), "logs_in_shard": len({t.log_name for t in tasks}),
              "shard_index": cfg.preprocess.shard_index,

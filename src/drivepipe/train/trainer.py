@@ -13,7 +13,6 @@ bitwise-exactly (model, optimizer, scheduler, scaler, loss module, counters, RNG
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import random
@@ -31,9 +30,17 @@ from torch import nn
 from drivepipe.config import Config, TrainConfig
 from drivepipe.data.augment import Augmenter
 from drivepipe.data.loader import build_loader
+from drivepipe.errors import CheckpointError, NonFiniteError
 from drivepipe.sample import to_device
 from drivepipe.train import distributed as D
-from drivepipe.train.checkpoint import Checkpointer, capture_rng, load_model_weights, load_train_state, restore_rng
+from drivepipe.train.checkpoint import (
+    Checkpointer,
+    capture_rng,
+    load_model_weights,
+    load_train_state,
+    previous_checkpoint_hint,
+    restore_rng,
+)
 from drivepipe.train.live import TrainLogger
 from drivepipe.train.optim import build_optimizer, build_scheduler
 from drivepipe.train.validate import validate
@@ -117,12 +124,17 @@ def data_hashes(header: dict[str, Any]) -> dict[str, str]:
             "header_hash": str(header.get("header_hash") or (sha256_json(header) if header else "unknown"))}
 
 
+# (cfg, checkpoint dir, output dir) -> results; the closed-loop diagnostics of one checkpoint
+ClosedLoopCheck = Callable[[Config, Path, Path], Any]
+
+
 class Trainer:
     """Builds data, model, optimizer, checkpointer and logger; `fit()` runs the epochs."""
 
     def __init__(self, cfg: Config, cache_dir: Path, ckpt_root: Path, reports_dir: Path,
-                 builders: Builders | None = None) -> None:
+                 builders: Builders | None = None, closed_loop: ClosedLoopCheck | None = None) -> None:
         self.cfg, t = cfg, cfg.train
+        self.closed_loop_check = closed_loop
         builders = builders or default_builders()
         self.dist = D.init_distributed("cuda" if resolve_device(t, D.DistInfo()).type == "cuda" else "cpu")
         self.device = resolve_device(t, self.dist)
@@ -177,8 +189,11 @@ class Trainer:
                 "world_size": self.dist.world_size}
 
     def _load(self, ckpt_dir: Path) -> None:
-        weights, _ = load_model_weights(ckpt_dir)
-        state = load_train_state(ckpt_dir)
+        try:
+            weights, _ = load_model_weights(ckpt_dir)
+            state = load_train_state(ckpt_dir)
+        except CheckpointError as exc:  # e.g. a train_state.pt cut short by a crash outside the atomic save
+            raise CheckpointError(f"{exc}; {previous_checkpoint_hint(ckpt_dir)}") from None
         self.model.load_state_dict(weights, strict=True)
         self.loss_fn.load_state_dict(state["loss_module"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -284,7 +299,7 @@ class Trainer:
                     "(%d in a row, %d in total)", p.step, micro_index, p.nonfinite_in_row, p.nonfinite_total)
         self.logger.log_epoch(p.step, {"train/nonfinite_total": float(p.nonfinite_total)})
         if p.nonfinite_in_row >= limit:
-            raise RuntimeError(
+            raise NonFiniteError(
                 f"training stopped: {p.nonfinite_in_row} non-finite losses in a row (train.max_nonfinite_in_row="
                 f"{limit}) at optimizer step {p.step}, micro-batch {p.micro_step}. Check the learning rate and "
                 "warm-up (train.lr, train.warmup_steps), AMP (train.amp: try off or bf16), the cached data for "
@@ -303,6 +318,10 @@ class Trainer:
     # ------------------------------------------------------------------------------------ checkpoint + eval
     def _end_of_epoch(self, final: bool) -> None:
         t, p = self.cfg.train, self.progress
+        if p.step == 0 and p.nonfinite_total > 0:  # fewer than max_nonfinite_in_row steps, every one voided
+            raise NonFiniteError(f"training stopped: all {p.nonfinite_total} steps so far had a non-finite loss, no "
+                                 "optimizer step succeeded; nothing was saved. Check train.lr, the loss weights and "
+                                 "the cached data (dvc repro preprocess)")
         closed_loop = t.closed_loop_every_epochs > 0 and p.epoch % t.closed_loop_every_epochs == 0
         if not (final or closed_loop or p.epoch % t.save_every_epochs == 0) or p.step == self.last_saved_step:
             return
@@ -318,16 +337,11 @@ class Trainer:
         D.barrier(self.dist)
 
     def _closed_loop(self, ckpt_dir: Path) -> None:
-        """Guarded call of `drivepipe.sim.harness.run_for_checkpoint`; results go to `<ckpt>/closed_loop/`.
-
-        Imported by name on purpose: the closed-loop results are diagnostics archived beside the checkpoint and do
-        not change the weights, so the simulator code is not a dvc.yaml dependency of `train` (off by default;
-        add `src/drivepipe/sim` etc. to the stage's deps if train.closed_loop_every_epochs is used in the pipeline).
-        """
-        try:
-            run_for_checkpoint = importlib.import_module("drivepipe.sim.harness").run_for_checkpoint
-        except (ImportError, AttributeError) as exc:
-            log.info("closed-loop check skipped: %s", exc)
+        """Guarded call of the closed-loop check that `cli/train.py` passes in (`sim.harness.run_for_checkpoint`);
+        results go to `<ckpt>/closed_loop/`. The trainer itself never imports the simulator."""
+        run_for_checkpoint = self.closed_loop_check
+        if run_for_checkpoint is None:
+            log.info("closed-loop check skipped: no check was passed to the trainer")
             return
         rng = capture_rng()
         try:
@@ -344,9 +358,10 @@ class Trainer:
 
 
 def fit(cfg: Config, cache_dir: str | Path, ckpt_root: str | Path, reports_dir: str | Path,
-        builders: Builders | None = None) -> dict[str, Any]:
-    """Train (resuming `ckpt_root/<experiment>/latest` when it matches) and return the final summary dict."""
-    trainer = Trainer(cfg, Path(cache_dir), Path(ckpt_root), Path(reports_dir), builders)
+        builders: Builders | None = None, closed_loop: ClosedLoopCheck | None = None) -> dict[str, Any]:
+    """Train (resuming `ckpt_root/<experiment>/latest` when it matches) and return the final summary dict.
+    `closed_loop(cfg, ckpt_dir, out_dir)` runs every train.closed_loop_every_epochs epochs when given."""
+    trainer = Trainer(cfg, Path(cache_dir), Path(ckpt_root), Path(reports_dir), builders, closed_loop)
     try:
         return trainer.fit()
     finally:

@@ -205,6 +205,7 @@ class _MapBuilder:
         for inter in self.intersections:
             self._intersection(inter)
         self._carpark()
+        self._connector_boundaries()
 
     def _road(self, ia: int, ib: int) -> None:
         """Both directions of the street between intersections ia and ib: lanes, groups, boundaries, walkways."""
@@ -350,6 +351,19 @@ class _MapBuilder:
         self.edges[e_in]["succ"].append(e)
         self.edges[e]["succ"].append(e_out)
         return poly
+
+    def _connector_boundaries(self) -> None:
+        """Left and right edge polylines of every lane connector, as `boundaries` rows referenced by its
+        `gen_lane_connectors_scaled_width_polygons` row (the devkit looks them up by fid). They are the connector
+        centreline offset by half a lane width, in the direction of travel, i.e. the long sides of its width
+        polygon. Added after everything else, so the fids of the other features do not move."""
+        centre = {f.fid: f.geometry for f in self.layers["lane_connectors"]}
+        for poly in self.layers["gen_lane_connectors_scaled_width_polygons"]:
+            line = centre[poly.props["lane_connector_fid"]]
+            for side, sign in (("left", 1.0), ("right", -1.0)):
+                edge = line.offset_curve(sign * LANE_WIDTH_M / 2)  # shapely >= 2 keeps the line's direction
+                poly.props[f"{side}_boundary_fid"] = self.add("boundaries", edge, boundary_type_fid=3,
+                                                              has_reflectors=0)
 
     def _carpark(self) -> None:
         """One parking lot inside the south-west block plus a driveway (generic drivable area) to its street."""
