@@ -24,6 +24,7 @@ import numpy as np
 
 from drivepipe.schema import CATEGORIES
 from drivepipe.utils.geometry import box_corners_2d, wrap_angle
+from drivepipe.utils.visibility import seen_by_sensors
 
 DIST_THRESHOLDS_M = (0.5, 1.0, 2.0, 4.0)
 TP_THRESHOLD_M = 2.0
@@ -339,9 +340,14 @@ def unbatch(batch: dict[str, Any], b: int) -> dict[str, Any]:
     boxes = batch["boxes"][b].numpy()
     fut = batch["agent_fut"][b].numpy()
     sizes = boxes[np.clip(agent_box, 0, None)][:, 3:5]
+    # GT boxes with no lidar point and no camera view of the centre are not ground truth (nuScenes drops boxes
+    # without points): the same rule for validation (val/score picks `best`) and evaluate
+    points, camera = seen_by_sensors(batch, b, boxes[box_valid])
+    seen = (points > 0) | camera
     return {
-        "boxes": boxes[box_valid], "box_labels": batch["box_labels"][b].numpy()[box_valid],
-        "box_track": batch["box_track"][b].numpy()[box_valid],
+        "boxes": boxes[box_valid][seen], "box_labels": batch["box_labels"][b].numpy()[box_valid][seen],
+        "box_track": batch["box_track"][b].numpy()[box_valid][seen], "box_points": points[seen],
+        "gt_removed": int((~seen).sum()),
         "seg": batch["seg"][b].numpy(), "occ": batch["occ"][b].numpy(), "agents": agents,
         "agent_hist": batch["agent_hist"][b].numpy(), "agent_hist_valid": batch["agent_hist_valid"][b].numpy(),
         "agent_labels": batch["agent_labels"][b].numpy(), "agent_track": _agent_tracks(batch, b),

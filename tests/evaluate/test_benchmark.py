@@ -10,9 +10,9 @@ from drivepipe.evaluate.baselines import kinematic_baseline
 from drivepipe.evaluate.compare import compare, verdict
 from drivepipe.evaluate.headline import SceneBook, agent_errors, end_to_end_counts, is_moving
 from drivepipe.evaluate.scenebook import DetRows, ap_value_ci, detection_scores
-from drivepipe.evaluate.visibility import camera_sees, lidar_points_in_boxes
 from drivepipe.metrics import DetectionMetric
 from drivepipe.schema import CATEGORIES
+from drivepipe.utils.visibility import camera_sees, lidar_points_in_boxes
 
 
 def _box(x: float, y: float) -> np.ndarray:

@@ -19,7 +19,6 @@ from drivepipe.config import Config
 from drivepipe.errors import NonFiniteError
 from drivepipe.evaluate.baselines import kinematic_baseline
 from drivepipe.evaluate.headline import NEAR_OCC_M, SceneBook, agent_errors, end_to_end_counts, is_moving
-from drivepipe.evaluate.visibility import camera_sees, lidar_points_in_boxes
 from drivepipe.metrics import DetectionMetric, MetricSet, PredictionMetric, batch_predictions, unbatch
 from drivepipe.model.heads.detection import decode_detections
 from drivepipe.schema import AGENT_CATEGORIES, CATEGORIES, CATEGORY_INDEX
@@ -53,7 +52,7 @@ class Evaluator:
     def update(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any], export: bool = True) -> None:
         preds = batch_predictions(outputs, self.cfg)
         for b, meta in enumerate(batch["meta"]):
-            item = with_visibility(unbatch(batch, b), batch, b)
+            item = unbatch(batch, b)
             if all(preds[k] is not None for k in ("det", "seg", "occ", "traj")):
                 self._book(meta, item, preds, outputs, b)
             sets = [self.overall, self._group("location", meta["location"]),
@@ -65,15 +64,12 @@ class Evaluator:
                 self._export(meta["token"], preds["det"][b], item, preds["traj"][b], preds["probs"][b])
 
     def _book(self, meta: dict, item: dict, preds: dict[str, Any], outputs: dict[str, Any], b: int) -> None:
-        """Record one sample in the scene book (and drop unseen GT boxes from `item` for every detection metric)."""
+        """Record one sample in the scene book."""
         book, e = self.book, self.cfg.evaluate
         det, seg, occ, traj, probs = (preds["det"][b], preds["seg"][b], preds["occ"][b], preds["traj"][b],
                                       preds["probs"][b])
         scene = book.scene_of(meta)
-        seen = (item["box_points"] > 0) | item["box_camera"]
-        book.gt_removed += int((~seen).sum())
-        for k in ("boxes", "box_labels", "box_track", "box_points"):
-            item[k] = item[k][seen]
+        book.gt_removed += item["gt_removed"]  # unseen GT boxes, already dropped by metrics.unbatch
         book.add_detection(scene, det, item["boxes"], item["box_labels"], item["box_track"], item["box_points"],
                            meta.get("log", ""))
         pred_seg, tgt_seg = seg >= e.seg_threshold, item["seg"] > 0
@@ -135,15 +131,6 @@ class Evaluator:
         return results
 
 
-def with_visibility(item: dict[str, Any], batch: dict[str, Any], b: int) -> dict[str, Any]:
-    """`item` plus box_points (lidar points inside each GT box) and box_camera (a camera sees its centre)."""
-    images = batch["images"]
-    points = batch["points"][b][batch["point_valid"][b]].numpy()
-    return {**item, "box_points": lidar_points_in_boxes(points, item["boxes"]),
-            "box_camera": camera_sees(item["boxes"], batch["intrinsics"][b].numpy(), batch["cam_to_ego"][b].numpy(),
-                                      int(images.shape[-1]), int(images.shape[-2]))}
-
-
 def _pred_summary(p: dict[str, Any]) -> dict[str, Any]:
     keys = ("minADE", "minFDE", "miss_rate_2m", "collision_rate", "ade_by_horizon", "fde_by_horizon")
     return {k: p.get(k) for k in keys}
@@ -161,20 +148,24 @@ def evaluate_model(model: torch.nn.Module, loader: Any, cfg: Config, export: boo
     model.eval()
     device = next(model.parameters()).device
     evaluator = Evaluator(cfg)
-    for batch in loader:
-        inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        bev = model.bev_features(inputs)
-        outputs: dict[str, Any] = {}
-        for head in model.heads.values():
-            outputs.update({k: v.cpu() for k, v in head(bev, inputs).items()})
-        bad = [k for k, v in outputs.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            tokens = [m["token"] for m in batch.get("meta", [])][:3]
-            raise NonFiniteError(f"model predictions {bad} hold NaN/inf for samples {tokens}; check the inputs "
-                                 "(dvc repro preprocess) and the checkpoint")
-        if "pred" in model.heads and "det.heatmap" in outputs:
-            outputs.update(forecast_detections(model, bev, outputs, cfg))
-        evaluator.update(outputs, batch, export=export)
+    captured: dict[str, torch.Tensor] = {}  # the fused BEV of the forward pass, reused for end-to-end forecasting
+    e2e = "pred" in getattr(model, "heads", {}) and hasattr(model, "backbone")
+    hook = model.backbone.register_forward_hook(lambda m, i, out: captured.update(bev=out)) if e2e else None
+    try:
+        for batch in loader:
+            inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            outputs: dict[str, Any] = {k: v.cpu() for k, v in model(inputs).items()}
+            bad = [k for k, v in outputs.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+            if bad:
+                tokens = [m["token"] for m in batch.get("meta", [])][:3]
+                raise NonFiniteError(f"model predictions {bad} hold NaN/inf for samples {tokens}; check the inputs "
+                                     "(dvc repro preprocess) and the checkpoint")
+            if e2e and "det.heatmap" in outputs:
+                outputs.update(forecast_detections(model, captured["bev"], outputs, cfg))
+            evaluator.update(outputs, batch, export=export)
+    finally:
+        if hook is not None:
+            hook.remove()
     return evaluator.compute(), evaluator
 
 

@@ -40,3 +40,12 @@ def camera_sees(boxes_M9: np.ndarray, intrinsics_N33: np.ndarray, cam_to_ego_N44
             u, v = uv[:, 0] / z, uv[:, 1] / z
         seen |= (z > min_depth_m) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
     return seen
+
+
+def seen_by_sensors(batch: dict, b: int, boxes_M9: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lidar points per box, camera sees the centre) for the GT boxes of item b of a collated CPU batch."""
+    images = batch["images"]
+    points = batch["points"][b][batch["point_valid"][b]].numpy()
+    return (lidar_points_in_boxes(points, boxes_M9),
+            camera_sees(boxes_M9, batch["intrinsics"][b].numpy(), batch["cam_to_ego"][b].numpy(),
+                        int(images.shape[-1]), int(images.shape[-2])))
