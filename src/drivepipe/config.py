@@ -52,10 +52,11 @@ class SyntheticConfig:
     image_width: int = _f(480, ge=32)         # px, written camera resolution (real nuPlan: 1920)
     image_height: int = _f(270, ge=32)        # px (real nuPlan: 1080)
     jpeg_quality: int = _f(90, ge=10, le=100)
-    num_vehicles: int = _f(64, ge=0)          # moving vehicles per log
-    num_bicycles: int = _f(4, ge=0)
-    num_pedestrians: int = _f(32, ge=0)
+    num_vehicles: int = _f(72, ge=0)          # moving vehicles per log
+    num_bicycles: int = _f(10, ge=0)
+    num_pedestrians: int = _f(80, ge=0)
     num_static: int = _f(16, ge=0)             # cones, barriers, czone signs, generic objects
+    parked_fill: float = _f(0.6, ge=0.0, le=1.0)  # fraction of kerb spaces (one car + 0.8-2.5 m) holding a parked car
     lidar_beams: int = _f(32, ge=4)
     lidar_azimuth_step_deg: float = _f(0.6, gt=0.0, le=10.0)  # deg between rays of one beam
     lidar_max_range_m: float = _f(70.0, gt=5.0)  # m

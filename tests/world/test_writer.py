@@ -19,8 +19,8 @@ from drivepipe.nuplan.pickles import loads_calibration
 from drivepipe.nuplan.tables import TABLE_COLUMNS
 from drivepipe.schema import CameraCalibration
 from drivepipe.utils.geometry import make_transform
-from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 from drivepipe.world.writer import LOCATION_INFO, LogWriter, write_maps
+from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 
 LOG = "2021.05.12.22.00.38_veh-35_01008_01009"
 T0 = 1620856838000000
@@ -205,6 +205,12 @@ def test_generate_dataset_is_byte_reproducible(tmp_path: Path) -> None:
     assert len(_chain(con, "lidar_pc")) == 60
     assert con.execute("SELECT COUNT(*) FROM scene").fetchone() == (5,)
     assert con.execute("SELECT COUNT(*) FROM lidar_box").fetchone()[0] > 0
+    from drivepipe.nuplan.db import read_conditions
+    from drivepipe.world.conditions import draw_conditions
+    from drivepipe.world.generate import plan_logs
+
+    conditions = read_conditions(con)  # the log's recording conditions, drawn from its seed
+    assert conditions == vars(draw_conditions(plan_logs(cfg.synthetic)[0].seed))
     assert sum(k.endswith("map.gpkg") for k in a) == 4
 
 

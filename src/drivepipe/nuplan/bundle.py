@@ -92,7 +92,7 @@ def load_bundle(log: NuplanLog, token: str, channels: Sequence[str], history_ste
         annotations = _annotations(log, index, T_global_from_ego, frames[:n_hist], frames[n_hist:], poses[n_hist:],
                                    poses_valid[n_hist:], map_radius_m, map_classes)
     meta = BundleMeta(log_name=log.log_name, token=token, timestamp_us=t_us, location=log.location,
-                      scenario_type=log.scenario_types.get(token, "unknown"))
+                      scenario_type=log.scenario_types.get(token, "unknown"), conditions=log.conditions)
     return SensorBundle(meta=meta, cameras=cameras, lidar=lidar, ego=ego, annotations=annotations)
 
 

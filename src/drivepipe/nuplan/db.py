@@ -58,6 +58,19 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 class MissingBlobError(DataError):
     """A row references a sensor file that does not exist (source = the expected path)."""
 
+CONDITIONS_TABLE = "synthetic_conditions"  # extra per-log table of the synthetic world (not in real nuPlan)
+
+
+def read_conditions(con: sqlite3.Connection) -> dict | None:
+    """The recording conditions of a synthetic log (time of day, weather, sensor noise; one row of the extra table
+    `synthetic_conditions`) as a dict without its log token; None for logs without that table (real nuPlan)."""
+    if con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                   (CONDITIONS_TABLE,)).fetchone() is None:
+        return None
+    cur = con.execute(f"SELECT * FROM {CONDITIONS_TABLE} LIMIT 1")
+    row = cur.fetchone()
+    return None if row is None else {d[0]: v for d, v in zip(cur.description, row) if d[0] != "log_token"}
+
 
 class NuplanLog:
     """One log database plus the sensor folder and maps it refers to.
@@ -113,6 +126,7 @@ class NuplanLog:
         self.scenario_types = {bytes(tok).hex(): str(typ) for tok, typ in self._query(
             "SELECT lidar_pc_token, MAX(type) FROM scenario_tag GROUP BY lidar_pc_token")}
         self.images = self._load_images()
+        self.conditions = read_conditions(self._conn)
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple]:
         try:

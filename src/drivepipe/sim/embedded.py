@@ -36,6 +36,7 @@ from drivepipe.sim.planner import NUPLAN_REACTIVE_IDM, boxes_overlap
 from drivepipe.sim.scorer import format_collisions
 from drivepipe.utils.geometry import box_corners_2d, global_to_ego_xy_yaw, quat_to_yaw
 from drivepipe.vehicle import EGO_FRONT_M, EGO_REAR_M, EGO_WIDTH_M
+from drivepipe.world.conditions import conditions_from_row
 from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 
 OFF_ROAD_TOLERANCE_M = 0.3
@@ -216,7 +217,8 @@ class EmbeddedBackend:
 
         ts = int(timestamp_us)
         snap = WorldSnapshot(timestamp_us=ts, ego=ego, actors=tuple(actors),
-                             traffic_lights=self._lights.get(str(self._log.lidar_pcs.token[index]), {}))
+                             traffic_lights=self._lights.get(str(self._log.lidar_pcs.token[index]), {}),
+                             conditions=conditions_from_row(self._log.conditions))
         channels = self.cfg.preprocess.cameras
         images = render_cameras(self._vmap, snap, self._rig, channels)
         cams = {ch: CameraFrame(self._rig.cameras[ch], images[ch], ts) for ch in channels}

@@ -68,6 +68,7 @@ def _write_log(out_root: Path, plan: LogPlan, city: object, cfg: SyntheticConfig
     """Drive one world through the plan and write it (sensor timing: `world.timeline`); returns the number of
     camera images written. The world ticks at 20 Hz, one tick past the last sweep so that the poses and exposures
     after it can be interpolated."""
+    from drivepipe.world.conditions import write_conditions
     from drivepipe.world.render_lidar import render_lidar
     from drivepipe.world.rig import default_rig
     from drivepipe.world.world import World
@@ -99,7 +100,7 @@ def _write_log(out_root: Path, plan: LogPlan, city: object, cfg: SyntheticConfig
     except BaseException:
         writer.abort()
         raise
-    writer.close(routes)
+    write_conditions(writer.close(routes), world.conditions)
     return writer.num_images
 
 
