@@ -76,3 +76,7 @@ def is_disk_full(exc: BaseException, path: str | Path) -> bool:
     if "No space left" in text:
         return True
     return ("Input/output error" in text or "unexpected pos" in text) and _free_mb(path) < 1
+
+
+class EngineError(RuntimeError):
+    """The execution engine cannot run the work: Ray missing or unreachable, or a task's worker died too often."""

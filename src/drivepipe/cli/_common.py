@@ -18,6 +18,16 @@ def add_params_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
 
 
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the work runs; deliberately not a param (switching engines must not rerun a DVC stage). Read with
+    `drivepipe.engine.engine_from_env(args.engine, args.ray_address)`."""
+    parser.add_argument("--engine", choices=("local", "ray"), default=None,
+                        help="execution engine (default: env DRIVEPIPE_ENGINE, else local)")
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster: auto, host:port or ray://host:10001 (default: env RAY_ADDRESS, else a "
+                             "new local Ray)")
+
+
 def load_config(args: argparse.Namespace) -> Config:
     return load(args.params)
 
@@ -39,6 +49,8 @@ def guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
         return _fail(f"bad data: {E.one_line(exc)}", E.EXIT_INPUT)
     except E.BackendUnavailable as exc:
         return _fail(f"backend unavailable: {E.one_line(exc)}", E.EXIT_INPUT)
+    except E.EngineError as exc:
+        return _fail(E.one_line(exc), E.EXIT_INPUT)
     except E.CheckpointError as exc:
         return _fail(f"bad checkpoint: {E.one_line(exc)}", E.EXIT_CHECKPOINT)
     except E.NonFiniteError as exc:

@@ -27,6 +27,7 @@ from drivepipe.cache.lmdb_store import (
     encode_sample,
 )
 from drivepipe.config import Config, PreprocessConfig
+from drivepipe.engine import EngineSpec, connect, ordered_map
 from drivepipe.errors import DataError
 from drivepipe.preprocess.image import IMAGE_MEAN, IMAGE_STD
 from drivepipe.preprocess.lidar import pillar_grid_size
@@ -167,21 +168,15 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)
 
 
-def _map_logs(tasks: list[LogTask], workers: int) -> Iterator[LogResult]:
-    """Results in task order; a process pool when workers > 1 (spawn: no inherited LMDB/OpenMP state)."""
-    if workers <= 1 or len(tasks) <= 1:
-        try:
-            yield from map(_load_log_task, tasks)
-        finally:
-            close_open_log()
-        return
-    import multiprocessing as mp
+def _map_logs(tasks: list[LogTask], workers: int, engine: EngineSpec | None = None) -> Iterator[LogResult]:
+    """Results in task order on the chosen engine (default: the local pool of `workers` spawned processes).
 
-    # Consecutive tasks are chunks of the same log: handing them out two by two per worker keeps most of a log in
-    # one process, so its box table and map are loaded there once (one task at a time loads them in both workers).
-    n = min(workers, len(tasks))
-    with mp.get_context("spawn").Pool(n, initializer=_worker_init) as pool:
-        yield from pool.imap(_load_log_task, tasks, chunksize=max(1, min(2, len(tasks) // (2 * n))))
+    Consecutive tasks are chunks of the same log: handing them out two by two per worker call keeps most of a log in
+    one process, so its box table and map are loaded there once."""
+    try:
+        yield from ordered_map(_load_log_task, tasks, engine, workers, initializer=_worker_init, group=2)
+    finally:
+        close_open_log()
 
 
 # ----------------------------------------------------------------------------------------------------- header
@@ -360,11 +355,15 @@ def _progress(results: Iterator[LogResult], bar: Any) -> Iterator[LogResult]:
         yield result
 
 
-def run_preprocess(cfg: Config, data_root: Path, out_dir: Path, report_path: Path) -> dict[str, Any]:
-    """Build the LMDB cache of this shard at `out_dir` and write the report; returns the report dict."""
+def run_preprocess(cfg: Config, data_root: Path, out_dir: Path, report_path: Path,
+                   engine: EngineSpec | None = None) -> dict[str, Any]:
+    """Build the LMDB cache of this shard at `out_dir` and write the report; returns the report dict.
+
+    `engine` (default: the local pool of preprocess.workers) runs the per-chunk work; this process alone writes."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
+    connect(engine)
     tasks, manifest_hash, log_splits = plan_tasks(cfg, Path(data_root))
     total = sum(len(t.windows) for t in tasks)
     bar = tqdm(total=total, unit="sample", desc="preprocess")
@@ -373,12 +372,14 @@ def run_preprocess(cfg: Config, data_root: Path, out_dir: Path, report_path: Pat
     def check(infos: list[dict[str, Any]], skipped: Counter) -> None:
         check_skip_policy(infos, skipped, splits, cfg.preprocess.max_skipped_fraction, Path(data_root))
     with bar:  # closed (its line ended) on errors too, so the error message gets a line of its own
-        infos, skipped, blobs = write_cache(_progress(_map_logs(tasks, cfg.preprocess.workers), bar), Path(out_dir),
-                                            header_common(cfg, manifest_hash, log_splits), check, total)
+        results = _progress(_map_logs(tasks, cfg.preprocess.workers, engine), bar)
+        infos, skipped, blobs = write_cache(results, Path(out_dir), header_common(cfg, manifest_hash, log_splits),
+                                            check, total)
     extra = {"logs_total": sum(map(len, log_splits.values())), "splits": log_splits,
              "split_counts": split_counts(infos), "logs_in_shard": len({t.log_name for t in tasks}),
              "shard_index": cfg.preprocess.shard_index,
-             "shard_count": cfg.preprocess.shard_count, "cache_dir": str(out_dir)}
+             "shard_count": cfg.preprocess.shard_count, "cache_dir": str(out_dir),
+             "engine": (engine or EngineSpec()).kind}
     report = build_report(infos, skipped, blobs, time.perf_counter() - t0, extra)
     atomic_write_json(report_path, report)
     log.info("preprocess: %d samples (%d skipped) in %.1f s", len(infos), report["skipped_total"], report["seconds"])

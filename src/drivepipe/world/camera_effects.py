@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from drivepipe.utils import detmath
 from drivepipe.world.conditions import Conditions
 
 _SKY = {  # time of day -> (horizon RGB, zenith RGB, fog RGB), absolute 8-bit values before noise
@@ -47,13 +48,13 @@ def lighting(key: tuple, ray_z: np.ndarray, ground_dist: np.ndarray, ground_xy: 
         return _LIGHTING_CACHE[cache_key]
     horizon, zenith, _ = (np.array(c, np.float32) for c in _SKY[cond.time_of_day])
     sky_scale = cond.exposure if cond.time_of_day == "day" else 1.0
-    elevation = np.clip(np.arcsin(np.clip(ray_z, -1, 1)) / np.deg2rad(35.0), 0.0, 1.0)[..., None]
+    elevation = np.clip(detmath.arcsin(np.clip(ray_z, -1, 1)) / detmath.radians(35.0), 0.0, 1.0)[..., None]
     sky = (horizon * (1 - elevation) + zenith * elevation) * sky_scale
     is_ground = np.isfinite(ground_dist)[..., None]
-    haze = np.where(is_ground, 1.0 - np.exp(-np.where(is_ground[..., 0], ground_dist, 0.0) / cond.visibility_m)[..., None],
+    haze = np.where(is_ground, 1.0 - detmath.exp(-np.where(is_ground[..., 0], ground_dist, 0.0) / cond.visibility_m)[..., None],
                     1.0)
     fog = fog_rgb(cond).astype(np.float32)
-    sky = sky * (0.5 + 0.5 * np.exp(-30.0 / cond.visibility_m)) + fog * 0.5 * (1 - np.exp(-30.0 / cond.visibility_m))
+    sky = sky * (0.5 + 0.5 * detmath.exp(-30.0 / cond.visibility_m)) + fog * 0.5 * (1 - detmath.exp(-30.0 / cond.visibility_m))
     light = cond.exposure * np.array(_TINT[cond.time_of_day], np.float32) * headlight_gain(ground_xy, cond)[..., None]
     gain = ((1.0 - haze) * light).astype(np.float32)
     base = np.where(is_ground, fog * haze, sky).astype(np.float32)
@@ -70,7 +71,7 @@ def headlight_gain(ground_xy: np.ndarray, cond: Conditions) -> np.ndarray:
         return np.ones(ground_xy.shape[:-1], np.float32)
     x, y = ground_xy[..., 0], ground_xy[..., 1]
     cone = (x > 3.0) & (np.abs(y) < 1.2 + 0.3 * (x - 3.0))
-    boost = (1.0 / cond.exposure - 1.0) * 0.8 * np.exp(-np.maximum(x - 3.0, 0.0) / 25.0)
+    boost = (1.0 / cond.exposure - 1.0) * 0.8 * detmath.exp(-np.maximum(x - 3.0, 0.0) / 25.0)
     return np.where(cone, 1.0 + boost, 1.0).astype(np.float32)
 
 
@@ -82,7 +83,7 @@ def face_colours(base: np.ndarray, shade: np.ndarray, dist: np.ndarray, cond: Co
 
 def fogged(rgb: np.ndarray, dist: np.ndarray, cond: Conditions) -> np.ndarray:
     """Blend (K, 3) colours towards the fog colour by distance (K,) m."""
-    keep = np.exp(-dist / cond.visibility_m)[:, None]
+    keep = detmath.exp(-dist / cond.visibility_m)[:, None]
     return rgb * keep + fog_rgb(cond)[None] * (1 - keep)
 
 

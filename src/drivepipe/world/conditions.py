@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from drivepipe.utils import detmath
 from drivepipe.world_state import CLEAR_DAY, Conditions
 
 __all__ = ["CLEAR_DAY", "Conditions", "TIMES_OF_DAY", "WEATHERS", "conditions_from_row", "draw_conditions",
@@ -31,8 +32,8 @@ TABLE = "synthetic_conditions"  # the reader's `drivepipe.nuplan.db.CONDITIONS_T
 
 def sun_direction(cond: Conditions) -> np.ndarray:
     """(3,) unit vector towards the sun in the global frame."""
-    el, az = np.deg2rad(cond.sun_elevation_deg), np.deg2rad(cond.sun_azimuth_deg)
-    return np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+    el, az = detmath.radians(cond.sun_elevation_deg), detmath.radians(cond.sun_azimuth_deg)
+    return np.array([detmath.cos(el) * detmath.cos(az), detmath.cos(el) * detmath.sin(az), detmath.sin(el)])
 
 
 def conditions_from_row(row: dict | None) -> Conditions:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from drivepipe.idm import idm_accel
+from drivepipe.utils import detmath
 from drivepipe.vehicle import EGO_FRONT_M, EGO_REAR_M, WHEELBASE_M, kinematic_bicycle
 from drivepipe.world.roads import LaneGraph
 from drivepipe.world.traffic import TRAFFIC_IDM
@@ -69,9 +70,9 @@ class Route:
         hi = min(int(np.searchsorted(self.cum, s_hint + ahead_m)) + 1, len(self.cum) - 1)
         a, b = self.pts[lo:hi], self.pts[lo + 1:hi + 1]
         seg = b - a
-        seg_len = np.maximum(np.linalg.norm(seg, axis=1), 1e-9)
-        t = np.clip(np.einsum("ij,ij->i", xy - a, seg) / seg_len ** 2, 0.0, 1.0)
-        d = np.linalg.norm(a + t[:, None] * seg - xy, axis=1)
+        seg_len = np.maximum(detmath.norm_rows(seg), 1e-9)
+        t = np.clip(detmath.dot(xy - a, seg) / seg_len ** 2, 0.0, 1.0)
+        d = detmath.norm_rows(a + t[:, None] * seg - xy)
         k = int(np.argmin(d))
         cross = seg[k, 0] * (xy[1] - a[k, 1]) - seg[k, 1] * (xy[0] - a[k, 0])
         return float(self.cum[lo + k] + t[k] * seg_len[k]), float(np.sign(cross) * d[k])
@@ -148,17 +149,17 @@ def make_route(graph: LaneGraph, edges: list[int]) -> Route:
         switch_s.append(s0)
         s0 += float(graph.length[e])
     pts = np.concatenate([line if i == 0 else line[1:] for i, line in enumerate(lines)])
-    cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
+    cum = np.concatenate([[0.0], np.cumsum(detmath.norm_rows(np.diff(pts, axis=0)))])
     return Route(tuple(edges), np.array(start_s), pts, cum, np.array(switch_s), tuple(changes))
 
 
 def _blend(line_a: np.ndarray, line_b: np.ndarray, length: float) -> tuple[np.ndarray, float, float, str]:
     """Centreline that follows lane a, moves over to the parallel lane b on a smoothstep and follows b; the edge
     arc lengths (a, b) where the manoeuvre starts and ends and its direction."""
-    s_a = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(line_a, axis=0), axis=1))])
+    s_a = np.concatenate([[0.0], np.cumsum(detmath.norm_rows(np.diff(line_a, axis=0)))])
     end = max(length - 12.0, min(length, 10.0 + LANE_CHANGE_M))
     start = max(end - LANE_CHANGE_M, 2.0)
-    s_b = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(line_b, axis=0), axis=1))])
+    s_b = np.concatenate([[0.0], np.cumsum(detmath.norm_rows(np.diff(line_b, axis=0)))])
     grid = np.append(np.arange(0.0, min(s_a[-1], s_b[-1]) - 0.5, 1.0), min(s_a[-1], s_b[-1]))
     a = np.stack([np.interp(grid, s_a, line_a[:, k]) for k in (0, 1)], axis=1)
     b = np.stack([np.interp(grid, s_b, line_b[:, k]) for k in (0, 1)], axis=1)
@@ -220,7 +221,7 @@ class ExpertDriver:
         look = float(np.clip(3.0 + 0.5 * state.v, 4.0, 10.0))
         target = self.route.point_at(state.route_s + look)
         dx, dy = target[0] - state.x, target[1] - state.y
-        c, s = np.cos(state.yaw), np.sin(state.yaw)
+        c, s = detmath.cos(state.yaw), detmath.sin(state.yaw)
         lx, ly = c * dx + s * dy, -s * dx + c * dy
         curvature = 2.0 * ly / max(lx * lx + ly * ly, 1e-6)
-        return float(np.clip(np.arctan(WHEELBASE_M * curvature), -MAX_STEER_RAD, MAX_STEER_RAD))
+        return float(np.clip(detmath.arctan(WHEELBASE_M * curvature), -MAX_STEER_RAD, MAX_STEER_RAD))

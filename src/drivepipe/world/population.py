@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from drivepipe.utils import detmath
 from drivepipe.world.roads import LANE_WIDTH_M, LaneGraph
 
 # sub-type -> probability, (min, max) of length, width, height (m)
@@ -66,8 +67,8 @@ def parked_cars(graph: LaneGraph, rng: np.random.Generator, fill: float, left_ha
                 break
             x, y, h = (float(a[0]) for a in graph.pose_at(np.array([e]), np.array([s + size[0] / 2])))
             lat = side * (LANE_WIDTH_M / 2 + size[1] / 2 - PARKED_INTRUSION_M)
-            xy = np.array([x - np.sin(h) * lat, y + np.cos(h) * lat])
-            blocked = any(np.linalg.norm(xy - np.asarray(c)) < size[0] / 2 + 1.5 for c in keep_clear)
+            xy = np.array([x - detmath.sin(h) * lat, y + detmath.cos(h) * lat])
+            blocked = any(detmath.norm(xy - np.asarray(c)) < size[0] / 2 + 1.5 for c in keep_clear)
             if rng.random() < fill and not blocked:
                 poses.append((xy[0], xy[1], h + rng.normal(0.0, 0.02)))
                 sizes.append(size)

@@ -19,6 +19,7 @@ import numpy as np
 
 from drivepipe.mapdata import VectorMap
 from drivepipe.schema import CATEGORIES, CameraCalibration
+from drivepipe.utils import detmath
 from drivepipe.utils.geometry import box_corners_2d, global_to_ego_xy_yaw, invert
 from drivepipe.world.camera_effects import HEAD_LAMP_RGB, TAIL_LAMP_RGB, face_colours, fogged, lighting, sensor_effects
 from drivepipe.world.conditions import Conditions, sun_direction
@@ -95,11 +96,11 @@ def render_cameras(vmap: VectorMap, snapshot: WorldSnapshot, rig: Rig,
     """
     raster = ground_raster(vmap, snapshot.ego)
     corners = actor_corners_ego(snapshot)
-    near = np.hypot(*corners[:, :4, :2].mean(axis=1).T) < raster.radius_m + 10.0 if len(corners) else []
+    near = detmath.hypot(*corners[:, :4, :2].mean(axis=1).T) < raster.radius_m + 10.0 if len(corners) else []
     texture = _ground_texture(raster, corners[near] if len(corners) else corners)
     parts = actor_parts(snapshot, _MAX_ACTOR_DISTANCE_M, _DETAIL_DISTANCE_M)
     colours = _part_colours(snapshot, parts)
-    c, s = np.cos(-snapshot.ego.yaw), np.sin(-snapshot.ego.yaw)
+    c, s = detmath.cos(-snapshot.ego.yaw), detmath.sin(-snapshot.ego.yaw)
     sun = sun_direction(snapshot.conditions)
     sun_ego = np.array([c * sun[0] - s * sun[1], s * sun[0] + c * sun[1], sun[2]])
     out = {}
@@ -168,7 +169,7 @@ def _ground_texture(raster: GroundRaster, corners: np.ndarray) -> np.ndarray:
     if len(corners):
         foot = corners[:, :4, :2]
         centre = foot.mean(axis=1, keepdims=True)
-        half = np.linalg.norm(foot - centre, axis=2, keepdims=True)
+        half = detmath.norm_rows(foot - centre)[..., None]
         grown = centre + (foot - centre) * (1 + _SHADOW_MARGIN_M / np.maximum(half, 1e-3))
         pix = raster.ego_to_pixel(grown.reshape(-1, 2)).reshape(-1, 4, 2)
         for quad in np.round(pix * 16).astype(np.int32):  # one call each: cv2 fills one call's contours even-odd
@@ -182,7 +183,7 @@ def _grain_tile() -> np.ndarray:
     n = _GRAIN_TILE_PX
     spectrum = np.fft.fft2(np.random.default_rng(7).standard_normal((n, n)))
     f2 = np.fft.fftfreq(n)[:, None] ** 2 + np.fft.fftfreq(n)[None, :] ** 2
-    layers = [np.fft.ifft2(spectrum * np.exp(-2 * np.pi**2 * sigma**2 * f2)).real for sigma in (0.7, 6.0)]
+    layers = [np.fft.ifft2(spectrum * detmath.exp(-2 * np.pi**2 * sigma**2 * f2)).real for sigma in (0.7, 6.0)]
     grain = sum(w * g / g.std() for w, g in zip((0.6, 0.8), layers))
     tile = np.clip(128 + _GRAIN_AMPLITUDE * grain / grain.std(), 0, 255).astype(np.uint8)
     return np.tile(tile, (5, 5))  # pre-tiled: cv2's BORDER_WRAP path is about 20x slower
@@ -197,7 +198,7 @@ def _grain(raster: GroundRaster) -> np.ndarray:
     # the tile repeats: fold the pose into the middle copy of the 5 x 5 pre-tiled grain (also keeps cv2's
     # fixed-point coordinates small); the raster's half-diagonal (85 m) stays inside the +-2 copies around it
     tx, ty = x % period + 2 * period, y % period + 2 * period
-    c, s, res, edge = np.cos(yaw), np.sin(yaw), raster.res_m, raster.radius_m - 0.5 * raster.res_m
+    c, s, res, edge = detmath.cos(yaw), detmath.sin(yaw), raster.res_m, raster.radius_m - 0.5 * raster.res_m
     # raster (col, row) -> ego (edge - res row, edge - res col) -> global -> tile pixels
     M = np.array([[s * res, -c * res, (c - s) * edge + tx],
                   [-c * res, -s * res, (s + c) * edge + ty]]) / _GRAIN_RES_M
@@ -234,9 +235,9 @@ def _camera_geometry(calib: CameraCalibration, radius_m: float, res_m: float) ->
     uu, vv = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
     norm = pixel_to_normalized(calib, np.stack([uu.ravel(), vv.ravel()], axis=1))
     rays_cam = np.concatenate([norm, np.ones((norm.shape[0], 1))], axis=1)
-    rays_cam /= np.linalg.norm(rays_cam, axis=1, keepdims=True)
+    rays_cam /= detmath.norm_rows(rays_cam)[:, None]
     R, origin = calib.T_ego_from_cam[:3, :3], calib.T_ego_from_cam[:3, 3]
-    rays = rays_cam @ R.T  # (H * W, 3) unit rays in the ego frame
+    rays = detmath.rotate(rays_cam, R)  # (H * W, 3) unit rays in the ego frame
     is_ground = rays[:, 2] < -1e-6
     t = np.where(is_ground, -origin[2] / np.where(is_ground, rays[:, 2], -1.0), 1e5)
     hit = origin[None, :2] + t[:, None] * rays[:, :2]
@@ -265,19 +266,19 @@ def _draw_parts(image: np.ndarray, geom: _CameraGeometry, calib: CameraCalibrati
     if not len(parts.owner):
         return
     T, cond = geom.T_cam_from_ego, snapshot.conditions
-    box_cam = parts.corners @ T[:3, :3].T + T[:3, 3]
+    box_cam = detmath.rotate(parts.corners, T[:3, :3]) + T[:3, 3]
     in_view = ~_outside_view(box_cam, geom)
     faces = parts.corners[:, _FACES]                          # (P, 5, 4, 3) ego frame
     face_centre = faces.mean(axis=2)
     normal = face_centre - parts.corners.mean(axis=1)[:, None]
-    normal /= np.maximum(np.linalg.norm(normal, axis=2, keepdims=True), 1e-9)
+    normal /= np.maximum(detmath.norm_rows(normal)[..., None], 1e-9)
     to_face = face_centre - geom.cam_pos_ego
-    p, f = np.nonzero(in_view[:, None] & (np.einsum("pfi,pfi->pf", normal, to_face) < 0))
+    p, f = np.nonzero(in_view[:, None] & (detmath.dot(normal, to_face) < 0))
     if not p.size:
         return
-    dist = np.linalg.norm(to_face[p, f], axis=1)
+    dist = detmath.norm_rows(to_face[p, f])
     sun_up = max(0.0, float(np.sign(sun_ego[2])))
-    shade = _AMBIENT + 0.5 * sun_up * np.maximum(0.0, normal[p, f] @ sun_ego)
+    shade = _AMBIENT + 0.5 * sun_up * np.maximum(0.0, detmath.dot(normal[p, f], sun_ego))
     rgb = face_colours(colours[p], shade, dist, cond)
     if cond.headlights:
         rgb = _lamps(rgb, p, f, dist, parts, snapshot)
@@ -309,7 +310,7 @@ def _area(uv: np.ndarray) -> np.ndarray:
 def _lamps(rgb: np.ndarray, p: np.ndarray, f: np.ndarray, dist: np.ndarray, parts: Parts,
            snapshot: WorldSnapshot) -> np.ndarray:
     """Head lamps (front faces) and tail lamps (rear faces) on the painted bodies of moving vehicles."""
-    moving = np.array([a.category == "vehicle" and np.hypot(a.vx, a.vy) > 0.1 for a in snapshot.actors])
+    moving = np.array([a.category == "vehicle" and detmath.hypot(a.vx, a.vy) > 0.1 for a in snapshot.actors])
     lit = moving[parts.owner[p]] & (parts.material[p] == PAINT)
     out = rgb.copy()
     for face, lamp in ((0, HEAD_LAMP_RGB), (1, TAIL_LAMP_RGB)):
@@ -356,6 +357,6 @@ def _project_polygons(polys: np.ndarray, geom: _CameraGeometry, calib: CameraCal
     nxt = np.roll(polys, -1, axis=1)
     pts = (polys[:, :, None, :] + steps * (nxt - polys)[:, :, None, :]).reshape(-1, 3)
     xn, yn = pts[:, 0] / pts[:, 2], pts[:, 1] / pts[:, 2]
-    r = np.hypot(xn, yn)
+    r = detmath.hypot(xn, yn)
     scale = np.minimum(1.0, geom.r_max / np.maximum(r, 1e-12))
     return normalized_to_pixel(calib, xn * scale, yn * scale).reshape(len(polys), -1, 2)

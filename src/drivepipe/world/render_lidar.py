@@ -20,6 +20,7 @@ import numpy as np
 from drivepipe.config import SyntheticConfig
 from drivepipe.mapdata import VectorMap
 from drivepipe.schema import LidarColumn
+from drivepipe.utils import detmath
 from drivepipe.world.ground import NUM_LABELS, ground_raster
 from drivepipe.world.rig import Rig
 from drivepipe.world.shapes import MATERIAL_REFLECT, Parts, actor_parts
@@ -56,7 +57,7 @@ def render_lidar(vmap: VectorMap, snapshot: WorldSnapshot, rig: Rig, cfg: Synthe
     """
     dirs_l, beam, azimuth = _rays(cfg.lidar_beams, cfg.lidar_azimuth_step_deg)
     R, origin = rig.T_ego_from_lidar[:3, :3], rig.T_ego_from_lidar[:3, 3]
-    dirs_e = dirs_l @ R.T
+    dirs_e = detmath.rotate(dirs_l, R)
     down = dirs_e[:, 2] < -1e-9
     t = np.where(down, -origin[2] / np.where(down, dirs_e[:, 2], -1.0), np.inf)
     hit = np.full(t.shape, -1, np.int64)  # -1 ground, k >= 0 part k
@@ -82,7 +83,7 @@ def _cast_parts(origin: np.ndarray, R: np.ndarray, dirs_l: np.ndarray, corners: 
     at once. Returns ray index, part index, entry distance (m, finite) and |cos| of the incidence angle per hit."""
     n_az = _rays(cfg.lidar_beams, cfg.lidar_azimuth_step_deg)[2].size
     step = cfg.lidar_azimuth_step_deg
-    box_l = (corners - origin) @ R  # (P, 8, 3) in the lidar frame
+    box_l = detmath.rotate(corners - origin, R.T)  # (P, 8, 3) in the lidar frame
     col_lo, n_col = _azimuth_ranges(box_l, step, n_az)
     beam_lo, n_beam = _elevation_ranges(box_l, cfg.lidar_beams)
     n_col = np.where(n_beam > 0, n_col, 0)
@@ -93,11 +94,11 @@ def _cast_parts(origin: np.ndarray, R: np.ndarray, dirs_l: np.ndarray, corners: 
     ray = b * n_az + np.repeat(col, n_beam[part_c])
     centre = box_l.mean(axis=1)
     ex, ey = box_l[:, 3] - box_l[:, 2], box_l[:, 0] - box_l[:, 3]
-    lx, ly = np.linalg.norm(ex, axis=1), np.linalg.norm(ey, axis=1)
+    lx, ly = detmath.norm_rows(ex), detmath.norm_rows(ey)
     axes = np.stack([ex / lx[:, None], ey / ly[:, None], np.broadcast_to([0.0, 0.0, 1.0], ex.shape)], axis=2)
     half = np.stack([lx, ly, box_l[:, 4, 2] - box_l[:, 0, 2]], axis=1) / 2
-    o_b = np.einsum("pi,pij->pj", -centre, axes)
-    d_b = np.einsum("ni,nij->nj", dirs_l[ray], axes[part])
+    o_b = np.stack([detmath.dot(-centre, axes[:, :, j]) for j in range(3)], axis=1)
+    d_b = np.stack([detmath.dot(dirs_l[ray], axes[part][:, :, j]) for j in range(3)], axis=1)
     t_near, cos_in = _slab(o_b[part], d_b, half[part])
     ok = np.isfinite(t_near)
     return ray[ok], part[ok], t_near[ok], cos_in[ok]
@@ -121,8 +122,8 @@ def _ramp(counts: np.ndarray) -> np.ndarray:
 def _azimuth_ranges(box_l: np.ndarray, step: float, n_az: int) -> tuple[np.ndarray, np.ndarray]:
     """First azimuth column (may wrap) and number of columns whose rays can hit each (P, 8, 3) box; all columns
     when the box surrounds the sensor."""
-    az = np.rad2deg(np.arctan2(box_l[..., 1], box_l[..., 0]))
-    centre = np.rad2deg(np.arctan2(box_l[..., 1].mean(axis=1), box_l[..., 0].mean(axis=1)))
+    az = detmath.degrees(detmath.arctan2(box_l[..., 1], box_l[..., 0]))
+    centre = detmath.degrees(detmath.arctan2(box_l[..., 1].mean(axis=1), box_l[..., 0].mean(axis=1)))
     delta = (az - centre[:, None] + 180.0) % 360.0 - 180.0
     lo = np.ceil((centre + delta.min(axis=1)) / step).astype(np.int64) - 1  # one spare column each side
     hi = np.floor((centre + delta.max(axis=1)) / step).astype(np.int64) + 1
@@ -135,13 +136,13 @@ def _elevation_ranges(box_l: np.ndarray, num_beams: int) -> tuple[np.ndarray, np
     bottom seen from its nearest and farthest horizontal distance)."""
     foot = box_l[:, :4, :2]
     seg = np.roll(foot, -1, axis=1) - foot
-    u = np.clip(np.einsum("pki,pki->pk", -foot, seg) / np.maximum(np.einsum("pki,pki->pk", seg, seg), 1e-12), 0, 1)
-    r_min = np.linalg.norm(foot + u[..., None] * seg, axis=2).min(axis=1)
+    u = np.clip(detmath.dot(-foot, seg) / np.maximum(detmath.dot(seg, seg), 1e-12), 0, 1)
+    r_min = detmath.norm_rows(foot + u[..., None] * seg).min(axis=1)
     inside = _contains_origin(foot)
     r_min = np.where(inside, 1e-3, r_min)
-    r_max = np.linalg.norm(foot, axis=2).max(axis=1)
+    r_max = detmath.norm_rows(foot).max(axis=1)
     z = np.stack([box_l[:, 0, 2], box_l[:, 4, 2]], axis=1)
-    el = np.rad2deg(np.arctan2(z[:, :, None], np.stack([r_min, r_max], axis=1)[:, None, :])).reshape(len(box_l), -1)
+    el = detmath.degrees(detmath.arctan2(z[:, :, None], np.stack([r_min, r_max], axis=1)[:, None, :])).reshape(len(box_l), -1)
     elevation = np.linspace(_ELEVATION_MIN_DEG, _ELEVATION_MAX_DEG, num_beams)
     lo = np.searchsorted(elevation, el.min(axis=1) - 1e-9)
     hi = np.searchsorted(elevation, el.max(axis=1) + 1e-9, side="right")
@@ -167,25 +168,32 @@ def _make_points(vmap: VectorMap, snapshot: WorldSnapshot, parts: Parts,
     dirs_l, dirs_e, t_all, cos_all = rays
     t, cos_in = t_all[idx], cos_all[idx]
     cond = snapshot.conditions
+    # every random draw is made for all rays and then indexed, so a ray's noise does not depend on which other
+    # rays hit something (a closed-loop re-render with a slightly different scene keeps the same per-ray draws)
     rng = np.random.default_rng([int(snapshot.timestamp_us), 0x11DA])
-    sigma = cond.lidar_range_noise_m
-    noise = np.clip(rng.normal(0.0, sigma, t.size), -2 * sigma, 2 * sigma)
+    n_rays, sigma = t_all.size, cond.lidar_range_noise_m
+    noise = np.clip(rng.normal(0.0, sigma, n_rays)[idx], -2 * sigma, 2 * sigma)
+    u_dropout, u_extinction = rng.random(n_rays)[idx], rng.random(n_rays)[idx]
+    intensity_noise = rng.normal(0.0, _INTENSITY_NOISE, n_rays)[idx]
     reflect = _reflectivity(vmap, snapshot, parts, dirs_e[idx], t, hit, origin)
     intensity = reflect * (0.6 + 0.4 * cos_in) / (1.0 + (t / _FALLOFF_RANGE_M) ** 2)
-    survive = rng.random(t.size) >= cond.lidar_dropout
+    survive = u_dropout >= cond.lidar_dropout
     if cond.weather != "clear":  # two-way extinction in rain / fog: far returns are lost and dimmer
-        extinction = np.exp(-t / (2.0 * cond.visibility_m))
-        survive &= rng.random(t.size) < extinction
+        extinction = detmath.exp(-t / (2.0 * cond.visibility_m))
+        survive &= u_extinction < extinction
         intensity *= extinction
-    intensity = np.clip(np.rint(intensity + rng.normal(0.0, _INTENSITY_NOISE, t.size)), 0, 255)
+    intensity = np.clip(np.rint(intensity + intensity_noise), 0, 255)
     sel = idx[survive]
     r = (t + noise)[survive]
-    spur = rng.choice(t_all.size, size=cond.lidar_spurious, replace=False) if cond.lidar_spurious else idx[:0]
-    spur_r = rng.uniform(1.5, 12.0, spur.size)
+    # spurious returns from a stream of their own: the same rays and ranges whatever was hit, so a re-render of
+    # this instant with a slightly different actor set (closed loop) reproduces them
+    spur_rng = np.random.default_rng([int(snapshot.timestamp_us), 0x5B0])
+    spur = spur_rng.choice(t_all.size, size=cond.lidar_spurious, replace=False) if cond.lidar_spurious else idx[:0]
+    spur_r = spur_rng.uniform(1.5, 12.0, spur.size)
     sel, r = np.concatenate([sel, spur]), np.concatenate([r, spur_r])
     points = np.empty((sel.size, len(LidarColumn)), np.float32)
     points[:, :3] = dirs_l[sel] * r[:, None]
-    points[:, LidarColumn.INTENSITY] = np.concatenate([intensity[survive], rng.integers(0, 25, spur.size)])
+    points[:, LidarColumn.INTENSITY] = np.concatenate([intensity[survive], spur_rng.integers(0, 25, spur.size)])
     points[:, LidarColumn.RING] = beam[sel]
     points[:, LidarColumn.LIDAR_INFO] = _source_lidar(beam[sel], azimuth_deg[sel])
     return points
@@ -228,12 +236,12 @@ def _source_lidar(beam: np.ndarray, azimuth_deg: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=8)
 def _rays(num_beams: int, step_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit ray directions in the lidar frame, beam-major: (B * A, 3), beam index (B * A,), azimuth deg (A,)."""
-    elevation = np.deg2rad(np.linspace(_ELEVATION_MIN_DEG, _ELEVATION_MAX_DEG, num_beams))
+    elevation = detmath.radians(np.linspace(_ELEVATION_MIN_DEG, _ELEVATION_MAX_DEG, num_beams))
     azimuth_deg = np.arange(0.0, 360.0 - 1e-9, step_deg)
-    az = np.deg2rad(azimuth_deg)
-    ce = np.cos(elevation)[:, None]
-    dirs = np.stack([ce * np.cos(az)[None], ce * np.sin(az)[None],
-                     np.broadcast_to(np.sin(elevation)[:, None], (num_beams, az.size))], axis=-1)
+    az = detmath.radians(azimuth_deg)
+    ce = detmath.cos(elevation)[:, None]
+    dirs = np.stack([ce * detmath.cos(az)[None], ce * detmath.sin(az)[None],
+                     np.broadcast_to(detmath.sin(elevation)[:, None], (num_beams, az.size))], axis=-1)
     beam = np.repeat(np.arange(num_beams), az.size)
     for arr in (dirs, beam, azimuth_deg):
         arr.setflags(write=False)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from drivepipe.utils import detmath
 from drivepipe.utils.geometry import global_to_ego_xy_yaw
 from drivepipe.world_state import WorldSnapshot
 
@@ -69,9 +70,9 @@ def actor_parts(snapshot: WorldSnapshot, max_distance_m: float = np.inf, detail_
     xy = np.array([[a.x, a.y] for a in actors], np.float64)
     yaw = np.array([a.yaw for a in actors], np.float64)
     xy_e, yaw_e = global_to_ego_xy_yaw(xy, yaw, ego.x, ego.y, ego.yaw)
-    keep = np.flatnonzero(np.hypot(xy_e[:, 0], xy_e[:, 1]) <= max_distance_m)
+    keep = np.flatnonzero(detmath.hypot(xy_e[:, 0], xy_e[:, 1]) <= max_distance_m)
 
-    dist = np.hypot(xy_e[:, 0], xy_e[:, 1])
+    dist = detmath.hypot(xy_e[:, 0], xy_e[:, 1])
     kinds = [_KINDS.index(body_kind(actors[k].category, actors[k].length, actors[k].height) if dist[k] <= detail_m
                           else "box") for k in keep]
     n_parts = np.array([len(_PARTS[i]) for i in kinds], np.int64)
@@ -82,7 +83,7 @@ def actor_parts(snapshot: WorldSnapshot, max_distance_m: float = np.inf, detail_
     x0, x1 = tmpl[:, 0] * dims[:, 0], tmpl[:, 1] * dims[:, 0]
     hw = tmpl[:, 2] * dims[:, 1]
     local = np.stack([np.stack([x1, x0, x0, x1], 1), np.stack([hw, hw, -hw, -hw], 1)], axis=2)  # FL RL RR FR
-    c, s = np.cos(np.asarray(yaw_e)[owner]), np.sin(np.asarray(yaw_e)[owner])
+    c, s = detmath.cos(np.asarray(yaw_e)[owner]), detmath.sin(np.asarray(yaw_e)[owner])
     foot = np.stack([c[:, None] * local[..., 0] - s[:, None] * local[..., 1],
                      s[:, None] * local[..., 0] + c[:, None] * local[..., 1]], axis=2) + xy_e[owner][:, None, :]
     corners = np.empty((len(owner), 8, 3))

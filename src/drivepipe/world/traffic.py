@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from drivepipe.idm import IdmParams, idm_accel
+from drivepipe.utils import detmath
 from drivepipe.world.population import (
     BICYCLE_TYPES,
     PEDESTRIAN_TYPES,
@@ -116,12 +117,12 @@ class Traffic:
     def _mid_block_crossings(self, n: int) -> list[PedPath]:
         """n straight paths across the street away from intersections, kerb to kerb (walkway edge to walkway edge),
         each at a random point of a random walkway long enough; parked cars leave a gap there."""
-        out, walks = [], [w for w in self.city.walkway_paths if np.linalg.norm(w.end - w.start) >= 30.0]
+        out, walks = [], [w for w in self.city.walkway_paths if detmath.norm(w.end - w.start) >= 30.0]
         for k in self.rng.choice(len(walks), size=n if walks else 0, replace=True).tolist():
             w = walks[k]
-            t = (w.end - w.start) / np.linalg.norm(w.end - w.start)
+            t = (w.end - w.start) / detmath.norm(w.end - w.start)
             to_road = np.array([t[1], -t[0]])  # walkway paths have the road on their right
-            centre = w.start + t * self.rng.uniform(0.3, 0.7) * np.linalg.norm(w.end - w.start)
+            centre = w.start + t * self.rng.uniform(0.3, 0.7) * detmath.norm(w.end - w.start)
             across = 2 * (self.hw + WALKWAY_WIDTH_M / 2)
             out.append(PedPath(-1, centre + to_road * 1.0, centre + to_road * (across - 1.0)))
         return out
@@ -146,7 +147,7 @@ class Traffic:
             self.p_lat.append(slots[used.get(p, 0)])
             used[p] = used.get(p, 0) + 1
             self.p_path.append(paths[p])
-        lens = np.array([np.linalg.norm(pp.end - pp.start) for pp in self.p_path])
+        lens = np.array([detmath.norm(pp.end - pp.start) for pp in self.p_path])
         self.p_len = lens
         self.p_start = np.array([pp.start for pp in self.p_path]).reshape(n, 2)
         self.p_t = (np.array([pp.end for pp in self.p_path]).reshape(n, 2) - self.p_start) / np.maximum(lens, 1e-9)[:, None]
@@ -184,8 +185,8 @@ class Traffic:
             x, y, h = (float(a[0]) for a in g.pose_at(np.array([e]), np.array([s])))
             intrusion = max(0.15, size[1] - 0.25)  # m into the lane; the outer face stays <= 0.25 m past the edge
             lat = side * (w / 2 + size[1] / 2 - intrusion)
-            xy = np.array([x - np.sin(h) * lat, y + np.cos(h) * lat])
-            if any(np.linalg.norm(xy - c) < r + size[0] / 2 for c, r in taken):
+            xy = np.array([x - detmath.sin(h) * lat, y + detmath.cos(h) * lat])
+            if any(detmath.norm(xy - c) < r + size[0] / 2 for c, r in taken):
                 continue
             taken.append((xy, 1.5))
             placed += 1
@@ -258,7 +259,7 @@ class Traffic:
         if not len(peds):
             return np.full(len(xy), np.inf)
         rel = peds[None, :, :] - xy[:, None, :]
-        c, s = np.cos(heading)[:, None], np.sin(heading)[:, None]
+        c, s = detmath.cos(heading)[:, None], detmath.sin(heading)[:, None]
         fwd, lat = rel[..., 0] * c + rel[..., 1] * s, -rel[..., 0] * s + rel[..., 1] * c
         # pedestrians beside the body are not obstacles (they wait for the vehicle to pass; no deadlock)
         hit = (fwd > self.size[:, 0:1] / 2 - 0.3) & (fwd < 25.0) & (np.abs(lat) < self.size[:, 1:2] / 2 + 0.9)
@@ -300,9 +301,9 @@ class Traffic:
         reach = 30.0 if self.p_jay[i] else 12.0
         xy, length, _, v = self._vehicle_boxes(ego)
         seg = pp.end - pp.start
-        t = np.clip((xy - pp.start) @ seg / (seg @ seg), 0.0, 1.0)
-        on_crossing = np.linalg.norm(xy - pp.start - t[:, None] * seg, axis=1) < length / 2 + 1.5
-        approaching = (np.linalg.norm(xy - (pp.start + pp.end) / 2, axis=1) < reach) & (v > 0.5)
+        t = np.clip(detmath.dot(xy - pp.start, seg) / detmath.dot(seg, seg), 0.0, 1.0)
+        on_crossing = detmath.norm_rows(xy - pp.start - t[:, None] * seg) < length / 2 + 1.5
+        approaching = (detmath.norm_rows(xy - (pp.start + pp.end) / 2) < reach) & (v > 0.5)
         return not np.any(on_crossing | approaching)
 
     def _vehicle_boxes(self, ego: EgoObstacle | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -320,7 +321,7 @@ class Traffic:
         ped_xy = self.p_start[i] + self.p_t[i] * self.p_u[i]
         fwd_dir = self.p_t[i] * self.p_dir[i]
         rel = xy - ped_xy
-        along, across = rel @ fwd_dir, rel @ np.array([-fwd_dir[1], fwd_dir[0]])
+        along, across = detmath.dot(rel, fwd_dir), detmath.dot(rel, np.array([-fwd_dir[1], fwd_dir[0]]))
         hit = (np.abs(across) < length / 2 + 0.4) & (along > -0.3) & (along < length / 2 + 4.0)
         return float(np.maximum(along[hit] - length[hit] / 2 - 0.5, 0.0).min()) if hit.any() else np.inf
 
@@ -354,7 +355,7 @@ class Traffic:
         t = self.p_t
         nrm = np.stack([-t[:, 1], t[:, 0]], axis=1)
         xy = self.p_start + t * self.p_u[:, None] + nrm * np.asarray(self.p_lat)[:, None]
-        yaw = np.arctan2(t[:, 1] * self.p_dir, t[:, 0] * self.p_dir)
+        yaw = detmath.arctan2(t[:, 1] * self.p_dir, t[:, 0] * self.p_dir)
         return xy, yaw, t * (self.p_dir * self.p_v)[:, None]
 
     def on_road_mask(self) -> np.ndarray:
@@ -374,7 +375,7 @@ class Traffic:
         st_pose = np.array(self.st_pose).reshape(n_st, 3)
         cols = [np.concatenate(parts).tolist() for parts in (
             (x, pxy[:, 0], st_pose[:, 0]), (y, pxy[:, 1], st_pose[:, 1]), (h, pyaw, st_pose[:, 2]),
-            (self.v * np.cos(h), pvel[:, 0], np.zeros(n_st)), (self.v * np.sin(h), pvel[:, 1], np.zeros(n_st)))]
+            (self.v * detmath.cos(h), pvel[:, 0], np.zeros(n_st)), (self.v * detmath.sin(h), pvel[:, 1], np.zeros(n_st)))]
         size = np.concatenate([self.size, self.p_size, np.array(self.st_size).reshape(n_st, 3)]).tolist()
         tids = np.concatenate([self.tid, self.p_tid, self.st_tid]).astype(int).tolist()
         cats = self.cat + ["pedestrian"] * len(self.p_u) + self.st_cat

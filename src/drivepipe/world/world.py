@@ -13,6 +13,7 @@ import numpy as np
 from shapely.geometry import Point
 
 from drivepipe.config import SyntheticConfig
+from drivepipe.utils import detmath
 from drivepipe.vehicle import EGO_FRONT_M, EGO_WIDTH_M
 from drivepipe.world.conditions import draw_conditions
 from drivepipe.world.ego import (
@@ -150,7 +151,7 @@ class World:
             return None
         s_c = e.route_s + EGO_CENTER_OFFSET_M
         k = self.route.element_at(s_c)
-        xy = np.array([e.x, e.y]) + EGO_CENTER_OFFSET_M * np.array([np.cos(e.yaw), np.sin(e.yaw)])
+        xy = np.array([e.x, e.y]) + EGO_CENTER_OFFSET_M * np.array([detmath.cos(e.yaw), detmath.sin(e.yaw)])
         return EgoObstacle(self.route.edges[k], float(s_c - self.route.start_s[k]), float(e.v), EGO_LENGTH_M, xy,
                            EGO_WIDTH_M)
 
@@ -198,7 +199,7 @@ class World:
         pts = r.pts[lo:hi + 1]
         if not len(pts):
             return {}
-        d = np.linalg.norm(xy[:, None, :] - pts[None, :, :], axis=2)
+        d = detmath.norm_rows(xy[:, None, :] - pts[None, :, :])
         s_p = r.cum[lo + d.argmin(axis=1)]
         near = (d.min(axis=1) < EGO_WIDTH_M / 2 + 0.8) & (s_p > front - 0.3)  # beside the body: they wait for us
         if not near.any():
@@ -213,7 +214,7 @@ class World:
         out: dict[int, str] = {}
         ego_xy = np.array([self.ego.x, self.ego.y])
         for inter, conns in zip(self.city.intersections, self._conns_by_inter):
-            if np.linalg.norm(inter.center - ego_xy) <= LIGHT_RADIUS_M:
+            if detmath.norm(inter.center - ego_xy) <= LIGHT_RADIUS_M:
                 for c in conns:
                     out[int(self.graph.fid[c])] = STATUS_NAMES[codes[inter.index, self.graph.arm[c]]]
         return out
@@ -280,11 +281,11 @@ class World:
     def _near_tags(self) -> list[tuple[str, int | None]]:
         """Tags about nearby agents and objects within NEAR_RADIUS_M of the ego's box centre."""
         e, tr = self.ego, self.traffic
-        c = np.array([e.x, e.y]) + EGO_CENTER_OFFSET_M * np.array([np.cos(e.yaw), np.sin(e.yaw)])
+        c = np.array([e.x, e.y]) + EGO_CENTER_OFFSET_M * np.array([detmath.cos(e.yaw), detmath.sin(e.yaw)])
         tags: list[tuple[str, int | None]] = []
         if len(tr.edge):
             x, y, _ = self.graph.pose_at(tr.edge, tr.s)
-            near = np.hypot(x - c[0], y - c[1]) < NEAR_RADIUS_M
+            near = detmath.hypot(x - c[0], y - c[1]) < NEAR_RADIUS_M
             cats = np.array(tr.cat)
             if np.sum(near & (cats == "vehicle")) >= 3:
                 tags.append(("near_multiple_vehicles", None))
@@ -292,7 +293,7 @@ class World:
                 tags.append(("near_multiple_bikes", None))
         if len(tr.p_u):
             pxy = tr.pedestrian_xy_yaw_vel()[0]
-            d = np.linalg.norm(pxy - c, axis=1)
+            d = detmath.norm_rows(pxy - c)
             if np.sum(d < NEAR_RADIUS_M) >= 3:
                 tags.append(("near_multiple_pedestrians", None))
             on_cw = tr.on_road_mask() & (d < 20.0)
@@ -302,8 +303,8 @@ class World:
         names = {"czone_sign": "near_construction_zone_sign", "traffic_cone": "near_trafficcone_on_driveable",
                  "barrier": "near_barrier_on_driveable"}
         for cat, name in names.items():
-            hits = [(np.linalg.norm(p[:2] - c), int(t)) for t, k, p in zip(tr.st_tid, tr.st_cat, tr.st_pose)
-                    if k == cat and np.linalg.norm(p[:2] - c) < NEAR_RADIUS_M]
+            hits = [(detmath.norm(p[:2] - c), int(t)) for t, k, p in zip(tr.st_tid, tr.st_cat, tr.st_pose)
+                    if k == cat and detmath.norm(p[:2] - c) < NEAR_RADIUS_M]
             if hits:
                 tags.append((name, min(hits)[1]))
         for f in self.city.vector_map.query("crosswalks", (c[0] - 1.0, c[1] - 1.0, c[0] + 1.0, c[1] + 1.0)):
