@@ -23,8 +23,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 WORK = Path(os.environ.get("DRIVEPIPE_BENCH_WORK", "/tmp/drivepipe_bench"))  # datasets / caches reused across runs
-# --quick everywhere: one short log (5 scenes of 2 s = 200 sweeps) instead of 4 logs x 7 scenes x 3 s
-QUICK_DATA = {"data": {"synthetic": {"num_logs": 1, "scenes_per_log": 5, "scene_duration_s": 2.0}}}
+# --quick everywhere: three short logs (5 scenes of 2 s = 200 sweeps each; the split needs 3 logs) instead of 4 logs x 7 scenes x 3 s
+QUICK_DATA = {"data": {"synthetic": {"num_logs": 3, "scenes_per_log": 5, "scene_duration_s": 2.0}}}  # 3: train, val, test logs
 CAVEAT = "2-core CPU, shared with other jobs: absolute numbers are noisy, compare the ratios"
 
 

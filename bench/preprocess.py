@@ -41,7 +41,7 @@ TARGET_RATIO = 2.0
 GPU_PROFILE = {"preprocess": {"image_width": 640, "image_height": 384, "bev_size": 200, "image_storage": "jpeg"}}
 # The GPU profile reads real nuPlan: 1920x1080 camera JPEGs. Its figure uses a synthetic log rendered at that size
 # (one log of 5 x 2 s scenes, so that generating it stays around a minute), not the default 480x270 images.
-GPU_DATA = {"data": {"synthetic": {"num_logs": 1, "scenes_per_log": 5, "scene_duration_s": 2.0,
+GPU_DATA = {"data": {"synthetic": {"num_logs": 3, "scenes_per_log": 5, "scene_duration_s": 2.0,
                                    "image_width": 1920, "image_height": 1080}}}
 
 

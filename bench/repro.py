@@ -27,7 +27,7 @@ from _common import REPO, WORK, log, parse_args, ratio, write_result
 STAGES = ("download", "preprocess", "train", "evaluate", "carla_eval")
 TARGET_TOTAL_S, TARGET_NOOP_S = 600.0, 3.0
 # one log of 7 short scenes: nuPlan's rules drop 2 + 2 scenes per log, the 3 left give both a train and a val split
-QUICK_PARAMS = {"data": {"synthetic": {"num_logs": 1, "scenes_per_log": 7, "scene_duration_s": 2.0}},
+QUICK_PARAMS = {"data": {"synthetic": {"num_logs": 3, "scenes_per_log": 7, "scene_duration_s": 2.0}},
                 "train": {"epochs": 1, "max_steps": 3, "save_every_epochs": 1},
                 "carla_eval": {"num_scenarios": 1, "duration_s": 2.0, "animation": False}}
 

@@ -5,7 +5,7 @@ Figure: for each size, the real `run_preprocess` (preprocess.workers processes) 
 and the growth exponent b of time ~ samples^b (least-squares log-log slope over the sizes; linear scaling is 1, target
 <= ~1). The floor is the 1x size itself: ratios are time per sample at kx / time per sample at 1x.
 Logs are seeded per index, so the 4x dataset is generated once and the 1x / 2x datasets are its first logs (symlinks).
---quick: base = 1 log of 7 x 2 s scenes instead of params.yaml's num_logs.
+--quick: base = 3 logs (train, val, test) of 7 x 2 s scenes instead of params.yaml's num_logs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from _common import WORK, _merge, dataset, load_config, log, parse_args, ratio, 
 
 FACTORS = (1, 2, 4)
 # --quick base: one log of 7 x 2 s scenes (3 kept by nuPlan's scene rules, so train and val both exist)
-QUICK_BASE = {"data": {"synthetic": {"num_logs": 1, "scenes_per_log": 7, "scene_duration_s": 2.0}}}
+QUICK_BASE = {"data": {"synthetic": {"num_logs": 3, "scenes_per_log": 7, "scene_duration_s": 2.0}}}
 
 
 def subset_root(full: Path, log_names: list[str], dest: Path) -> Path:

@@ -14,10 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_params() -> dict:
-    """A params dict small enough for CPU tests: 2 logs x 5 scenes x 1 s, 96x54 images, 16 lidar beams."""
+    """A params dict small enough for CPU tests: 3 logs (train, val, test) x 6 scenes x 1 s, 96x54 images, 16 lidar beams."""
     return {
-        "data": {"synthetic": {"num_logs": 2, "scenes_per_log": 5, "scene_duration_s": 1.0, "image_width": 96,
-                               "image_height": 54, "num_vehicles": 6, "num_bicycles": 1, "num_pedestrians": 3,
+        "data": {"synthetic": {"num_logs": 3, "scenes_per_log": 6, "scene_duration_s": 1.0, "image_width": 96,
+                               "image_height": 54, "num_vehicles": 16, "num_bicycles": 1, "num_pedestrians": 8,
                                "num_static": 3, "lidar_beams": 16, "lidar_azimuth_step_deg": 2.0,
                                "locations": ["us-nv-las-vegas-strip", "sg-one-north"]}},
     }

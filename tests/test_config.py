@@ -52,7 +52,7 @@ def test_wrong_types_are_rejected_by_name(raw, key):
 
 @pytest.mark.parametrize(("raw", "key"), [
     ({"loss": {"det_weight": -1.0}}, "loss.det_weight"),
-    ({"preprocess": {"val_fraction": 1.0}}, "preprocess.val_fraction"),
+    ({"preprocess": {"test_logs": 0}}, "preprocess.test_logs"),
     ({"data": {"synthetic": {"scenes_per_log": 4}}}, "data.synthetic.scenes_per_log"),
     ({"carla_eval": {"carla": {"port": 70000}}}, "carla_eval.carla.port"),
 ])

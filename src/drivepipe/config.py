@@ -133,7 +133,8 @@ class PreprocessConfig:
     # scenario candidates between consecutive samples; with cameras the candidates are the sweeps that have images
     # (every second sweep at 10 Hz cameras), else every sweep
     window_stride: int = _f(2, ge=1)
-    val_fraction: float = _f(0.2, gt=0.0, lt=1.0)
+    val_logs: int = _f(1, ge=1)                # whole logs held out for val (checkpoint selection, early stopping)
+    test_logs: int = _f(1, ge=1)               # whole logs held out for test (what evaluate / carla_eval report)
     max_agents: int = _f(48, ge=1)             # agents kept for prediction (nearest first)
     workers: int = _f(2, ge=1, stages=RUN_ONLY)  # processes over logs
     # skip or stop at a log that fails to read; a finished cache does not depend on it
@@ -295,7 +296,9 @@ class EvaluateConfig:
     occ_threshold: float = _f(0.5, gt=0.0, lt=1.0, stages=_VALIDATION)
     # confident modes for mode precision/recall
     mode_score_threshold: float = _f(0.2, ge=0.0, le=1.0, stages=_VALIDATION)
-    miss_threshold_m: float = _f(2.0, gt=0.0, stages=_VALIDATION)
+    miss_threshold_m: float = _f(2.0, gt=0.0, stages=_VALIDATION)  # m, miss / hit distance (both conventions)
+    moving_threshold_m: float = _f(1.0, gt=0.0)         # m, an agent is moving when its GT future gets this far
+    e2e_score_threshold: float = _f(0.3, ge=0.0, le=1.0)  # detections forecast end to end (EPA operating point)
     num_pictures: int = _f(3, ge=0)
 
 

@@ -1,7 +1,7 @@
 """Streaming evaluation metrics: `reset()` / `update(...)` / `compute() -> dict[str, float]`. Pure numpy, no logging.
 
 Detection follows the nuScenes definition: predictions matched to ground truth by BEV centre distance (thresholds
-0.5, 1, 2, 4 m), greedily in descending score over the whole split; precision interpolated at 101 recall points; AP
+0.5, 1, 2, 4 m, strict `<`), greedily in descending score over the whole split; precision interpolated at 101 recall points; AP
 is the mean of (precision - 0.1)+ over recall > 0.1, normalised by 0.9; mAP averages thresholds and the classes
 that have ground truth. True-positive errors are taken at 2 m: translation (m), scale (1 - IoU of the boxes aligned
 on centre and yaw), orientation (|yaw difference| in rad), velocity (m/s); NDS-style summary = (4 mAP + sum(1 - min(1, err))) / 8
@@ -24,6 +24,7 @@ import numpy as np
 
 from drivepipe.schema import CATEGORIES
 from drivepipe.utils.geometry import box_corners_2d, wrap_angle
+from drivepipe.utils.visibility import seen_by_sensors
 
 DIST_THRESHOLDS_M = (0.5, 1.0, 2.0, 4.0)
 TP_THRESHOLD_M = 2.0
@@ -71,9 +72,8 @@ class DetectionMetric:
                 per_thr[thr] = _average_precision(precision)
                 if thr == TP_THRESHOLD_M:
                     out["pr_curves"][name] = {"recall": recall.tolist(), "precision": precision.tolist()}
-                    for k in TP_ERRORS:
-                        if errs[k]:
-                            errors_all[k].append(float(np.mean(errs[k])))
+                    for k in TP_ERRORS:  # a class with GT but no match at 2 m counts error 1 (nuScenes)
+                        errors_all[k].append(float(np.mean(errs[k])) if errs[k] else 1.0)
             ap = float(np.mean(list(per_thr.values())))
             aps_all.append(ap)
             out["per_class"][name] = {"AP": ap, **{f"AP@{t}m": v for t, v in per_thr.items()}, "num_gt": len(gts)}
@@ -102,7 +102,7 @@ def _match(preds: list, gts: list, thr: float) -> tuple[np.ndarray, dict[str, li
             continue
         d = [np.hypot(*(gts[j][1][:2] - box[:2])) for j in cand]
         k = int(np.argmin(d))
-        if d[k] <= thr:
+        if d[k] < thr:  # strict, as the nuScenes devkit
             j = cand[k]
             taken[j], tp[i] = True, True
             g = gts[j][1]
@@ -340,9 +340,14 @@ def unbatch(batch: dict[str, Any], b: int) -> dict[str, Any]:
     boxes = batch["boxes"][b].numpy()
     fut = batch["agent_fut"][b].numpy()
     sizes = boxes[np.clip(agent_box, 0, None)][:, 3:5]
+    # GT boxes with no lidar point and no camera view of the centre are not ground truth (nuScenes drops boxes
+    # without points): the same rule for validation (val/score picks `best`) and evaluate
+    points, camera = seen_by_sensors(batch, b, boxes[box_valid])
+    seen = (points > 0) | camera
     return {
-        "boxes": boxes[box_valid], "box_labels": batch["box_labels"][b].numpy()[box_valid],
-        "box_track": batch["box_track"][b].numpy()[box_valid],
+        "boxes": boxes[box_valid][seen], "box_labels": batch["box_labels"][b].numpy()[box_valid][seen],
+        "box_track": batch["box_track"][b].numpy()[box_valid][seen], "box_points": points[seen],
+        "gt_removed": int((~seen).sum()),
         "seg": batch["seg"][b].numpy(), "occ": batch["occ"][b].numpy(), "agents": agents,
         "agent_hist": batch["agent_hist"][b].numpy(), "agent_hist_valid": batch["agent_hist_valid"][b].numpy(),
         "agent_labels": batch["agent_labels"][b].numpy(), "agent_track": _agent_tracks(batch, b),

@@ -71,7 +71,7 @@ def _flip_one_byte(cache: Path, key: str) -> None:
 
 def test_corrupt_value_names_the_key(cache: Path, tiny_trained: dict, tmp_path: Path, capsys) -> None:
     reader = LmdbReader(cache)
-    key = reader.keys("val")[0]
+    key = reader.keys("test")[0]  # a sample that evaluate reads (it reports the test split)
     assert reader.verify() == len(reader)  # the full check passes on the good cache
     reader.close()
     _flip_one_byte(cache, key)

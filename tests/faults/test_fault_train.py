@@ -117,8 +117,9 @@ def test_truncated_train_state_on_resume_offers_the_previous_step(tiny_trained: 
     shutil.copytree(tiny_trained["checkpoints"], root, symlinks=True)
     exp = root / tiny_trained["cfg"].train.experiment
     latest = resolve_checkpoint(exp, "latest")
-    if not (exp / "step_00000002").exists():  # an older checkpoint that is still intact (often `best` already)
-        shutil.copytree(latest, exp / "step_00000002")
+    previous = f"step_{int(latest.name.split('_')[1]) - 1:08d}"  # the newest step before latest
+    if not (exp / previous).exists():
+        shutil.copytree(latest, exp / previous)  # an older checkpoint that is still intact
     state = latest / "train_state.pt"
     with open(state, "r+b") as f:
         f.truncate(state.stat().st_size // 3)  # e.g. copied back from a full disk
@@ -126,7 +127,7 @@ def test_truncated_train_state_on_resume_offers_the_previous_step(tiny_trained: 
     rc = _train(_params(tiny_trained, tmp_path), tiny_trained["cache"], tmp_path)
     line = error_line(capsys.readouterr().err)
     assert rc == EXIT_CHECKPOINT and "train_state.pt" in line and "does not match meta.json" in line, line
-    assert f'set "latest": "step_00000002" in {exp / "pointers.json"}' in line, line
+    assert f'set "latest": "{previous}" in {exp / "pointers.json"}' in line, line
     assert tree_digest(root) == before, "a failed resume must not delete or rewrite checkpoints"
 
 

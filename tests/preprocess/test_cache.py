@@ -75,7 +75,7 @@ def test_write_read_header_and_dataset(tmp_path):
     assert sorted(os.listdir(cache)) == ["data.mdb"] and not (tmp_path / "cache.tmp").exists()
     reader = LmdbReader(cache, expected=cfg)
     h = reader.header
-    assert h["count"] == 4 and h["keys"] == sorted(h["keys"]) and h["splits"] == {"train": [1, 2], "val": [0, 3]}
+    assert h["count"] == 4 and h["keys"] == sorted(h["keys"]) and h["splits"] == {"train": [1, 2], "val": [0, 3], "test": []}
     assert h["seg_classes"] == list(cfg.preprocess.seg_classes) and h["fields"]["images"]["shape"] == [2, 3, 48, 80]
     sample, meta = reader.get(h["keys"][1])
     assert meta["split"] == "train" and sample["images"].shape == (2, 3, 48, 80)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from drivepipe.cache.lmdb_store import LmdbReader
 from drivepipe.config import LOCATIONS, from_dict
 from drivepipe.data.dataset import CacheDataset
 from drivepipe.preprocess.run import merge_shards, run_preprocess
@@ -20,14 +21,28 @@ def _cfg(**overrides):
     return from_dict({"preprocess": {**PREPROCESS, **overrides}})
 
 
+def _assert_splits_disjoint(header: dict, report: dict) -> None:
+    """No log (hence no scene) in two splits, checked on what the cache header says and on the stored keys."""
+    logs = header["log_splits"]
+    assert set(logs) == {"train", "val", "test"} and all(logs.values())
+    assert sum(map(len, logs.values())) == len(set().union(*map(set, logs.values())))  # pairwise disjoint
+    assert report["splits"] == logs
+    for split, counts in report["split_counts"].items():
+        assert counts["logs"] <= len(logs[split]) and counts["scenes"] >= counts["logs"]
+        assert sum(counts["distinct_objects"].values()) >= 0
+    for split, idx in header["splits"].items():
+        assert idx and {header["keys"][i].split("/")[0] for i in idx} <= set(logs[split])
+
+
 @pytest.mark.slow
 def test_preprocess_synthetic_dataset(synthetic_root: Path, tmp_path: Path):
     cfg = _cfg()
     report = run_preprocess(cfg, synthetic_root, tmp_path / "cache", tmp_path / "preprocess.json")
     assert report["samples"] > 0 and report["skipped_total"] == 0
     assert json.loads((tmp_path / "preprocess.json").read_text())["samples"] == report["samples"]
+    _assert_splits_disjoint(LmdbReader(tmp_path / "cache").header, report)
     items = []
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         ds = CacheDataset(tmp_path / "cache", cfg, split)
         assert len(ds) == report["per_split"][split]
         items += [ds[i] for i in range(min(2, len(ds)))]

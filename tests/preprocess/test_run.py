@@ -47,7 +47,7 @@ def fake_dataset(monkeypatch):
     def plan(cfg, data_root):
         tasks = [run_mod.LogTask(log, Path("x.db"), Path("s"), Path("m"), tuple(_windows(log, 3)), cfg)
                  for log in ("log_a", "log_b")]
-        return tasks, "fake-manifest", 2
+        return tasks, "fake-manifest", {"train": ["log_a"], "val": ["log_b"], "test": []}
 
     def load_task(task):
         return run_mod.process_windows(_loader({"0000000000000002"}), list(task.windows), task.cfg, task.log_name)
@@ -61,7 +61,7 @@ def test_run_preprocess_end_to_end(tmp_path, fake_dataset):
     report = run_mod.run_preprocess(cfg, tmp_path / "data", tmp_path / "cache", tmp_path / "reports/preprocess.json")
     saved = json.loads((tmp_path / "reports/preprocess.json").read_text())
     assert saved["samples"] == report["samples"] == 4 and saved["skipped"] == {"DataError: camera CAM_L0 missing": 2}
-    assert saved["per_split"] == {"train": 2, "val": 2} and saved["per_location"] == {"us-ma-boston": 4}
+    assert saved["per_split"] == {"train": 2, "val": 2, "test": 0} and saved["per_location"] == {"us-ma-boston": 4}
     assert saved["per_scenario_type"] == {"stationary": 4} and saved["samples_per_s"] > 0
     header = LmdbReader(tmp_path / "cache", expected=cfg).header
     assert header["count"] == 4 and header["data_manifest_hash"] == "fake-manifest"

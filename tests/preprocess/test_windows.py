@@ -1,11 +1,13 @@
-"""Windows: history/future filtering, stride, deterministic split with every location in both splits."""
+"""Windows: history/future filtering, stride, deterministic train/val/test split by whole log."""
 
 from __future__ import annotations
 
 from collections import namedtuple
 
+import pytest
+
 from bundle_factory import small_preprocess
-from drivepipe.preprocess.windows import assign_splits, make_windows, scene_score
+from drivepipe.preprocess.windows import assign_log_splits, log_score, make_windows
 
 Scenario = namedtuple("Scenario", "log_name token timestamp_us scene_token scenario_type index")
 LOCS = {"log_a": "us-ma-boston", "log_b": "us-ma-boston", "log_c": "sg-one-north",
@@ -32,34 +34,34 @@ def test_history_future_and_stride():
     assert len(wins) == len(range(20, 240 - 30, 4))
 
 
-def test_split_is_deterministic_and_by_scene():
-    cfg = small_preprocess(window_stride=2, val_fraction=0.3)
+def test_split_is_by_whole_log_and_deterministic():
+    cfg = small_preprocess(window_stride=2, val_logs=1, test_logs=1)
     scen = _scenarios()
     a = make_windows(scen, cfg, LOCS)
     b = make_windows(list(reversed(scen)), cfg, LOCS)
     assert a == b
-    by_scene: dict[str, set[str]] = {}
+    by_log: dict[str, set[str]] = {}
     for w in a:
-        by_scene.setdefault(w.scene_token, set()).add(w.split)
-    assert all(len(s) == 1 for s in by_scene.values())  # a scene never straddles the split
-    for loc in set(LOCS.values()):
-        assert {w.split for w in a if w.location == loc} == {"train", "val"}
-    # the split follows the scene hash (no RNG); at most one scene per location is moved to fill a split
-    hashed = {t: ("val" if scene_score(t) < 0.3 else "train") for t in by_scene}
-    moved = [t for t, s in by_scene.items() if s != {hashed[t]}]
-    assert len(moved) <= len(set(LOCS.values()))
+        by_log.setdefault(w.log_name, set()).add(w.split)
+    assert all(len(s) == 1 for s in by_log.values())  # a log (so every scene of it) is in one split only
+    assert sorted(next(iter(s)) for s in by_log.values()) == ["test", "train", "train", "val"]
 
 
-def test_fraction_and_forced_moves():
-    scenes = {f"s{i}": ("boston" if i % 2 else "singapore") for i in range(400)}
-    split = assign_splits(scenes, 0.2)
-    val = sum(v == "val" for v in split.values()) / len(split)
-    assert 0.14 < val < 0.26
-    tiny = {"x1": "pittsburgh", "x2": "pittsburgh", "x3": "pittsburgh"}
-    forced = assign_splits(tiny, 1e-6)  # hashing alone puts all three in train
-    assert sorted(forced.values()) == ["train", "train", "val"]
-    assert forced == assign_splits(tiny, 1e-6)
-    moved = min(tiny, key=scene_score)
-    assert forced[moved] == "val"
-    lonely = assign_splits({"y": "boston"}, 0.2)
-    assert list(lonely) == ["y"]
+def test_log_splits_spread_over_locations():
+    locs = {f"log{i:02d}": ["boston", "vegas", "pittsburgh", "singapore"][i % 4] for i in range(12)}
+    split = assign_log_splits(locs, val_logs=2, test_logs=2)
+    assert sorted(sum(split.values(), [])) == sorted(locs)  # every log exactly once
+    assert len(split["val"]) == len(split["test"]) == 2 and len(split["train"]) == 8
+    held_out = split["val"] + split["test"]
+    assert len({locs[n] for n in held_out}) == 4  # the four held-out logs come from four different cities
+    assert {locs[n] for n in split["train"]} == set(locs.values())  # and every city keeps training logs
+    # within a city, the log with the lowest name hash is held out first
+    for n in held_out:
+        same_city = [m for m in locs if locs[m] == locs[n]]
+        assert n == min(same_city, key=lambda m: (log_score(m), m))
+    assert assign_log_splits(dict(reversed(list(locs.items()))), 2, 2) == split
+
+
+def test_too_few_logs_is_a_clear_error():
+    with pytest.raises(ValueError, match="preprocess.val_logs .* at least 3 logs, the dataset has 2"):
+        assign_log_splits({"a": "boston", "b": "boston"}, val_logs=1, test_logs=1)

@@ -339,7 +339,7 @@ class LmdbReader:
             raise DataError(self.path, "stale cache: " + "; ".join(problems) + f"; {REPRO_HINT}")
 
     def keys(self, split: str | None = None) -> list[str]:
-        """All sample keys (sorted), or those of one split ("train" / "val")."""
+        """All sample keys (sorted), or those of one split ("train" / "val" / "test")."""
         h = self.header
         if split is None:
             return list(h["keys"])

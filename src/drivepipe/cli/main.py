@@ -20,6 +20,7 @@ COMMANDS = {
     "verify-data": ("verify_data", "validate a nuPlan-format dataset folder"),
     "show-sample": ("show_sample", "write a PNG of one cached sample (cameras + BEV layers)"),
     "merge-shards": ("merge_shards", "merge preprocess shards built on several machines into one cache"),
+    "compare": ("compare", "headline metrics of two runs (revs / experiments) side by side with 95 % intervals"),
     "use-profile": ("use_profile", "rewrite params.yaml with a named profile (cpu | gpu-nuplan)"),
 }
 

@@ -21,12 +21,12 @@ Transform = Callable[[Sample, np.random.Generator], Sample]
 
 
 class CacheDataset:
-    """Samples of one split ("train" / "val") of a cache built with the same preprocess/data params as `cfg`.
+    """Samples of one split ("train" / "val" / "test") of a cache built with the same preprocess/data params as `cfg`.
 
     Args:
         cache_dir: the cache directory (data/cache).
         cfg: the current config; the cache header must match it (else DataError "run: dvc repro preprocess").
-        split: "train" or "val".
+        split: "train", "val" or "test".
         transform: optional `transform(sample, rng) -> sample`; rng is seeded from (train.seed, epoch, index) so an
             item is reproducible regardless of the worker that loads it. Call `set_epoch` each epoch.
     """

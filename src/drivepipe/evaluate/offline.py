@@ -1,8 +1,10 @@
-"""Offline evaluation: run a checkpoint over the val split and feed the streaming metrics, the baselines and
-the exports. Breakdowns are kept per location and per scenario type.
+"""Offline evaluation: run a checkpoint over the test split and feed the streaming metrics, the scene book (the
+headline metrics with scene-bootstrap intervals, `evaluate/headline.py`), the baselines and the exports.
+Breakdowns are kept per location and per scenario type.
 
-Baselines computed in the same run: constant-velocity and constant-acceleration prediction, an empty detector (the
-floor) and the untrained model (same architecture, freshly initialised with the training seed).
+Baselines computed in the same run: constant-velocity and constant-acceleration prediction with the model's K
+modes (`evaluate/baselines.py`), an empty detector (the floor) and the untrained model (same architecture, freshly
+initialised with the training seed). End-to-end forecasting runs the prediction head on the model's own detections.
 """
 
 from __future__ import annotations
@@ -15,14 +17,11 @@ import torch
 
 from drivepipe.config import Config
 from drivepipe.errors import NonFiniteError
-from drivepipe.metrics import (
-    DetectionMetric,
-    MetricSet,
-    PredictionMetric,
-    batch_predictions,
-    constant_velocity,
-    unbatch,
-)
+from drivepipe.evaluate.baselines import kinematic_baseline
+from drivepipe.evaluate.headline import NEAR_OCC_M, SceneBook, agent_errors, end_to_end_counts, is_moving
+from drivepipe.metrics import DetectionMetric, MetricSet, PredictionMetric, batch_predictions, unbatch
+from drivepipe.model.heads.detection import decode_detections
+from drivepipe.schema import AGENT_CATEGORIES, CATEGORIES, CATEGORY_INDEX
 
 
 @dataclass
@@ -38,8 +37,10 @@ class Evaluator:
     detections: dict[str, list[dict]] = field(init=False)
     ground_truth: dict[str, list[dict]] = field(init=False)
     trajectories: dict[str, list[dict]] = field(init=False)
+    book: SceneBook = field(init=False)
 
     def __post_init__(self) -> None:
+        self.book = SceneBook(CATEGORIES, self.cfg.evaluate.miss_threshold_m, self.cfg.evaluate.moving_threshold_m)
         self.overall = MetricSet.build(self.cfg)
         self.groups = {"location": {}, "scenario_type": {}}
         e, p = self.cfg.evaluate, self.cfg.preprocess
@@ -52,6 +53,8 @@ class Evaluator:
         preds = batch_predictions(outputs, self.cfg)
         for b, meta in enumerate(batch["meta"]):
             item = unbatch(batch, b)
+            if all(preds[k] is not None for k in ("det", "seg", "occ", "traj")):
+                self._book(meta, item, preds, outputs, b)
             sets = [self.overall, self._group("location", meta["location"]),
                     self._group("scenario_type", meta["scenario_type"])]
             for ms in sets:
@@ -60,17 +63,50 @@ class Evaluator:
             if export:
                 self._export(meta["token"], preds["det"][b], item, preds["traj"][b], preds["probs"][b])
 
+    def _book(self, meta: dict, item: dict, preds: dict[str, Any], outputs: dict[str, Any], b: int) -> None:
+        """Record one sample in the scene book."""
+        book, e = self.book, self.cfg.evaluate
+        det, seg, occ, traj, probs = (preds["det"][b], preds["seg"][b], preds["occ"][b], preds["traj"][b],
+                                      preds["probs"][b])
+        scene = book.scene_of(meta)
+        book.gt_removed += item["gt_removed"]  # unseen GT boxes, already dropped by metrics.unbatch
+        book.add_detection(scene, det, item["boxes"], item["box_labels"], item["box_track"], item["box_points"],
+                           meta.get("log", ""))
+        pred_seg, tgt_seg = seg >= e.seg_threshold, item["seg"] > 0
+        book.add_seg_occ(scene, (pred_seg & tgt_seg).sum((1, 2)), (pred_seg | tgt_seg).sum((1, 2)),
+                         occ >= e.occ_threshold, item["occ"] > 0, self._near)
+        a = item["agents"]
+        gt, valid = item["pred_gt"][0], item["pred_gt"][1]
+        moving = is_moving(item["agent_hist"][a][:, -1, :2], gt, valid, e.moving_threshold_m)
+        book.add_agents("model", scene, agent_errors(traj[a], probs[a], gt, valid, e.miss_threshold_m), moving)
+        for name, (btraj, bprobs) in self._baseline_modes(item).items():
+            book.add_agents(name, scene, agent_errors(btraj, bprobs, gt, valid, e.miss_threshold_m), moving)
+        if "e2e.traj" in outputs:
+            d = outputs["e2e.det"][b]
+            book.add_e2e(scene, end_to_end_counts(
+                d["boxes"][:, :2], d["labels"], d["scores"], outputs["e2e.traj"][b],
+                item["agent_hist"][a][:, -1, :2], item["agent_labels"][a], gt, valid, e.miss_threshold_m))
+
+    @property
+    def _near(self) -> np.ndarray:
+        p = self.cfg.preprocess
+        c = -p.bev_extent_m + (np.arange(p.bev_size) + 0.5) * p.bev_resolution_m
+        return (np.abs(c)[:, None] <= NEAR_OCC_M) & (np.abs(c)[None, :] <= NEAR_OCC_M)
+
+    def _baseline_modes(self, item: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        a, p = item["agents"], self.cfg.preprocess
+        hist, hist_valid = item["agent_hist"][a], item["agent_hist_valid"][a]
+        return {name: kinematic_baseline(hist, hist_valid, p.future_steps, p.traj_dt_s, self.cfg.model.num_modes,
+                                         accel) for name, accel in (("constant_velocity", False),
+                                                                    ("constant_acceleration", True))}
+
     def _group(self, kind: str, name: str) -> MetricSet:
         return self.groups[kind].setdefault(name, MetricSet.build(self.cfg))
 
     def _baselines(self, item: dict[str, Any]) -> None:
-        a = item["agents"]
-        hist, hist_valid = item["agent_hist"][a], item["agent_hist_valid"][a]
-        steps = self.cfg.preprocess.future_steps
-        one = np.ones((len(hist), 1))
-        for metric, accel in ((self.cv, False), (self.ca, True)):
-            metric.update(constant_velocity(hist, hist_valid, steps, self.cfg.preprocess.traj_dt_s, accel), one,
-                          *item["pred_gt"])
+        modes = self._baseline_modes(item)
+        for metric, name in ((self.cv, "constant_velocity"), (self.ca, "constant_acceleration")):
+            metric.update(*modes[name], *item["pred_gt"])
         empty = np.zeros((0, 9))
         self.empty_det.update(empty, np.zeros(0, int), np.zeros(0), item["boxes"], item["box_labels"])
 
@@ -112,13 +148,50 @@ def evaluate_model(model: torch.nn.Module, loader: Any, cfg: Config, export: boo
     model.eval()
     device = next(model.parameters()).device
     evaluator = Evaluator(cfg)
-    for batch in loader:
-        inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        outputs = {k: v.cpu() for k, v in model(inputs).items()}
-        bad = [k for k, v in outputs.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            tokens = [m["token"] for m in batch.get("meta", [])][:3]
-            raise NonFiniteError(f"model predictions {bad} hold NaN/inf for samples {tokens}; check the inputs "
-                                 "(dvc repro preprocess) and the checkpoint")
-        evaluator.update(outputs, batch, export=export)
+    captured: dict[str, torch.Tensor] = {}  # the fused BEV of the forward pass, reused for end-to-end forecasting
+    e2e = "pred" in getattr(model, "heads", {}) and hasattr(model, "backbone")
+    hook = model.backbone.register_forward_hook(lambda m, i, out: captured.update(bev=out)) if e2e else None
+    try:
+        for batch in loader:
+            inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            outputs: dict[str, Any] = {k: v.cpu() for k, v in model(inputs).items()}
+            bad = [k for k, v in outputs.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+            if bad:
+                tokens = [m["token"] for m in batch.get("meta", [])][:3]
+                raise NonFiniteError(f"model predictions {bad} hold NaN/inf for samples {tokens}; check the inputs "
+                                     "(dvc repro preprocess) and the checkpoint")
+            if e2e and "det.heatmap" in outputs:
+                outputs.update(forecast_detections(model, captured["bev"], outputs, cfg))
+            evaluator.update(outputs, batch, export=export)
+    finally:
+        if hook is not None:
+            hook.remove()
     return evaluator.compute(), evaluator
+
+
+def forecast_detections(model: torch.nn.Module, bev: torch.Tensor, outputs: dict[str, torch.Tensor],
+                        cfg: Config) -> dict[str, Any]:
+    """End-to-end forecasting: the prediction head run on the model's own detections of agent classes (score >=
+    evaluate.e2e_score_threshold) instead of GT agents. A detection has no tracked past in a one-frame sample,
+    so its history is its detected position, yaw and velocity extrapolated backwards (constant velocity).
+
+    Returns per sample lists: e2e.det (the detections used: boxes, labels, scores) and e2e.traj (D, K, Tf, 2).
+    """
+    p = cfg.preprocess
+    dets = decode_detections(outputs, cfg, cfg.evaluate.e2e_score_threshold, cfg.model.max_detections)
+    agent_ids = torch.tensor([CATEGORY_INDEX[c] for c in AGENT_CATEGORIES])
+    index = [torch.nonzero(torch.isin(d["labels"], agent_ids)).flatten().numpy() for d in dets]
+    num = max(1, max(len(i) for i in index))
+    hist = torch.zeros(len(dets), num, p.history_steps + 1, 3)
+    labels = torch.full((len(dets), num), -1, dtype=torch.long)
+    back = (torch.arange(p.history_steps, -1, -1) * p.traj_dt_s)[:, None]  # (Th + 1, 1) s before now
+    for b, (d, idx) in enumerate(zip(dets, index, strict=True)):
+        boxes = d["boxes"][idx]
+        hist[b, : len(idx), :, :2] = boxes[:, None, :2] - back[None] * boxes[:, None, 7:9]
+        hist[b, : len(idx), :, 2] = boxes[:, None, 6]
+        labels[b, : len(idx)] = d["labels"][idx]
+    batch = {"agent_hist": hist.to(bev.device), "agent_hist_valid": (labels >= 0)[..., None].expand(
+        -1, -1, p.history_steps + 1).to(bev.device), "agent_labels": labels.to(bev.device)}
+    traj = model.heads["pred"](bev, batch)["pred.traj"].cpu().numpy()
+    used = [{k: v[i].numpy() for k, v in d.items()} for d, i in zip(dets, index, strict=True)]
+    return {"e2e.det": used, "e2e.traj": [traj[b, : len(i)] for b, i in enumerate(index)]}

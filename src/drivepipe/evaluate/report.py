@@ -1,4 +1,5 @@
-"""Fixed-path outputs of the evaluate stage: metrics.json (a DVC metric), plot data, and report.md."""
+"""Fixed-path outputs of the evaluate stage: metrics.json (headline metrics with intervals, a DVC metric),
+breakdowns.json (per class / band / location / scenario type / motion), plot data, and report.md."""
 
 from __future__ import annotations
 
@@ -15,14 +16,17 @@ MODE_DEFINITIONS = (
     "overlaps another agent's ground-truth footprint at the same future step.")
 
 
-def write_metrics(out_dir: Path, results: dict[str, Any], pr_curves: dict, dt_s: float) -> None:
-    """metrics.json plus DVC plot files: plots/pr/<class>.json and plots/displacement_by_horizon.json."""
+def write_metrics(out_dir: Path, results: dict[str, Any], breakdowns: dict[str, Any], pr_curves: dict,
+                  dt_s: float) -> None:
+    """metrics.json (headline + intervals + counts), breakdowns.json, and DVC plot files: plots/pr/<class>.json and
+    plots/displacement_by_horizon.json."""
     atomic_write_json(out_dir / "metrics.json", results)
+    atomic_write_json(out_dir / "breakdowns.json", breakdowns)
     for name, curve in pr_curves.items():
         rows = [{"recall": r, "precision": p} for r, p in zip(curve["recall"], curve["precision"], strict=True)]
         atomic_write_json(out_dir / "plots" / "pr" / f"{name}.json", rows)
-    pred = results["prediction"]
-    cv = results["baseline"]["constant_velocity"]
+    pred = breakdowns["prediction"]
+    cv = breakdowns["baseline"]["constant_velocity"]
     rows = []
     for t, (ade, fde) in enumerate(zip(pred.get("ade_by_horizon") or [], pred.get("fde_by_horizon") or [],
                                        strict=True)):
@@ -36,28 +40,50 @@ def _fmt(v: Any) -> str:
     return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def write_report(out_dir: Path, results: dict[str, Any], pictures: list[str], checkpoint: str) -> None:
-    """A short markdown report: the headline table with baselines beside the model, breakdowns, pictures."""
-    d, s, o, p, base = (results["detection"], results["segmentation"], results["occupancy"], results["prediction"],
-                        results["baseline"])
-    untrained = base.get("untrained_model", {})
-    cv, ca = base["constant_velocity"], base["constant_acceleration"]
-    lines = [
-        "# Evaluation report", "", f"Checkpoint: `{checkpoint}`; split: val ({results['num_samples']} samples).", "",
-        "| metric | model | untrained model | baseline |", "|---|---|---|---|",
-        f"| detection mAP | {_fmt(d['mAP'])} | {_fmt(untrained.get('mAP'))} | empty detector {_fmt(base['empty_detector']['mAP'])} |",
-        f"| detection NDS-style | {_fmt(d['NDS'])} | | |",
-        f"| segmentation mIoU | {_fmt(s['mIoU'])} | {_fmt(untrained.get('mIoU'))} | |",
-        f"| occupancy IoU / acc / recall | {_fmt(o['iou'])} / {_fmt(o['accuracy'])} / {_fmt(o['recall'])} | | |",
-        f"| minADE (K) / minFDE (K) | {_fmt(p['minADE'])} / {_fmt(p['minFDE'])} | | CV {_fmt(cv['minADE'])} / {_fmt(cv['minFDE'])}; CA {_fmt(ca['minADE'])} / {_fmt(ca['minFDE'])} |",
-        f"| minADE (1) / minFDE (1) | {_fmt(p['minADE_1'])} / {_fmt(p['minFDE_1'])} | | |",
-        f"| miss rate @2 m | {_fmt(p['miss_rate_2m'])} | | CV {_fmt(cv['miss_rate_2m'])} |",
-        f"| mode precision / recall | {_fmt(p['mode_precision'])} / {_fmt(p['mode_recall'])} | | |",
-        f"| collision rate | {_fmt(p['collision_rate'])} | | CV {_fmt(cv['collision_rate'])} |", "",
-        MODE_DEFINITIONS, "", "## Per class (AP)", "", "| class | AP | GT boxes |", "|---|---|---|",
+def _ci(section: dict[str, Any], name: str) -> str:
+    """`value [lo, hi]` of a headline metric."""
+    ci = section.get(f"{name}_ci95")
+    return _fmt(section.get(name)) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _headline_rows(r: dict[str, Any]) -> list[str]:
+    d, s, o, p, e, base = (r["detection"], r["segmentation"], r["occupancy"], r["prediction"], r["end_to_end"],
+                           r["baseline"])
+    cv, ca, untrained = base["constant_velocity"], base["constant_acceleration"], base.get("untrained_model", {})
+    return [
+        "| metric | model [95 % CI] | baselines |", "|---|---|---|",
+        f"| detection mAP | {_ci(d, 'mAP')} | untrained {_fmt(untrained.get('mAP'))}; empty "
+        f"{_fmt(base['empty_detector']['mAP'])} |",
+        f"| detection NDS-style | {_ci(d, 'NDS')} | |",
+        f"| segmentation mIoU | {_ci(s, 'mIoU')} | untrained {_fmt(untrained.get('mIoU'))} |",
+        f"| occupancy IoU near (<= 15 m) / whole grid | {_ci(o, 'iou_near_15m')} / {_ci(o, 'iou_grid')} | |",
+        f"| minADE / minFDE top-1 | {_ci(p, 'minADE_1')} / {_ci(p, 'minFDE_1')} | CV minFDE_1 "
+        f"{_ci(cv, 'minFDE_1')}; CA {_ci(ca, 'minFDE_1')} |",
+        f"| minADE / minFDE top-K | {_ci(p, 'minADE_K')} / {_ci(p, 'minFDE_K')} | CV minFDE_K "
+        f"{_ci(cv, 'minFDE_K')}; CA {_ci(ca, 'minFDE_K')} |",
+        f"| moving agents minFDE top-1 / top-K | {_ci(p, 'moving_minFDE_1')} / {_ci(p, 'moving_minFDE_K')} | CV "
+        f"{_ci(cv, 'moving_minFDE_K')}; CA {_ci(ca, 'moving_minFDE_K')} (top-K) |",
+        f"| miss rate top-K, endpoint > 2 m (Argoverse) | {_ci(p, 'miss_rate_endpoint_K')} | |",
+        f"| miss rate top-K, any point >= 2 m (nuScenes) | {_ci(p, 'miss_rate_anypoint_K')} | |",
+        f"| end-to-end EPA / matched minFDE_K | {_ci(e, 'EPA')} / {_ci(e, 'minFDE_K_matched')} | |",
     ]
-    lines += [f"| {c} | {_fmt(v['AP'])} | {v['num_gt']} |" for c, v in d["per_class"].items()]
-    for kind, groups in results["breakdown"].items():
+
+
+def write_report(out_dir: Path, results: dict[str, Any], breakdowns: dict[str, Any], pictures: list[str],
+                 checkpoint: str) -> None:
+    """A short markdown report: the headline table with intervals and baselines, breakdowns, pictures."""
+    c = results["counts"]
+    objects = ", ".join(f"{k} {v}" for k, v in c["distinct_objects"].items())
+    lines = ["# Evaluation report", "",
+             f"Checkpoint: `{checkpoint}`; split: test ({c['samples']} samples, {c['scenes']} scenes, {c['logs']} "
+             f"held-out logs; distinct objects: {objects}; {c['agents']} agents, {c['agents_moving']} moving). "
+             "Intervals: 95 % percentile bootstrap over scenes.", "", *_headline_rows(results), "",
+             MODE_DEFINITIONS, "", "## Per class (AP)", "", "| class | AP | GT boxes |", "|---|---|---|"]
+    lines += [f"| {k} | {_fmt(v['AP'])} | {v['num_gt']} |" for k, v in breakdowns["detection_per_class"].items()]
+    lines += ["", "## Per distance band (mAP)", "", "| band | mAP | GT boxes |", "|---|---|---|"]
+    lines += [f"| {k} | {_fmt(v['mAP'])} | {v['num_gt']} |"
+              for k, v in breakdowns["detection_per_distance_band"].items()]
+    for kind, groups in breakdowns["breakdown"].items():
         lines += ["", f"## By {kind.replace('_', ' ')}", "", "| name | mAP | mIoU | occ IoU | minADE | agents |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {n} | {_fmt(g['mAP'])} | {_fmt(g['mIoU'])} | {_fmt(g['occupancy_iou'])} | {_fmt(g['minADE'])} "

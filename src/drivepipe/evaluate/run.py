@@ -1,5 +1,6 @@
-"""The `evaluate` stage: load `checkpoints/<experiment>/best` (or latest), run it on the val split, write
-metrics.json, plot data, exports, pictures and report.md under a fixed output folder."""
+"""The `evaluate` stage: load `checkpoints/<experiment>/best` (or latest; `best` is chosen on the val split), run
+it on the held-out test split, write metrics.json, breakdowns.json, plot data, exports, pictures and report.md under
+a fixed output folder."""
 
 from __future__ import annotations
 
@@ -31,33 +32,44 @@ log = logging.getLogger(__name__)
 def run_evaluate(cfg: Config, cache_dir: Path, ckpt_root: Path, out_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     model, ckpt, meta = load_trained_model(cfg, ckpt_root, cfg.evaluate.checkpoint)
-    dataset = CacheDataset(cache_dir, cfg, "val")
+    dataset = CacheDataset(cache_dir, cfg, "test")  # held-out logs; `best` was chosen on val, never on these
     if len(dataset) == 0:
-        raise DataError(cache_dir, "the cache has no val samples to evaluate (the dataset is too small for a val "
-                        "split: add logs or scenes, or lower preprocess.window_stride)")
+        raise DataError(cache_dir, "the cache has no test samples to evaluate (the test logs have no full window: "
+                        "add scenes per log, or lower preprocess.window_stride)")
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.evaluate.batch_size, shuffle=False,
                                          collate_fn=collate, num_workers=0)
-    results, evaluator = evaluate_model(model, loader, cfg)
-    pr_curves = results.pop("_pr_curves")
+    details, evaluator = evaluate_model(model, loader, cfg)
+    pr_curves = details.pop("_pr_curves")
     torch.manual_seed(cfg.train.seed)
     untrained, _ = evaluate_model(build_model(cfg), loader, cfg, export=False)
-    results["baseline"]["untrained_model"] = {"mAP": untrained["detection"]["mAP"],
+    details["baseline"]["untrained_model"] = {"mAP": untrained["detection"]["mAP"],
                                               "mIoU": untrained["segmentation"]["mIoU"],
-                                              "minADE": untrained["prediction"]["minADE"]}
-    results["num_samples"] = len(dataset)
+                                              "minADE_K": untrained["prediction"]["minADE"]}
+    results = headline_metrics(evaluator, details)
     results["checkpoint"] = {"path": ckpt.name, "step": meta.get("step"), "git_commit": meta.get("git_commit")}
+    breakdowns = {**evaluator.book.breakdowns(), **details}
     for sub in ("exports", "pictures", "plots"):
         shutil.rmtree(out_dir / sub, ignore_errors=True)
-    write_metrics(out_dir, results, pr_curves, cfg.preprocess.traj_dt_s)
+    write_metrics(out_dir, results, breakdowns, pr_curves, cfg.preprocess.traj_dt_s)
     write_exports(out_dir / "exports", evaluator.detections, evaluator.ground_truth, evaluator.trajectories,
                   cfg.model.use_camera, cfg.model.use_lidar)
     pictures = _pictures(model, dataset, cfg, out_dir / "pictures")
-    write_report(out_dir, results, [str(p.relative_to(out_dir)) for p in pictures], ckpt.name)
+    write_report(out_dir, results, breakdowns, [str(p.relative_to(out_dir)) for p in pictures], ckpt.name)
     atomic_write_json(out_dir / "resolved_config.json", to_dict(cfg))
-    log.info("evaluate: %d val samples in %.1f s; mAP %.3f mIoU %.3f minADE %s", len(dataset),
+    log.info("evaluate: %d test samples in %.1f s; mAP %s mIoU %s minFDE_K %s", len(dataset),
              time.perf_counter() - t0, results["detection"]["mAP"], results["segmentation"]["mIoU"],
-             results["prediction"]["minADE"])
+             results["prediction"]["minFDE_K"])
     return results
+
+
+def headline_metrics(evaluator: Any, details: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json: the split and counts, the headline metrics with `_ci95` intervals, the baselines."""
+    book = evaluator.book
+    out: dict[str, Any] = {"split": "test", "counts": book.counts(), **book.headline()}
+    base = details["baseline"]
+    out["baseline"]["empty_detector"] = {"mAP": base["empty_detector"]["mAP"]}
+    out["baseline"]["untrained_model"] = base["untrained_model"]
+    return out
 
 
 @torch.no_grad()

@@ -32,7 +32,7 @@ from drivepipe.errors import DataError
 from drivepipe.preprocess.image import IMAGE_MEAN, IMAGE_STD
 from drivepipe.preprocess.lidar import pillar_grid_size
 from drivepipe.preprocess.pipeline import build_sample
-from drivepipe.preprocess.windows import Window, make_windows
+from drivepipe.preprocess.windows import SPLITS, Window, assign_log_splits, make_windows
 from drivepipe.sample import FIELDS, ROUTE_POINTS
 from drivepipe.schema import CATEGORIES, SCHEMA_VERSION, SensorBundle
 from drivepipe.utils.io import atomic_write_json, sha256_file, sha256_json
@@ -72,7 +72,7 @@ class LogTask:
 def window_meta(w: Window) -> dict[str, Any]:
     """The per-sample meta stored in the value and returned by the dataset."""
     return {"log": w.log_name, "token": w.token, "timestamp_us": w.timestamp_us, "location": w.location,
-            "scenario_type": w.scenario_type, "split": w.split}
+            "scenario_type": w.scenario_type, "split": w.split, "scene": w.scene_token}
 
 
 def _reason(exc: Exception) -> str:
@@ -97,7 +97,8 @@ def process_windows(load: Callable[[Window], SensorBundle], windows: list[Window
                 return result
             result.skipped[_reason(exc)] += 1
             continue
-        result.records.append((w.key, value, {**meta, "num_points": int(len(sample["points"]))}))
+        objects = sorted({(int(c), int(t)) for c, t in zip(sample["box_labels"], sample["box_track"], strict=True)})
+        result.records.append((w.key, value, {**meta, "num_points": int(len(sample["points"])), "objects": objects}))
     return result
 
 
@@ -211,10 +212,13 @@ def _package_version() -> str:
         return "unknown"
 
 
-def header_common(cfg: Config, manifest_hash: str) -> dict[str, Any]:
-    """The header fields that depend on the config and the dataset only (not on which samples were written)."""
+def header_common(cfg: Config, manifest_hash: str,
+                  log_splits: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """The header fields that depend on the config and the dataset only (not on which samples were written).
+    `log_splits` is the split of EVERY log of the dataset ({"train": [log...], "val": [...], "test": [...]})."""
     p = cfg.preprocess
-    return {"schema_version": SCHEMA_VERSION, "sample_format_version": SAMPLE_FORMAT_VERSION,
+    return {"log_splits": {k: list((log_splits or {}).get(k, [])) for k in SPLITS},
+            "schema_version": SCHEMA_VERSION, "sample_format_version": SAMPLE_FORMAT_VERSION,
             "package_version": _package_version(),
             "preprocess": cache_preprocess_dict(cfg), "config_hash": cache_config_hash(cfg),
             "data_manifest_hash": manifest_hash, "fields": field_specs(p), "categories": list(CATEGORIES),
@@ -227,7 +231,7 @@ def header_common(cfg: Config, manifest_hash: str) -> dict[str, Any]:
 def build_header(common: dict[str, Any], infos: list[dict[str, Any]]) -> dict[str, Any]:
     """Common fields + the sorted key list, split index lists and per-key point counts."""
     infos = sorted(infos, key=lambda i: f"{i['log']}/{i['token']}")
-    splits: dict[str, list[int]] = {"train": [], "val": []}
+    splits: dict[str, list[int]] = {k: [] for k in SPLITS}
     for idx, info in enumerate(infos):
         splits.setdefault(info["split"], []).append(idx)
     return {**common, "count": len(infos), "keys": [f"{i['log']}/{i['token']}" for i in infos], "splits": splits,
@@ -235,9 +239,9 @@ def build_header(common: dict[str, Any], infos: list[dict[str, Any]]) -> dict[st
 
 
 # ------------------------------------------------------------------------------------------------------- stage
-def plan_tasks(cfg: Config, data_root: Path) -> tuple[list[LogTask], str, int]:
+def plan_tasks(cfg: Config, data_root: Path) -> tuple[list[LogTask], str, dict[str, list[str]]]:
     """Enumerate ALL logs' scenarios, make windows + split; return (this shard's tasks in key order, each at most
-    CHUNK_WINDOWS windows of one log; the dataset manifest hash; the number of logs in the dataset)."""
+    CHUNK_WINDOWS windows of one log; the dataset manifest hash; the split of every log, see `assign_log_splits`)."""
     from drivepipe.nuplan.db import NuplanLog
     from drivepipe.nuplan.layout import discover
     from drivepipe.nuplan.scenarios import enumerate_scenarios
@@ -252,6 +256,7 @@ def plan_tasks(cfg: Config, data_root: Path) -> tuple[list[LogTask], str, int]:
             name = nlog.log_name
             locations[name], spans[name], db_of[name] = nlog.location, (int(ts[0]), int(ts[-1])), Path(db)
     windows = make_windows(scenarios, cfg.preprocess, locations, spans)
+    log_splits = assign_log_splits(locations, cfg.preprocess.val_logs, cfg.preprocess.test_logs)
     by_log: dict[str, list[Window]] = {}
     for w in windows:
         by_log.setdefault(w.log_name, []).append(w)
@@ -263,7 +268,7 @@ def plan_tasks(cfg: Config, data_root: Path) -> tuple[list[LogTask], str, int]:
         for i in range(0, len(wins), CHUNK_WINDOWS):
             tasks.append(LogTask(n, db_of[n], Path(layout.sensor_root), Path(layout.maps_root),
                                  tuple(wins[i:i + CHUNK_WINDOWS]), cfg))
-    return tasks, dataset_manifest_hash(Path(data_root), list(layout.db_files)), len(names)
+    return tasks, dataset_manifest_hash(Path(data_root), list(layout.db_files)), log_splits
 
 
 def build_report(infos: list[dict[str, Any]], skipped: Counter, blobs: Counter, seconds: float,
@@ -272,12 +277,26 @@ def build_report(infos: list[dict[str, Any]], skipped: Counter, blobs: Counter, 
     def count(key: str) -> dict[str, int]:
         return dict(sorted(Counter(i[key] for i in infos).items()))
 
-    per_split = {"train": 0, "val": 0, **count("split")}
+    per_split = {**{k: 0 for k in SPLITS}, **count("split")}
     return {"samples": len(infos), "per_split": per_split, "per_location": count("location"),
             "per_scenario_type": count("scenario_type"), "skipped": dict(sorted(skipped.items())),
             "skipped_total": int(sum(skipped.values())), "missing_blobs": dict(sorted(blobs.items())),
             "seconds": round(seconds, 3),
             "samples_per_s": round(len(infos) / seconds, 3) if seconds > 0 else 0.0, **extra}
+
+
+def split_counts(infos: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per split: samples, scenes, logs, locations and distinct objects per class (track ids within a log) behind the
+    samples actually written (GT boxes inside the BEV)."""
+    out = {}
+    for split in SPLITS:
+        rows = [i for i in infos if i["split"] == split]
+        objects = {(i["log"], c, t) for i in rows for c, t in i.get("objects", [])}
+        per_class = Counter(CATEGORIES[c] for _, c, _ in objects)
+        out[split] = {"samples": len(rows), "scenes": len({(i["log"], i.get("scene", "")) for i in rows}),
+                      "logs": len({i["log"] for i in rows}), "locations": sorted({i["location"] for i in rows}),
+                      "distinct_objects": dict(sorted(per_class.items()))}
+    return out
 
 
 def check_skip_policy(infos: list[dict[str, Any]], skipped: Counter, splits: set[str], max_fraction: float,
@@ -345,7 +364,7 @@ def run_preprocess(cfg: Config, data_root: Path, out_dir: Path, report_path: Pat
 
     t0 = time.perf_counter()
     connect(engine)
-    tasks, manifest_hash, n_logs = plan_tasks(cfg, Path(data_root))
+    tasks, manifest_hash, log_splits = plan_tasks(cfg, Path(data_root))
     total = sum(len(t.windows) for t in tasks)
     bar = tqdm(total=total, unit="sample", desc="preprocess")
     splits = {w.split for t in tasks for w in t.windows}
@@ -354,8 +373,10 @@ def run_preprocess(cfg: Config, data_root: Path, out_dir: Path, report_path: Pat
         check_skip_policy(infos, skipped, splits, cfg.preprocess.max_skipped_fraction, Path(data_root))
     with bar:  # closed (its line ended) on errors too, so the error message gets a line of its own
         results = _progress(_map_logs(tasks, cfg.preprocess.workers, engine), bar)
-        infos, skipped, blobs = write_cache(results, Path(out_dir), header_common(cfg, manifest_hash), check, total)
-    extra = {"logs_total": n_logs, "logs_in_shard": len({t.log_name for t in tasks}),
+        infos, skipped, blobs = write_cache(results, Path(out_dir), header_common(cfg, manifest_hash, log_splits),
+                                            check, total)
+    extra = {"logs_total": sum(map(len, log_splits.values())), "splits": log_splits,
+             "split_counts": split_counts(infos), "logs_in_shard": len({t.log_name for t in tasks}),
              "shard_index": cfg.preprocess.shard_index,
              "shard_count": cfg.preprocess.shard_count, "cache_dir": str(out_dir),
              "engine": (engine or EngineSpec()).kind}

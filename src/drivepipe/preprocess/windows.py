@@ -1,10 +1,9 @@
-"""Scenario candidates -> training windows and a deterministic train/val split.
+"""Scenario candidates -> training windows and a deterministic train/val/test split by whole log.
 
 A window is one anchor lidar_pc (one `Sample`). Per log, candidates with a full history (history_steps x
 traj_dt_s before) and a full future (future_steps x traj_dt_s after) are kept, then every `window_stride`-th one.
-The split hashes the scene token (sha256, no RNG), so the same scene always lands in the same split, whatever
-subset of logs is processed; afterwards every location that has at least two scenes is made to appear in both
-splits by moving whole scenes deterministically.
+The split is by whole log (`assign_log_splits`): scenes of one drive are strongly correlated (neighbouring anchors,
+the same objects), so no log, and hence no scene, is in two splits. `val` selects checkpoints, `test` is reported.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any
 
 from drivepipe.config import PreprocessConfig
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -68,26 +67,36 @@ def select_candidates(scenarios: Iterable[Any], cfg: PreprocessConfig,
     return kept
 
 
-def assign_splits(scene_location: Mapping[str, str], val_fraction: float) -> dict[str, str]:
-    """Scene token -> "train" | "val".
+def log_score(log_name: str) -> float:
+    """Deterministic pseudo-uniform number in [0, 1) from a log name (sha256 of the name)."""
+    return scene_score(log_name)
 
-    A scene goes to val when `scene_score(token) < val_fraction`. Then, per location with >= 2 scenes, if one split
-    is empty, the scene whose score is closest to the threshold on the wrong side moves over (deterministic).
+
+def assign_log_splits(log_location: Mapping[str, str], val_logs: int, test_logs: int) -> dict[str, list[str]]:
+    """Whole logs -> {"train": [...], "val": [...], "test": [...]} (sorted names; no log in two splits).
+
+    Test logs are drawn first, then val: each draw takes, from the location with the most logs still unassigned
+    (ties: location name), its log with the lowest `log_score`. That spreads the held-out logs over locations and
+    leaves every location with at least one training log while the data allows. Deterministic: the same log set
+    always gives the same split; with real nuPlan-mini (64 logs, 4 cities) the same rule applies.
+
+    Raises:
+        ValueError: fewer than val_logs + test_logs + 1 logs (every split needs at least one whole log).
     """
-    split = {t: ("val" if scene_score(t) < val_fraction else "train") for t in scene_location}
-    by_loc: dict[str, list[str]] = defaultdict(list)
-    for token, loc in scene_location.items():
-        by_loc[loc].append(token)
-    for loc in sorted(by_loc):
-        tokens = sorted(by_loc[loc])
-        if len(tokens) < 2:
-            continue
-        have = {split[t] for t in tokens}
-        if have == {"train"}:
-            split[min(tokens, key=lambda t: (scene_score(t), t))] = "val"
-        elif have == {"val"}:
-            split[max(tokens, key=lambda t: (scene_score(t), t))] = "train"
-    return split
+    need = val_logs + test_logs + 1
+    if len(log_location) < need:
+        raise ValueError(f"preprocess.val_logs + preprocess.test_logs: {val_logs} + {test_logs} held-out logs need "
+                         f"at least {need} logs, the dataset has {len(log_location)} (add data.synthetic.num_logs)")
+    remaining: dict[str, list[str]] = defaultdict(list)
+    for name in sorted(log_location, key=lambda n: (log_score(n), n)):
+        remaining[log_location[name]].append(name)
+    out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for split, count in (("test", test_logs), ("val", val_logs)):
+        for _ in range(count):
+            loc = min(remaining, key=lambda loc: (-len(remaining[loc]), loc))
+            out[split].append(remaining[loc].pop(0))
+    out["train"] = [n for names in remaining.values() for n in names]
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def make_windows(scenarios: Iterable[Any], cfg: PreprocessConfig, log_location: Mapping[str, str],
@@ -97,12 +106,12 @@ def make_windows(scenarios: Iterable[Any], cfg: PreprocessConfig, log_location: 
     Args:
         scenarios: `drivepipe.nuplan.scenarios.Scenario`-like objects of ALL logs (the split needs every scene,
             also when only one shard of the logs is built).
-        log_location: log name -> map location.
+        log_location: log name -> map location, for EVERY log of the dataset (the split is by whole log).
         log_span_us: see `select_candidates`.
     """
     kept = select_candidates(scenarios, cfg, log_span_us)
-    scene_loc = {s.scene_token: log_location[s.log_name] for s in kept}
-    split = assign_splits(scene_loc, cfg.val_fraction)
+    split = {log: name for name, logs in assign_log_splits(log_location, cfg.val_logs, cfg.test_logs).items()
+             for log in logs}
     windows = [Window(s.log_name, s.token, int(s.timestamp_us), s.scene_token, s.scenario_type,
-                      log_location[s.log_name], split[s.scene_token]) for s in kept]
+                      log_location[s.log_name], split[s.log_name]) for s in kept]
     return sorted(windows, key=lambda w: w.key)

@@ -100,16 +100,17 @@ class EmbeddedBackend:
         return self._log
 
     def val_keys(self) -> list[str]:
-        """`<log>/<token>` keys of the val split: from the cache header at cache_dir when there is one, else
-        derived from the logs with the same deterministic rule (preprocess/windows.make_windows); when the logs are
-        too short for full windows, every candidate sweep of the val scenes (windows.assign_splits) is used."""
+        """`<log>/<token>` keys of the held-out TEST split (whole logs never seen in training or checkpoint
+        selection): from the cache header at cache_dir when there is one, else derived from the logs with the same
+        deterministic rule (preprocess/windows.make_windows); when the logs are too short for full windows, every
+        sweep of the test logs is a candidate."""
         if self.cache_dir is not None and (Path(self.cache_dir) / "data.mdb").is_file():
             from drivepipe.cache.lmdb_store import LmdbReader
 
-            return sorted(LmdbReader(self.cache_dir).keys("val"))
+            return sorted(LmdbReader(self.cache_dir).keys("test"))
         from drivepipe.nuplan.layout import discover
         from drivepipe.nuplan.scenarios import enumerate_scenarios
-        from drivepipe.preprocess.windows import assign_splits, make_windows
+        from drivepipe.preprocess.windows import assign_log_splits, make_windows
 
         scenarios, location, span = [], {}, {}
         for db in discover(self.data_root).db_files:
@@ -117,11 +118,11 @@ class EmbeddedBackend:
             scenarios += enumerate_scenarios(log)
             location[log.log_name] = log.location
             span[log.log_name] = (int(log.lidar_pcs.timestamp_us[0]), int(log.lidar_pcs.timestamp_us[-1]))
-        keys = [w.key for w in make_windows(scenarios, self.cfg.preprocess, location, span) if w.split == "val"]
+        keys = [w.key for w in make_windows(scenarios, self.cfg.preprocess, location, span) if w.split == "test"]
         if not keys:
-            split = assign_splits({s.scene_token: location[s.log_name] for s in scenarios},
-                                  self.cfg.preprocess.val_fraction)
-            keys = [f"{s.log_name}/{s.token}" for s in scenarios if split[s.scene_token] == "val"]
+            p = self.cfg.preprocess
+            test_logs = set(assign_log_splits(location, p.val_logs, p.test_logs)["test"])
+            keys = [f"{s.log_name}/{s.token}" for s in scenarios if s.log_name in test_logs]
         return sorted(keys)
 
     def select_scenarios(self, num: int, seed_of: Any) -> list[ClosedLoopScenario]:
