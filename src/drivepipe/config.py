@@ -59,12 +59,12 @@ def _sub(cls: type) -> Any:
 class SyntheticConfig:
     seed: int = _f(1234)                      # world seed; same seed -> byte-identical dataset
     locations: list[str] = _f(list(LOCATIONS))  # one map per location; logs cycle through them
-    num_logs: int = _f(4, ge=1)               # number of .db logs
-    scenes_per_log: int = _f(7, ge=5)         # nuPlan drops 2 + 2 scenes per log, so >= 5
+    num_logs: int = _f(8, ge=1)               # number of .db logs
+    scenes_per_log: int = _f(14, ge=5)         # nuPlan drops 2 + 2 scenes per log, so >= 5
     # s, length of one scene; >= 4 s gives every scenario >= 8 s of future (2 dropped scenes) and >= 2 s of history
-    scene_duration_s: float = _f(4.0, gt=0.5, le=20.0)
-    image_width: int = _f(480, ge=32)         # px, written camera resolution (real nuPlan: 1920)
-    image_height: int = _f(270, ge=32)        # px (real nuPlan: 1080)
+    scene_duration_s: float = _f(2.0, gt=0.5, le=20.0)
+    image_width: int = _f(256, ge=32)         # px, written camera resolution (real nuPlan: 1920)
+    image_height: int = _f(144, ge=32)        # px (real nuPlan: 1080)
     jpeg_quality: int = _f(90, ge=10, le=100)
     num_vehicles: int = _f(72, ge=0)          # moving vehicles per log
     num_bicycles: int = _f(10, ge=0)
@@ -133,8 +133,8 @@ class PreprocessConfig:
     # scenario candidates between consecutive samples; with cameras the candidates are the sweeps that have images
     # (every second sweep at 10 Hz cameras), else every sweep
     window_stride: int = _f(2, ge=1)
-    val_logs: int = _f(1, ge=1)                # whole logs held out for val (checkpoint selection, early stopping)
-    test_logs: int = _f(1, ge=1)               # whole logs held out for test (what evaluate / carla_eval report)
+    val_logs: int = _f(2, ge=1)                # whole logs held out for val (checkpoint selection, early stopping)
+    test_logs: int = _f(2, ge=1)               # whole logs held out for test (what evaluate / carla_eval report)
     max_agents: int = _f(48, ge=1)             # agents kept for prediction (nearest first)
     workers: int = _f(2, ge=1, stages=RUN_ONLY)  # processes over logs
     # skip or stop at a log that fails to read; a finished cache does not depend on it
@@ -257,7 +257,7 @@ class TrainConfig:
     # checkpoints/<experiment>/ and models/<experiment>/
     experiment: str = _f("default", stages=("train", "evaluate", "carla_eval"), identity=False)
     seed: int = _f(0, stages=("train", "evaluate"))
-    epochs: int = _f(10, ge=1)
+    epochs: int = _f(4, ge=1)
     batch_size: int = _f(4, ge=1)
     accumulate: int = _f(1, ge=1)              # micro-batches per optimizer step
     lr: float = _f(2e-3, gt=0.0)
