@@ -63,7 +63,13 @@ def test_embedded_closed_loop_end_to_end(synthetic_root: Path, tmp_path: Path) -
                 "collision_rate", "nuplan_cls"):
         assert key in metrics
     assert 0.0 <= metrics["driving_score"] <= 100.0
-    steps = list((out / "details" / "steps").glob("*.csv"))
-    assert len(steps) == 1 and len(steps[0].read_text().splitlines()) == 11
-    assert len(list((out / "details" / "replay").glob("*.gif"))) == 1
-    assert json.loads((out / "metrics.json").read_text())["backend"] == "embedded"
+    steps = sorted((out / "details" / "steps").glob("*.csv"))
+    assert len(steps) == 10  # (model + 4 baselines) x (replay, idm) on the one scenario
+    model = [p for p in steps if p.name.startswith("model__replay__")]
+    assert len(model) == 1 and len(model[0].read_text().splitlines()) == 11
+    assert len(list((out / "details" / "replay").glob("*.gif"))) == 2  # the model's replays only
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["backend"] == "embedded"
+    assert set(saved["agents"]) == {"model", "stationary", "constant_velocity", "expert", "privileged"}
+    for agent in saved["agents"].values():
+        assert set(agent) == {"replay", "idm"} and "ci95" in agent["replay"] and "nuplan_cls" in agent["idm"]
