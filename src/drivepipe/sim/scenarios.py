@@ -273,8 +273,8 @@ def _next(coords: list[np.ndarray], tail: np.ndarray, used: set[int]) -> int | N
     if not ok:
         return None
     prev = tail[-1] - tail[-2]
-    turn = [abs(np.arctan2(*(np.cross(prev, coords[k][1] - coords[k][0]), prev @ (coords[k][1] - coords[k][0]))))
-            for k in ok]
+    dirs = [coords[k][1] - coords[k][0] for k in ok]
+    turn = [abs(np.arctan2(prev[0] * d[1] - prev[1] * d[0], prev @ d)) for d in dirs]
     return int(ok[int(np.argmin(turn))])
 
 
