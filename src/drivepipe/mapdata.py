@@ -18,6 +18,8 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 from shapely.strtree import STRtree
 
+from drivepipe.utils import detmath
+
 # Semantic BEV classes -> the gpkg layers they are made of (nuplan-format.md §4.3-4.5).
 SEMANTIC_LAYERS: dict[str, tuple[str, ...]] = {
     "drivable_area": ("road_segments", "intersections", "generic_drivable_areas", "carpark_areas"),
@@ -68,17 +70,17 @@ class VectorMap:
         square of half-side `radius_m` around the rear axle (`shapely.clip_by_rect`: fast; a clipped polygon covers
         the exact area but may touch itself along the square's edge, which rasterising does not mind)."""
         x, y = float(T_global_from_ego[0, 3]), float(T_global_from_ego[1, 3])
-        yaw = float(np.arctan2(T_global_from_ego[1, 0], T_global_from_ego[0, 0]))
+        yaw = float(detmath.arctan2(T_global_from_ego[1, 0], T_global_from_ego[0, 0]))
         r = radius_m * 1.5  # a rotated square needs a larger axis-aligned query box
         window = (x - r, y - r, x + r, y + r)
         clip_xyxy = (-radius_m, -radius_m, radius_m, radius_m)
-        c, s = np.cos(yaw), np.sin(yaw)
+        c, s = detmath.cos(yaw), detmath.sin(yaw)
         rotation = np.array([[c, -s], [s, c]])  # ego = (p - t) @ R(yaw), i.e. R(-yaw) @ (p - t)
         origin = np.array([x, y])
         geoms, class_of, tree = self._semantic_index(tuple(classes))
         hit = np.sort(tree.query(shapely.box(*window), predicate="intersects")) if len(geoms) else np.zeros(0, int)
         # one vectorised transform and clip for every class
-        local = shapely.clip_by_rect(shapely.transform(geoms[hit], lambda p: (p - origin) @ rotation), *clip_xyxy)
+        local = shapely.clip_by_rect(shapely.transform(geoms[hit], lambda p: detmath.rotate(p - origin, rotation.T)), *clip_xyxy)
         keep = ~shapely.is_empty(local)
         return {cls: list(local[keep & (class_of[hit] == k)]) for k, cls in enumerate(classes)}
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from drivepipe.utils import detmath
+
 SCHEMA_VERSION = 2  # 2: CameraFrame.downscale
 
 # The seven nuPlan categories, in the index order used by every array in the project.
@@ -103,7 +105,7 @@ class EgoState:
 
     @property
     def heading_rad(self) -> float:
-        return float(np.arctan2(self.T_global_from_ego[1, 0], self.T_global_from_ego[0, 0]))
+        return float(detmath.arctan2(self.T_global_from_ego[1, 0], self.T_global_from_ego[0, 0]))
 
 
 @dataclass(frozen=True)
@@ -228,4 +230,4 @@ def _expect(ok: bool, message: str) -> None:
 
 
 def _is_rigid(T: np.ndarray) -> bool:
-    return T.shape == (4, 4) and bool(np.allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-5))
+    return T.shape == (4, 4) and bool(np.allclose(detmath.matmul(T[:3, :3], T[:3, :3].T), np.eye(3), atol=1e-5))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from drivepipe.utils import detmath
+
 WHEELBASE_M = 3.089
 EGO_WIDTH_M = 2.297
 EGO_FRONT_M = 4.049   # rear axle -> front bumper
@@ -18,8 +20,8 @@ def kinematic_bicycle(x: float, y: float, yaw: float, v: float, accel_mps2: floa
     mean speed and mid-step heading. Returns (x, y, yaw wrapped to [-pi, pi), new speed, yaw rate)."""
     v_new = max(0.0, v + accel_mps2 * dt_s)
     v_mean = 0.5 * (v + v_new)
-    yaw_rate = v_mean * np.tan(steer_rad) / WHEELBASE_M
+    yaw_rate = v_mean * detmath.tan(steer_rad) / WHEELBASE_M
     yaw_mid = yaw + 0.5 * yaw_rate * dt_s
     new_yaw = (yaw + yaw_rate * dt_s + np.pi) % (2 * np.pi) - np.pi
-    return (float(x + v_mean * np.cos(yaw_mid) * dt_s), float(y + v_mean * np.sin(yaw_mid) * dt_s), float(new_yaw),
+    return (float(x + v_mean * detmath.cos(yaw_mid) * dt_s), float(y + v_mean * detmath.sin(yaw_mid) * dt_s), float(new_yaw),
             float(v_new), float(yaw_rate))

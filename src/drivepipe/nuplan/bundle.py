@@ -32,6 +32,7 @@ from drivepipe.schema import (
     LidarSweep,
     SensorBundle,
 )
+from drivepipe.utils import detmath
 from drivepipe.utils.geometry import (
     global_to_ego_xy_yaw,
     invert,
@@ -193,7 +194,7 @@ def ego_yaws(log: NuplanLog) -> np.ndarray:
     """(N,) heading of every sweep's ego pose (`quat_to_yaw`), computed once per log."""
     if "ego_yaw" not in log.derived:
         w, x, y, z = log.lidar_pcs.quat.T
-        log.derived["ego_yaw"] = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+        log.derived["ego_yaw"] = detmath.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
     return log.derived["ego_yaw"]
 
 
@@ -221,7 +222,7 @@ def trajectory_table(log: NuplanLog, history_steps: int, future_steps: int, dt_s
         valid = frames >= 0
         f = np.where(valid, frames, np.arange(len(ts))[:, None])
         yaw, xy = ego_yaws(log), log.lidar_pcs.xyz[:, :2]
-        c, s = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
+        c, s = detmath.cos(yaw)[:, None], detmath.sin(yaw)[:, None]
         dx, dy = xy[f, 0] - xy[:, None, 0], xy[f, 1] - xy[:, None, 1]
         poses = np.stack([c * dx + s * dy, -s * dx + c * dy, wrap_angle(yaw[f] - yaw[:, None])], axis=-1)
         poses[~valid] = 0.0
@@ -260,7 +261,7 @@ def _route(log: NuplanLog, vmap: VectorMap, index: int, T_global_from_ego: np.nd
 def _boxes_in_ego(log: NuplanLog, index: int, T_global_from_ego: np.ndarray) -> Boxes:
     table = log.boxes
     rows = table.rows(index)
-    ego_yaw = float(np.arctan2(T_global_from_ego[1, 0], T_global_from_ego[0, 0]))
+    ego_yaw = float(detmath.arctan2(T_global_from_ego[1, 0], T_global_from_ego[0, 0]))
     yaw = (table.yaw[rows] - ego_yaw + np.pi) % (2 * np.pi) - np.pi
     return Boxes(center=transform_points(invert(T_global_from_ego), table.center[rows]),
                  size=table.size[rows].copy(), yaw=yaw,

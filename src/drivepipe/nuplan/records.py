@@ -12,6 +12,7 @@ import numpy as np
 from drivepipe.errors import DataError
 from drivepipe.nuplan.pickles import loads_calibration
 from drivepipe.schema import CameraCalibration
+from drivepipe.utils import detmath
 from drivepipe.utils.geometry import make_transform
 
 
@@ -107,7 +108,7 @@ def _vector(values: Any, n: int, source: str, what: str) -> np.ndarray:
 
 def _unit_quaternion(values: Any, source: str) -> np.ndarray:
     q = _vector(values, 4, source, "rotation")
-    norm = float(np.linalg.norm(q))
+    norm = float(detmath.norm(q))
     if abs(norm - 1.0) > 1e-3:
         raise DataError(source, f"rotation is not a unit quaternion (norm {norm:.6f})")
     return q / norm

@@ -11,6 +11,7 @@ import shapely
 from shapely.geometry import LineString, Point
 
 from drivepipe.mapdata import VectorMap
+from drivepipe.utils import detmath
 from drivepipe.utils.geometry import global_to_ego_xy_yaw
 
 ROUTE_MAX_LENGTH_M = 150.0   # route polyline kept ahead of the ego
@@ -43,7 +44,7 @@ class RoutePaths:
     @classmethod
     def of(cls, lines: list[LineString]) -> RoutePaths:
         coords = [np.asarray(p.coords)[:, :2] for p in lines]
-        arc = [np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(c, axis=0).T))]) for c in coords]
+        arc = [np.concatenate([[0.0], np.cumsum(detmath.hypot(*np.diff(c, axis=0).T))]) for c in coords]
         geoms = np.empty(len(lines), dtype=object)
         geoms[:] = lines
         start = np.array([c[0] for c in coords]).reshape(-1, 2)
@@ -97,7 +98,7 @@ def route_in_ego(paths: RoutePaths, T_global_from_ego: np.ndarray) -> np.ndarray
     turn first), up to ROUTE_MAX_LENGTH_M.
     """
     x0, y0 = float(T_global_from_ego[0, 3]), float(T_global_from_ego[1, 3])
-    yaw0 = float(np.arctan2(T_global_from_ego[1, 0], T_global_from_ego[0, 0]))
+    yaw0 = float(detmath.arctan2(T_global_from_ego[1, 0], T_global_from_ego[0, 0]))
     start = _start_path(paths, Point(x0, y0), yaw0)
     if start is None:
         return np.zeros((0, 2))
@@ -122,7 +123,7 @@ def _start_path(paths: RoutePaths, ego: Point, yaw: float) -> tuple[int, float] 
     at the projection is within 60 deg of the ego's heading (ties: the first path)."""
     if len(paths.lines) == 0:
         return None
-    heading = np.array([np.cos(yaw), np.sin(yaw)])
+    heading = np.array([detmath.cos(yaw), detmath.sin(yaw)])
     dist = shapely.distance(paths.geoms, ego)
     near = np.flatnonzero(dist < ROUTE_MAX_OFFSET_M)
     for k in near[np.argsort(dist[near], kind="stable")]:
@@ -130,7 +131,7 @@ def _start_path(paths: RoutePaths, ego: Point, yaw: float) -> tuple[int, float] 
         s = p.project(ego)
         a, b = p.interpolate(max(s - 0.5, 0.0)), p.interpolate(min(s + 0.5, p.length))
         direction = np.array([b.x - a.x, b.y - a.y])
-        if np.linalg.norm(direction) > 0 and direction @ heading / np.linalg.norm(direction) > 0.5:
+        if detmath.norm(direction) > 0 and detmath.dot(direction, heading) / detmath.norm(direction) > 0.5:
             return int(k), s
     return None
 
@@ -139,13 +140,13 @@ def _next_path(paths: RoutePaths, used: set[int], tail: np.ndarray) -> int | Non
     """The unused path starting within ROUTE_JOIN_TOL_M of the tail's end with the smallest turn (first on ties)."""
     if len(paths.lines) == 0:
         return None
-    ok = np.hypot(*(paths.start - tail[-1]).T) <= ROUTE_JOIN_TOL_M
+    ok = detmath.hypot(*(paths.start - tail[-1]).T) <= ROUTE_JOIN_TOL_M
     ok[list(used)] = False
     if not ok.any():
         return None
     turn = np.zeros(len(ok))
     if len(tail) >= 2:
         prev, d = tail[-1] - tail[-2], paths.start_dir
-        turn = np.abs(np.arctan2(prev[0] * d[:, 1] - prev[1] * d[:, 0], d @ prev))
+        turn = np.abs(detmath.arctan2(prev[0] * d[:, 1] - prev[1] * d[:, 0], detmath.dot(d, prev)))
     candidates = np.flatnonzero(ok)
     return int(candidates[np.argmin(turn[candidates])])

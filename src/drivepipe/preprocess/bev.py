@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from drivepipe.utils import detmath
 from drivepipe.utils.geometry import wrap_angle
 
 _SHIFT = 4  # cv2 fixed-point fractional bits (1/16 px)
@@ -143,7 +144,7 @@ def _fill_boxes(canvas_CSS: np.ndarray, channel_N: np.ndarray, xy_N2: np.ndarray
     extent = size * resolution_m / 2.0
     xy, yaw = np.asarray(xy_N2, np.float64).reshape(-1, 2), np.asarray(yaw_N, np.float64).reshape(-1)
     half_l, half_w = np.asarray(length_N, np.float64) / 2, np.asarray(width_N, np.float64) / 2
-    radius = np.hypot(half_l, half_w)
+    radius = detmath.hypot(half_l, half_w)
     near = np.all(np.abs(xy) <= extent + radius[:, None], axis=1)  # boxes that can touch the grid at all
     if not near.any():
         return
@@ -155,7 +156,7 @@ def _fill_boxes(canvas_CSS: np.ndarray, channel_N: np.ndarray, xy_N2: np.ndarray
     centers = -extent + (cells + 0.5) * resolution_m
     dx = (centers[:, 0] - xy[:, 0:1])[:, :, None]  # (N, K, 1)
     dy = (centers[:, 1] - xy[:, 1:2])[:, None, :]  # (N, 1, K)
-    c, s = np.cos(yaw)[:, None, None], np.sin(yaw)[:, None, None]
+    c, s = detmath.cos(yaw)[:, None, None], detmath.sin(yaw)[:, None, None]
     inside = (np.abs(c * dx + s * dy) <= half_l[:, None, None]) & (np.abs(c * dy - s * dx) <= half_w[:, None, None])
     on_grid = (cells >= 0) & (cells < size)
     inside &= on_grid[:, 0, :, None] & on_grid[:, 1, None, :]
@@ -194,8 +195,8 @@ def transform_trajectory(traj_N3: np.ndarray, T_dst_from_src: np.ndarray) -> np.
     traj = np.asarray(traj_N3, dtype=np.float64)
     R, t = T_dst_from_src[:2, :2], T_dst_from_src[:2, 3]
     out = np.empty_like(traj)
-    out[..., :2] = traj[..., :2] @ R.T + t
-    out[..., 2] = wrap_angle(traj[..., 2] + np.arctan2(R[1, 0], R[0, 0]))
+    out[..., :2] = detmath.rotate(traj[..., :2], R) + t
+    out[..., 2] = wrap_angle(traj[..., 2] + detmath.arctan2(R[1, 0], R[0, 0]))
     return out
 
 
@@ -203,7 +204,7 @@ def transform_boxes(boxes_M9: np.ndarray, T_dst_from_src: np.ndarray) -> np.ndar
     """Boxes (M, 9) = x, y, z, l, w, h, yaw, vx, vy in frame src -> frame dst (rigid, z-rotation assumed)."""
     b = np.asarray(boxes_M9, dtype=np.float64)
     out = b.copy()
-    out[:, :3] = b[:, :3] @ T_dst_from_src[:3, :3].T + T_dst_from_src[:3, 3]
-    out[:, 6] = wrap_angle(b[:, 6] + np.arctan2(T_dst_from_src[1, 0], T_dst_from_src[0, 0]))
-    out[:, 7:9] = b[:, 7:9] @ T_dst_from_src[:2, :2].T
+    out[:, :3] = detmath.rotate(b[:, :3], T_dst_from_src[:3, :3]) + T_dst_from_src[:3, 3]
+    out[:, 6] = wrap_angle(b[:, 6] + detmath.arctan2(T_dst_from_src[1, 0], T_dst_from_src[0, 0]))
+    out[:, 7:9] = detmath.rotate(b[:, 7:9], T_dst_from_src[:2, :2])
     return out.astype(boxes_M9.dtype if isinstance(boxes_M9, np.ndarray) else np.float64)

@@ -10,6 +10,7 @@ import numpy as np
 
 from drivepipe.config import PreprocessConfig
 from drivepipe.schema import LidarColumn
+from drivepipe.utils import detmath
 
 
 def pillar_grid_size(cfg: PreprocessConfig) -> int:
@@ -46,7 +47,7 @@ def process_lidar(points_N6: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndar
     idx = np.flatnonzero((x >= -extent) & (x < extent) & (y >= -extent) & (y < extent)
                          & (z >= cfg.lidar_z_min_m) & (z <= cfg.lidar_z_max_m))  # input order kept throughout
     px, py = x[idx].astype(np.float64), y[idx].astype(np.float64)
-    dist = np.hypot(px, py)
+    dist = detmath.hypot(px, py)
     in_range = dist <= cfg.lidar_max_range_m
     if not in_range.all():
         idx, px, py, dist = idx[in_range], px[in_range], py[in_range], dist[in_range]

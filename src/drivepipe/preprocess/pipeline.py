@@ -16,6 +16,7 @@ from drivepipe.preprocess.image import undistort_resize
 from drivepipe.preprocess.lidar import process_lidar
 from drivepipe.sample import ROUTE_POINTS, ROUTE_SPACING_M, Sample, validate_sample
 from drivepipe.schema import AgentTracks, Annotations, Boxes, SensorBundle
+from drivepipe.utils import detmath
 
 
 def build_sample(bundle: SensorBundle, cfg: PreprocessConfig, with_targets: bool = True) -> Sample:
@@ -103,12 +104,12 @@ def resample_route(route_R2: np.ndarray, points: int = ROUTE_POINTS, spacing_m: 
         valid[0] = True
         return out, valid
     seg = np.diff(r, axis=0)
-    seg_len = np.linalg.norm(seg, axis=1)
+    seg_len = detmath.norm_rows(seg)
     cum = np.concatenate([[0.0], np.cumsum(seg_len)])
     # projection of the origin onto every segment; take the closest
-    t = np.clip(-np.einsum("ij,ij->i", r[:-1], seg) / np.maximum(seg_len**2, 1e-12), 0.0, 1.0)
+    t = np.clip(-detmath.dot(r[:-1], seg) / np.maximum(seg_len**2, 1e-12), 0.0, 1.0)
     proj = r[:-1] + t[:, None] * seg
-    k = int(np.argmin(np.linalg.norm(proj, axis=1)))
+    k = int(np.argmin(detmath.norm_rows(proj)))
     s0 = cum[k] + t[k] * seg_len[k]
     s = s0 + spacing_m * np.arange(points)
     valid[:] = s <= cum[-1] + 1e-9
@@ -146,7 +147,7 @@ def _agent_arrays(agents: AgentTracks, b: Boxes, kept_boxes: np.ndarray, cfg: Pr
     row_of[kept_boxes] = np.arange(len(kept_boxes))
     box_index = np.asarray(agents.box_index, np.int64)
     cand = np.flatnonzero(row_of[box_index] >= 0) if len(box_index) else np.zeros(0, np.int64)
-    dist = np.linalg.norm(np.asarray(b.center)[box_index[cand], :2], axis=1) if len(cand) else np.zeros(0)
+    dist = detmath.norm_rows(np.asarray(b.center)[box_index[cand], :2]) if len(cand) else np.zeros(0)
     sel = cand[np.argsort(dist, kind="stable")][: cfg.max_agents]
     hist, hist_valid = fit_steps(agents.history[sel], agents.history_valid[sel], cfg.history_steps + 1, True)
     fut, fut_valid = fit_steps(agents.future[sel], agents.future_valid[sel], cfg.future_steps, False)

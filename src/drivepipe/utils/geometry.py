@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from drivepipe.utils import detmath
+
 
 def quat_to_matrix(q_wxyz: np.ndarray) -> np.ndarray:
     """(4,) unit quaternion (w, x, y, z) -> (3, 3) rotation matrix."""
-    w, x, y, z = np.asarray(q_wxyz, dtype=np.float64) / np.linalg.norm(q_wxyz)
+    w, x, y, z = np.asarray(q_wxyz, dtype=np.float64) / detmath.norm(q_wxyz)
     return np.array([
         [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
         [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
@@ -42,13 +44,13 @@ def matrix_to_quat(R: np.ndarray) -> np.ndarray:
 
 def yaw_to_quat(yaw_rad: float) -> np.ndarray:
     """Rotation about +z by yaw -> (w, x, y, z)."""
-    return np.array([np.cos(yaw_rad / 2), 0.0, 0.0, np.sin(yaw_rad / 2)])
+    return np.array([detmath.cos(yaw_rad / 2), 0.0, 0.0, detmath.sin(yaw_rad / 2)])
 
 
 def quat_to_yaw(q_wxyz: np.ndarray) -> float:
     """Heading about +z of a (w, x, y, z) quaternion (pyquaternion's yaw_pitch_roll[0])."""
     w, x, y, z = q_wxyz
-    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+    return float(detmath.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
 
 
 def make_transform(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
@@ -69,14 +71,14 @@ def invert(T: np.ndarray) -> np.ndarray:
     """Inverse of a rigid (4, 4) transform."""
     Ti = np.eye(4)
     Ti[:3, :3] = T[:3, :3].T
-    Ti[:3, 3] = -T[:3, :3].T @ T[:3, 3]
+    Ti[:3, 3] = -detmath.rotate(T[:3, 3], T[:3, :3].T)
     return Ti
 
 
 def transform_points(T_dst_from_src: np.ndarray, points_N3: np.ndarray) -> np.ndarray:
     """Apply a (4, 4) transform to (N, 3) points; returns (N, 3) in the destination frame (float64)."""
     pts = np.asarray(points_N3, dtype=np.float64)
-    return pts @ T_dst_from_src[:3, :3].T + T_dst_from_src[:3, 3]
+    return detmath.rotate(pts, T_dst_from_src[:3, :3]) + T_dst_from_src[:3, 3]
 
 
 def wrap_angle(a: np.ndarray | float) -> np.ndarray | float:
@@ -87,7 +89,7 @@ def wrap_angle(a: np.ndarray | float) -> np.ndarray | float:
 def global_to_ego_xy_yaw(xy_N2: np.ndarray, yaw_N: np.ndarray, ego_x: float, ego_y: float,
                          ego_yaw: float) -> tuple[np.ndarray, np.ndarray]:
     """Planar global (x, y, yaw) -> ego frame of a pose (ego_x, ego_y, ego_yaw)."""
-    c, s = np.cos(ego_yaw), np.sin(ego_yaw)
+    c, s = detmath.cos(ego_yaw), detmath.sin(ego_yaw)
     d = np.asarray(xy_N2, dtype=np.float64) - np.array([ego_x, ego_y])
     local = np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1]], axis=1)
     return local, wrap_angle(np.asarray(yaw_N) - ego_yaw)
@@ -95,7 +97,7 @@ def global_to_ego_xy_yaw(xy_N2: np.ndarray, yaw_N: np.ndarray, ego_x: float, ego
 
 def rotate_vectors_2d(v_N2: np.ndarray, angle_rad: float) -> np.ndarray:
     """Rotate 2-D vectors by an angle (counter-clockwise)."""
-    c, s = np.cos(angle_rad), np.sin(angle_rad)
+    c, s = detmath.cos(angle_rad), detmath.sin(angle_rad)
     v = np.asarray(v_N2, dtype=np.float64)
     return np.stack([c * v[:, 0] - s * v[:, 1], s * v[:, 0] + c * v[:, 1]], axis=1)
 
@@ -103,9 +105,9 @@ def rotate_vectors_2d(v_N2: np.ndarray, angle_rad: float) -> np.ndarray:
 def box_corners_2d(center_N2: np.ndarray, length_N: np.ndarray, width_N: np.ndarray,
                    yaw_N: np.ndarray) -> np.ndarray:
     """Footprint corners (N, 4, 2) of oriented boxes, counter-clockwise from front-left."""
-    c, s = np.cos(yaw_N), np.sin(yaw_N)
+    c, s = detmath.cos(yaw_N), detmath.sin(yaw_N)
     hl, hw = np.asarray(length_N) / 2, np.asarray(width_N) / 2
-    local = np.stack([np.stack([hl, hw], -1), np.stack([-hl, hw], -1),
-                      np.stack([-hl, -hw], -1), np.stack([hl, -hw], -1)], axis=1)  # (N, 4, 2)
-    rot = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], axis=1)  # (N, 2, 2)
-    return np.einsum("nij,nkj->nki", rot, local) + np.asarray(center_N2)[:, None, :]
+    lx = np.stack([hl, -hl, -hl, hl], axis=1)  # (N, 4) box-frame corners
+    ly = np.stack([hw, hw, -hw, -hw], axis=1)
+    c, s = np.asarray(c)[:, None], np.asarray(s)[:, None]
+    return np.stack([c * lx - s * ly, s * lx + c * ly], axis=-1) + np.asarray(center_N2)[:, None, :]
