@@ -30,6 +30,21 @@ def test_tracker_associates_and_builds_history() -> None:
     assert not tr.tracks  # dropped after TRACK_MAX_MISSES ticks without a detection
 
 
+def test_tracker_many_detections_keep_their_tracks() -> None:
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(-60.0, 60.0, (1000, 2))
+    xy = xy[np.min(np.linalg.norm(xy[:, None] - xy[None], axis=2) + np.eye(len(xy)) * 99, axis=1) > 2.0]
+    boxes = np.column_stack([xy, np.zeros(len(xy)), np.full((len(xy), 3), [4.5, 2.0, 1.6])])
+    labels = np.arange(len(xy)) % 3
+    tr = NearestNeighbourTracker()
+    first = tr.update(0.0, boxes, labels)
+    moved = boxes + [0.6, -0.4, 0, 0, 0, 0]
+    perm = rng.permutation(len(xy))
+    second = tr.update(0.1, moved[perm], labels[perm])
+    assert np.array_equal(second, first[perm])  # every one found its own track, in any order
+    assert len(tr.tracks) == len(xy)
+
+
 def _cfg():
     spec = importlib.util.spec_from_file_location("_root_conftest", Path(__file__).parents[1] / "conftest.py")
     module = importlib.util.module_from_spec(spec)

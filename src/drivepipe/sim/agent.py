@@ -41,6 +41,31 @@ class Track:
     misses: int = 0
 
 
+def _pairs_within(a_N2: np.ndarray, b_M2: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate (i, j) index pairs of points of a and b in the same or a neighbouring grid cell of side
+    `radius` (a superset of the pairs closer than radius), by sorted cell keys: no N x M matrix."""
+    ca, cb = np.floor(a_N2 / radius).astype(np.int64), np.floor(b_M2 / radius).astype(np.int64)
+    K = 1 << 24
+    kb = cb[:, 0] * K + cb[:, 1]
+    order = np.argsort(kb, kind="stable")
+    sk = kb[order]
+    out_i, out_j = [], []
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            ka = (ca[:, 0] + dx) * K + (ca[:, 1] + dy)
+            lo, hi = np.searchsorted(sk, ka, "left"), np.searchsorted(sk, ka, "right")
+            n = hi - lo
+            if not n.any():
+                continue
+            i = np.repeat(np.arange(len(a_N2)), n)
+            pos = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+            out_i.append(i)
+            out_j.append(order[pos])
+    if not out_i:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_i), np.concatenate(out_j)
+
+
 class NearestNeighbourTracker:
     """Greedy nearest-neighbour association of detections to tracks in the global frame, same label only."""
 
@@ -57,13 +82,14 @@ class NearestNeighbourTracker:
         live = list(self.tracks.values())
         if live and len(boxes):
             last = np.array([tr.poses[-1][:2] for tr in live])
+            d_idx, t_idx = _pairs_within(boxes[:, :2], last, TRACK_GATE_M)
             tlab = np.array([tr.label for tr in live])
-            dist = np.linalg.norm(boxes[:, None, :2] - last[None], axis=2)
-            dist[(labels[:, None] != tlab[None]) | (dist >= TRACK_GATE_M)] = np.inf
-            d_idx, t_idx = np.nonzero(np.isfinite(dist))
-            order = np.lexsort((t_idx, d_idx, dist[d_idx, t_idx]))
+            dist = np.linalg.norm(boxes[d_idx, :2] - last[t_idx], axis=1)
+            keep = (labels[d_idx] == tlab[t_idx]) & (dist < TRACK_GATE_M)
+            d_idx, t_idx, dist = d_idx[keep], t_idx[keep], dist[keep]
+            order = np.lexsort((t_idx, d_idx, dist))
             used_d, used_t = np.zeros(len(boxes), bool), np.zeros(len(live), bool)
-            for d, t in zip(d_idx[order], t_idx[order]):
+            for d, t in zip(d_idx[order].tolist(), t_idx[order].tolist()):
                 if not used_d[d] and not used_t[t]:
                     ids[d], used_d[d], used_t[t] = live[t].track_id, True, True
         for d, b in enumerate(boxes):
@@ -91,13 +117,17 @@ class NearestNeighbourTracker:
         now = now[:max_agents]
         hist = np.zeros((len(now), steps + 1, 3), np.float32)
         valid = np.zeros((len(now), steps + 1), bool)
+        tq = t_s - (steps - np.arange(steps + 1)) * dt_s
+        picked = np.zeros((len(now), steps + 1, 3))
         for a, tr in enumerate(now):
             times, poses = np.asarray(tr.times), np.asarray(tr.poses)
-            for k in range(steps + 1):
-                j = int(np.argmin(np.abs(times - (t_s - (steps - k) * dt_s))))
-                if abs(times[j] - (t_s - (steps - k) * dt_s)) <= dt_s / 2 + 1e-6:
-                    xy, yaw = global_to_ego_xy_yaw(poses[j:j + 1, :2], poses[j:j + 1, 2], *ego_pose)
-                    hist[a, k], valid[a, k] = (xy[0, 0], xy[0, 1], yaw[0]), True
+            j = np.argmin(np.abs(times[None, :] - tq[:, None]), axis=1)
+            valid[a] = np.abs(times[j] - tq) <= dt_s / 2 + 1e-6
+            picked[a] = poses[j]
+        if len(now):  # one frame change for every agent and step
+            xy, yaw = global_to_ego_xy_yaw(picked[..., :2].reshape(-1, 2), picked[..., 2].reshape(-1), *ego_pose)
+            hist[:] = np.concatenate([xy, np.asarray(yaw).reshape(-1, 1)], 1).reshape(hist.shape)
+            hist[~valid] = 0.0
         return {"agent_hist": hist, "agent_hist_valid": valid,
                 "agent_labels": np.array([tr.label for tr in now], np.int64),
                 "agent_box": np.arange(len(now), dtype=np.int64),

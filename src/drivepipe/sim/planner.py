@@ -97,8 +97,8 @@ def project_many(path: np.ndarray, s: np.ndarray, xy_N2: np.ndarray) -> tuple[np
     xy = np.asarray(xy_N2, dtype=np.float64).reshape(-1, 2)
     if len(xy) == 0:
         return np.zeros(0), np.zeros(0)
-    d = np.linalg.norm(xy[:, None, :] - path[None, :, :], axis=2)
-    i = np.argmin(d, axis=1)
+    diff = xy[:, None, :] - path[None, :, :]
+    i = np.argmin(np.einsum("nmd,nmd->nm", diff, diff), axis=1)
     j = np.minimum(i + 1, len(path) - 1)
     i0 = np.maximum(j - 1, 0)
     t = path[j] - path[i0]
@@ -111,10 +111,18 @@ def project_many(path: np.ndarray, s: np.ndarray, xy_N2: np.ndarray) -> tuple[np
 
 
 def _in_corridor(path: np.ndarray, s: np.ndarray, xy: np.ndarray, half_width_m: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(inside the corridor ahead (N,), arc length along the path (N,)) of N points."""
-    along, lat = project_many(path, s, xy)
-    limit = EGO_WIDTH_M / 2 + np.asarray(half_width_m) + CORRIDOR_MARGIN_M
-    ok = (along > 0.0) & (along < min(s[-1] + 1.0, HORIZON_M)) & (np.abs(lat) < limit)
+    """(inside the corridor ahead (N,), arc length along the path (N,), inf where not near the path) of N points;
+    only points inside the path's bounding box grown by the widest corridor are projected."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    limit = np.broadcast_to(EGO_WIDTH_M / 2 + np.asarray(half_width_m, dtype=np.float64) + CORRIDOR_MARGIN_M,
+                            (len(xy),))
+    grow = float(limit.max()) if len(xy) else 0.0
+    near = np.all((xy >= path.min(0) - grow) & (xy <= path.max(0) + grow), axis=1)
+    along, ok = np.full(len(xy), np.inf), np.zeros(len(xy), bool)
+    if near.any():
+        a, lat = project_many(path, s, xy[near])
+        along[near] = a
+        ok[near] = (a > 0.0) & (a < min(s[-1] + 1.0, HORIZON_M)) & (np.abs(lat) < limit[near])
     return ok, along
 
 
