@@ -118,8 +118,9 @@ def _close_process() -> None:
     _PROCESS.clear()
 
 
-def _summary(episodes: list[dict[str, Any]], scenario_ids: list[str]) -> dict[str, Any]:
-    """Aggregate (sim/scorer.aggregate) plus a 95 % interval over scenarios of each REPORTED score."""
+def _summary(episodes: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Aggregate (sim/scorer.aggregate) plus a 95 % interval over scenarios of each REPORTED score and each
+    scenario's first infraction (time, type, replay link when there is a replay)."""
     from drivepipe.sim.scorer import aggregate
     from drivepipe.stats import mean_ci
 
@@ -128,8 +129,9 @@ def _summary(episodes: list[dict[str, Any]], scenario_ids: list[str]) -> dict[st
     for key in REPORTED:
         vals = [e[key] for e in episodes if e.get(key) is not None]
         out["ci95"][key] = list(mean_ci([[v] for v in vals])) if len(vals) >= 2 else None
-    out["first_infractions"] = {sid: [e["first_infraction_t_s"], e["first_infraction"]]
-                                for sid, e in zip(scenario_ids, episodes) if e["first_infraction"]}
+    out["first_infractions"] = {r["scenario"]: {"t_s": e["first_infraction_t_s"], "type": e["first_infraction"],
+                                                "replay": r.get("replay") or None}
+                                for r, e in zip(rows, episodes) if e["first_infraction"]}
     out["scenarios"] = len(episodes)
     return out
 
@@ -154,9 +156,9 @@ def run_suite(cfg: Config, scenarios: list[ClosedLoopScenario], checkpoint: str 
     agents: dict[str, dict[str, Any]] = {}
     for kind in kinds:
         for mode in ce.agents:
-            sel = [(j.scenario.scenario_id, ep) for j, (_, ep) in zip(jobs, results)
+            sel = [(row, ep) for j, (row, ep) in zip(jobs, results)
                    if j.agent == kind and j.mode == mode and ep is not None]
-            agents.setdefault(kind, {})[mode] = _summary([e for _, e in sel], [s for s, _ in sel])
+            agents.setdefault(kind, {})[mode] = _summary([e for _, e in sel], [r for r, _ in sel])
     failed = sum(r["status"] == "failed" for r in rows)
     head = agents["model"][ce.agents[0]]
     metrics = {**{k: v for k, v in head.items() if k not in ("first_infractions", "scenarios")},
