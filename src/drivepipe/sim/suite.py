@@ -40,10 +40,9 @@ class Job:
 
 
 def _init_worker(servers: Any) -> None:
-    """Bind this worker to one CARLA server (popped from a shared queue) and use one torch thread."""
+    """Bind this worker to one CARLA server (popped from a shared queue)."""
     if servers is not None:
         _PROCESS["server"] = servers.get()
-    _PROCESS["threads"] = 1
 
 
 def _backend(job: Job) -> Any:
@@ -75,14 +74,14 @@ def run_job(job: Job) -> tuple[dict[str, Any], dict[str, Any] | None]:
 
     from drivepipe.sim.harness import _run_one
 
+    backend, agent = _backend(job), _agent(job)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)  # same float reductions in every process -> identical results
-    backend = _backend(job)
     if hasattr(backend, "agent_mode"):
         backend.agent_mode = job.mode
     cfg = job.cfg if job.agent == "model" else replace(job.cfg, carla_eval=replace(job.cfg.carla_eval,
                                                                                   animation=False))
-    row, ep = _run_one(cfg, backend, _agent(job), job.scenario, Path(job.out_dir), f"{job.agent}__{job.mode}__")
+    row, ep = _run_one(cfg, backend, agent, job.scenario, Path(job.out_dir), f"{job.agent}__{job.mode}__")
     row.update(agent=job.agent, mode=job.mode)
     return row, ep
 
