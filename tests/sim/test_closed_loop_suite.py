@@ -168,3 +168,31 @@ def test_agent_hands_route_and_light_to_the_planner(status: int) -> None:
     assert action.info["lead_source"] == ("red_light" if status == RED else "")
     assert (action.accel_mps2 < -1.0) if status == RED else (action.accel_mps2 >= 0.0)
     assert np.allclose(action.waypoints[:5, 1], 0.0, atol=0.2)  # it follows the route it was handed
+
+
+def test_time_to_collision_projects_constant_velocity() -> None:
+    from drivepipe.sim.stepmetrics import time_to_collision
+    from drivepipe.world.state import EgoKinematics
+
+    ego = EgoKinematics(x=0.0, y=0.0, yaw=0.3, vx=10.0)
+    d = np.array([np.cos(0.3), np.sin(0.3)])
+    car = (lambda at, v=0.0: np.array([[*(at * d), 0.3, 4.5, 2.0, *(v * d)]]))
+    gap = 12.0 - EGO_FRONT_M - 2.25  # bumper to bumper, m
+    assert time_to_collision(ego, car(12.0)) == pytest.approx(np.ceil(gap / 10.0 / 0.1) * 0.1)
+    assert time_to_collision(ego, car(12.0, v=10.0)) == np.inf  # same speed ahead: never closer
+    assert time_to_collision(ego, car(-12.0)) == np.inf and time_to_collision(ego, car(30.0)) == np.inf
+
+
+def test_cls_terms_ttc_speed_limit_and_progress_rule() -> None:
+    base = _rows(100.0, 5.0)
+    for r in base:
+        r["expert_progress_m"] = r["route_progress_m"]
+    clean = score_episode(base, 0.1, 5.0)
+    assert clean["nuplan_cls"] == pytest.approx(1.0, abs=1e-6)
+    risky = [dict(r, ttc_s=0.5) if i == 10 else r for i, r in enumerate(base)]
+    assert score_episode(risky, 0.1, 5.0)["nuplan_cls"] == pytest.approx(11.0 / 16.0, abs=1e-6)
+    fast = [dict(r, speed_limit_mps=3.0) for r in base]  # 2 m/s over the limit the whole time
+    sl = score_episode(fast, 0.1, 5.0)["speed_limit_compliance"]
+    assert sl == pytest.approx(max(0.0, 1.0 - 2.0 / 2.23))
+    still = [dict(r, route_progress_m=0.0, expert_progress_m=1.5) for r in base]  # expert moved < 2 m
+    assert score_episode(still, 0.1, 5.0)["progress_ratio"] == 1.0
