@@ -7,7 +7,8 @@ Scenarios: typed events of the test logs with a lane-level route to a goal (sim/
    slowing for the ego when it is on their path; other objects replay;
 3. the six cameras and the lidar are re-rendered from the SIMULATED ego pose with the synthetic world's renderers
    (map from MapsRoot + current agents; rig from the log's calibrations, cameras rendered directly at
-   preprocess.image_width, the size the model sees), the lidar moved into the ego frame with the log's T_ego_from_lidar, as the
+   preprocess.image_width, the size the model sees; actors beyond data.synthetic.lidar_max_range_m are not drawn:
+   the lidar cannot reach them and on camera they cover a few pixels), the lidar moved into the ego frame with the log's T_ego_from_lidar, as the
    reader does, and assembled into a SensorBundle so perception runs inside the loop;
 4. a step-log row (sim/scorer.py STEP_COLUMNS) is computed: collisions (ego footprint vs agent footprints),
    off-drivable-area (a corner > 0.3 m outside), route progress/deviation, red light (entering a lane connector
@@ -225,6 +226,8 @@ class EmbeddedBackend:
         from drivepipe.world.render_lidar import render_lidar
 
         ts = int(timestamp_us)
+        reach = self.cfg.data.synthetic.lidar_max_range_m  # farther actors: no lidar return, a few pixels on camera
+        actors = [a for a in actors if np.hypot(a.x - ego.x, a.y - ego.y) <= reach + a.length / 2]
         snap = WorldSnapshot(timestamp_us=ts, ego=ego, actors=tuple(actors),
                              traffic_lights=self._lights.get(str(self._log.lidar_pcs.token[index]), {}))
         channels = self.cfg.preprocess.cameras
