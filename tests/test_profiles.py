@@ -21,7 +21,7 @@ def test_gpu_profile_matches_the_seed():
     cfg = profile_config("gpu-nuplan")
     p, t = cfg.preprocess, cfg.train
     assert (p.image_width, p.image_height, len(p.cameras)) == (640, 384, 6)
-    assert (p.bev_size, p.bev_resolution_m, p.pillar_size_m) == (200, 0.5, 0.2)
+    assert (p.bev_size, p.bev_resolution_m, p.pillar_size_m) == (200, 0.5, 0.25)
     assert (t.batch_size, t.amp, t.accumulate, t.workers, t.persistent_workers, t.prefetch_factor) == (
         2, "fp16", 2, 4, True, 2)
     assert cfg.data.source == "nuplan"

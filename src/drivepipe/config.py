@@ -101,7 +101,7 @@ class PreprocessConfig:
     lidar_z_max_m: float = _f(4.0)             # m, ego frame
     intensity_max: float = _f(255.0, gt=0.0)   # raw intensity divided by this, clipped to [0, 1]
     max_points: int = _f(40000, ge=100)        # points kept per sweep (nearest first)
-    pillar_size_m: float = _f(0.2, gt=0.0)     # m, pillar edge
+    pillar_size_m: float = _f(0.25, gt=0.0)    # m, pillar edge; nests with the BEV cells (_check_pillar_grid)
     bev_size: int = _f(80, ge=8)              # cells per side of the BEV grid (GPU profile 200)
     bev_resolution_m: float = _f(0.5, gt=0.0)  # m per BEV cell
     seg_classes: list[str] = _f(["drivable_area", "lane", "lane_divider", "crosswalk"])
@@ -131,6 +131,7 @@ class PreprocessConfig:
         bad = [c for c in self.cameras if c not in CAMERA_CHANNELS]
         if bad or not self.cameras:
             raise ConfigError(f"preprocess.cameras: unknown channel(s) {bad}; choose from {list(CAMERA_CHANNELS)}")
+        _check_pillar_grid(self.pillar_size_m, self.bev_resolution_m, self.bev_size)
         known = {"drivable_area", "lane", "lane_divider", "crosswalk", "walkway", "stop_line", "intersection"}
         if not set(self.seg_classes) <= known or not self.seg_classes:
             raise ConfigError(f"preprocess.seg_classes: must be a non-empty subset of {sorted(known)}")
@@ -139,6 +140,24 @@ class PreprocessConfig:
     def bev_extent_m(self) -> float:
         """Half the side of the square BEV area centred on the ego rear axle, in metres."""
         return self.bev_size * self.bev_resolution_m / 2.0
+
+
+def _whole(x: float) -> int:
+    """round(x) when x is a whole number >= 1 (to 1e-6 relative), else 0."""
+    k = round(x)
+    return k if k >= 1 and abs(x - k) <= 1e-6 * max(1.0, x) else 0
+
+
+def _check_pillar_grid(pillar_m: float, res_m: float, bev_size: int) -> None:
+    """The pillar grid must nest with the BEV grid (same square): a whole number of pillars per BEV cell, or a whole
+    number k of BEV cells per pillar with k dividing bev_size. Then every BEV cell edge is a pillar edge (or the
+    reverse), and cache, augmentation and encoder index the same n = 2E / pillar_size_m pillars."""
+    per_cell, per_pillar = _whole(res_m / pillar_m), _whole(pillar_m / res_m)
+    if not per_cell and not (per_pillar and bev_size % per_pillar == 0):
+        raise ConfigError(
+            f"preprocess.pillar_size_m: {pillar_m} m does not align with the BEV grid (preprocess.bev_resolution_m "
+            f"{res_m} m, preprocess.bev_size {bev_size}); bev_resolution_m / pillar_size_m must be a whole number, "
+            f"or pillar_size_m / bev_resolution_m a whole number dividing bev_size")
 
 
 # ------------------------------------------------------------------------------------------------------- augment
@@ -271,6 +290,9 @@ class ClosedLoopConfig:
     controller: Literal["pure_pursuit", "lqr"] = _f("pure_pursuit")
     max_failure_rate: float = _f(0.25, ge=0.0, le=1.0)
     target_speed_mps: float = _f(8.0, gt=0.0)
+    # detection score (sigmoid, 0-1) of the boxes the agent's tracker and planner believe in (mAP uses all scores
+    # above evaluate.score_threshold)
+    detection_score_threshold: float = _f(0.3, gt=0.0, lt=1.0)
     animation: bool = _f(True)                 # write a top-down GIF per scenario
     seed: int = _f(0)
     carla: CarlaServerConfig = _sub(CarlaServerConfig)

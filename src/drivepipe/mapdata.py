@@ -20,7 +20,7 @@ from shapely.strtree import STRtree
 
 from drivepipe.utils import detmath
 
-# Semantic BEV classes -> the gpkg layers they are made of (nuplan-format.md §4.3-4.5).
+# Semantic BEV classes -> the gpkg layers they are made of.
 SEMANTIC_LAYERS: dict[str, tuple[str, ...]] = {
     "drivable_area": ("road_segments", "intersections", "generic_drivable_areas", "carpark_areas"),
     "lane": ("lanes_polygons", "gen_lane_connectors_scaled_width_polygons"),

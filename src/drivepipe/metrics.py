@@ -17,6 +17,8 @@ ground-truth footprint at the same future step.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +29,9 @@ DIST_THRESHOLDS_M = (0.5, 1.0, 2.0, 4.0)
 TP_THRESHOLD_M = 2.0
 MIN_RECALL = MIN_PRECISION = 0.1
 TP_ERRORS = ("trans_err", "scale_err", "orient_err", "vel_err")
+
+if TYPE_CHECKING:
+    from drivepipe.config import Config
 
 
 class DetectionMetric:
@@ -270,3 +275,82 @@ def constant_velocity(hist_AH3: np.ndarray, hist_valid_AH: np.ndarray, steps: in
         v0 = np.where(hist_valid_AH[:, -3:-2] & hist_valid_AH[:, -2:-1], (p1 - p2) / dt_s, v1)
         out = out + 0.5 * ((v1 - v0) / dt_s)[:, None] * t**2
     return out[:, None]
+
+
+# ------------------------------------------------------------------------------ one model over one slice of data
+@dataclass
+class MetricSet:
+    """The streaming metrics of one model (or baseline) over one slice of the data, with the evaluate.* thresholds;
+    the same definitions for the trainer's validation (which picks `best`) and for the evaluate stage."""
+
+    det: DetectionMetric
+    seg: RasterIoU
+    occ: OccupancyMetric
+    pred: PredictionMetric
+
+    @classmethod
+    def build(cls, cfg: Config) -> MetricSet:
+        e = cfg.evaluate
+        return cls(DetectionMetric(), RasterIoU(cfg.preprocess.seg_classes, e.seg_threshold),
+                   OccupancyMetric(e.occ_threshold),
+                   PredictionMetric(cfg.preprocess.traj_dt_s, e.miss_threshold_m, e.mode_score_threshold))
+
+    def update(self, preds: dict[str, Any], b: int, item: dict[str, Any]) -> None:
+        """Feed batch item b: `preds` from `batch_predictions`, `item` from `unbatch`; absent heads are skipped."""
+        if preds["det"] is not None:
+            det = preds["det"][b]
+            self.det.update(det["boxes"], det["labels"], det["scores"], item["boxes"], item["box_labels"])
+        if preds["seg"] is not None:
+            self.seg.update(preds["seg"][b:b + 1], item["seg"][None])
+        if preds["occ"] is not None:
+            self.occ.update(preds["occ"][b], item["occ"])
+        if preds["traj"] is not None:
+            a = item["agents"]
+            self.pred.update(preds["traj"][b][a], preds["probs"][b][a], *item["pred_gt"])
+
+    def compute(self) -> dict[str, Any]:
+        det = self.det.compute()
+        return {"detection": {k: v for k, v in det.items() if k != "pr_curves"}, "segmentation": self.seg.compute(),
+                "occupancy": self.occ.compute(), "prediction": self.pred.compute(), "_pr_curves": det["pr_curves"]}
+
+
+def batch_predictions(outputs: dict[str, Any], cfg: Config) -> dict[str, Any]:
+    """CPU model outputs -> numpy: decoded detections (evaluate.score_threshold) as a list of per-sample dicts, seg /
+    occ probabilities, trajectories and mode probabilities; None for a head the model does not have."""
+    from drivepipe.model.heads.detection import decode_detections
+
+    def sig(key: str) -> np.ndarray | None:
+        return outputs[key].float().sigmoid().numpy() if key in outputs else None
+
+    dets = None
+    if "det.heatmap" in outputs:
+        raw = decode_detections(outputs, cfg, cfg.evaluate.score_threshold, cfg.model.max_detections)
+        dets = [{k: v.numpy() for k, v in d.items()} for d in raw]
+    has_pred = "pred.traj" in outputs
+    return {"det": dets, "seg": sig("seg.logits"), "occ": sig("occ.logits"),
+            "traj": outputs["pred.traj"].float().numpy() if has_pred else None,
+            "probs": outputs["pred.mode_logits"].float().softmax(-1).numpy() if has_pred else None}
+
+
+def unbatch(batch: dict[str, Any], b: int) -> dict[str, Any]:
+    """The valid (unpadded) ground truth of item b of a CPU batch (`sample.collate`) as numpy arrays."""
+    box_valid = batch["box_valid"][b].numpy()
+    agents = batch["agent_valid"][b].numpy()
+    agent_box = batch["agent_box"][b].numpy()
+    boxes = batch["boxes"][b].numpy()
+    fut = batch["agent_fut"][b].numpy()
+    sizes = boxes[np.clip(agent_box, 0, None)][:, 3:5]
+    return {
+        "boxes": boxes[box_valid], "box_labels": batch["box_labels"][b].numpy()[box_valid],
+        "box_track": batch["box_track"][b].numpy()[box_valid],
+        "seg": batch["seg"][b].numpy(), "occ": batch["occ"][b].numpy(), "agents": agents,
+        "agent_hist": batch["agent_hist"][b].numpy(), "agent_hist_valid": batch["agent_hist_valid"][b].numpy(),
+        "agent_labels": batch["agent_labels"][b].numpy(), "agent_track": _agent_tracks(batch, b),
+        "pred_gt": (fut[agents][..., :2], batch["agent_fut_valid"][b].numpy()[agents], sizes[agents],
+                    fut[agents][..., 2]),
+    }
+
+
+def _agent_tracks(batch: dict[str, Any], b: int) -> np.ndarray:
+    idx = np.clip(batch["agent_box"][b].numpy(), 0, None)
+    return batch["box_track"][b].numpy()[idx]

@@ -26,7 +26,7 @@ def gpu_nuplan() -> dict[str, Any]:
     return {
         "data": {"source": "nuplan", "missing_blob_policy": "skip"},
         "preprocess": {"image_width": 640, "image_height": 384, "image_storage": "jpeg", "bev_size": 200,
-                       "bev_resolution_m": 0.5, "pillar_size_m": 0.2, "lidar_max_range_m": 60.0, "max_points": 120000,
+                       "bev_resolution_m": 0.5, "pillar_size_m": 0.25, "lidar_max_range_m": 60.0, "max_points": 120000,
                        "window_stride": 10, "workers": 8, "depth_min_m": 2.0, "depth_max_m": 50.0, "num_depth_bins": 48},
         "model": {"backbone": "resnet18", "image_channels": 64, "pillar_channels": 64, "bev_channels": 128,
                   "bev_blocks": 2, "agent_hidden": 128, "max_detections": 200},

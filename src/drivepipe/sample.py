@@ -4,7 +4,9 @@ LMDB cache stores, and that the closed-loop agent feeds to the model. Plus `coll
 BEV convention (all rasters and the pillar grid): a square of half-side E = bev_size * bev_resolution_m / 2 centred
 on the ego rear axle; array axis -2 runs along ego +x (forward), axis -1 along ego +y (left); cell (i, j) has its
 centre at x = -E + (i + 0.5) * res, y = -E + (j + 0.5) * res. The pillar grid uses the same square with
-pillar_size_m cells; `pillar_index = i * n + j` with n = round(2E / pillar_size_m).
+pillar_size_m cells; `pillar_index = i * n + j` with n = round(2E / pillar_size_m). `pillar_grid_size` and
+`ego_xy_to_pillar` below are the one definition of that grid (preprocess, augmentation and the pillar encoder use
+them); `config.PreprocessConfig` refuses pillar sizes whose grid does not nest with the BEV cells.
 
 Per-sample arrays (N = cameras, P = points, M = boxes, A = agents, Th/Tf = history/future steps, S = bev_size):
     images          uint8   (N, 3, H, W)   undistorted, resized RGB
@@ -123,6 +125,30 @@ def ego_xy_to_cell(xy_N2: np.ndarray, bev_size: int, resolution_m: float) -> np.
     """Ego-frame (x, y) -> integer (i, j) cell indices (N, 2); cells outside the grid are not clipped."""
     extent = bev_size * resolution_m / 2.0
     return np.floor((np.asarray(xy_N2) + extent) / resolution_m).astype(np.int64)
+
+
+def pillar_grid_size(bev_size: int, resolution_m: float, pillar_m: float) -> int:
+    """Pillars n per side of the BEV square of side bev_size * resolution_m (a whole number for a valid config)."""
+    return int(round(bev_size * resolution_m / pillar_m))
+
+
+def pillar_cell_m(bev_size: int, resolution_m: float, pillar_m: float) -> tuple[int, float, float]:
+    """(n, pillar edge 2E / n in m, half-extent E in m) of the pillar grid."""
+    n = pillar_grid_size(bev_size, resolution_m, pillar_m)
+    extent = bev_size * resolution_m / 2.0
+    return n, 2.0 * extent / n, extent
+
+
+def ego_xy_to_pillar(xy_N2: np.ndarray, bev_size: int, resolution_m: float, pillar_m: float,
+                     clamp: bool = False) -> np.ndarray:
+    """Ego-frame (x, y) (N, 2) m -> flattened pillar cell `i * n + j` (N,) int64. Points outside the BEV square get
+    -1, or with `clamp` the nearest edge cell (preprocess clamps points that rounding puts on the far edge)."""
+    n, size, extent = pillar_cell_m(bev_size, resolution_m, pillar_m)
+    ij = np.floor((np.asarray(xy_N2, dtype=np.float64) + extent) / size).astype(np.int64)
+    if clamp:
+        ij = np.clip(ij, 0, n - 1)
+    inside = np.all((ij >= 0) & (ij < n), axis=1)
+    return np.where(inside, ij[:, 0] * n + ij[:, 1], -1)
 
 
 def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:

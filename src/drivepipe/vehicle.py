@@ -1,4 +1,4 @@
-"""The ego vehicle (nuPlan's Chrysler Pacifica, nuplan-format.md §5.2) and its kinematic bicycle model, shared by the
+"""The ego vehicle (nuPlan's Chrysler Pacifica, devkit values) and its kinematic bicycle model, shared by the
 synthetic world's expert driver and the closed-loop simulator."""
 
 from __future__ import annotations

@@ -105,3 +105,25 @@ def test_other_weights_give_other_metrics(tiny_trained, evaluated, tmp_path):
 @pytest.mark.slow
 def test_evaluation_leaves_autograd_enabled(evaluated):
     assert torch.is_grad_enabled()  # a global switch would break any training later in the same process
+
+
+@pytest.mark.slow
+def test_trainer_validation_reports_the_evaluate_metrics(evaluated, tiny_trained):
+    """One set of metric definitions: the trainer's validation of the evaluated checkpoint gives the same mAP, mIoU,
+    occupancy IoU and minADE as the evaluate stage (so `best` is picked by what evaluate reports)."""
+    from drivepipe.data.dataset import CacheDataset
+    from drivepipe.losses import MultiTaskLoss
+    from drivepipe.model.weights import load_trained_model
+    from drivepipe.sample import collate
+    from drivepipe.train.validate import validate
+
+    _, results = evaluated
+    cfg = tiny_trained["cfg"]
+    model, _, _ = load_trained_model(cfg, tiny_trained["models"], cfg.evaluate.checkpoint)
+    loader = torch.utils.data.DataLoader(CacheDataset(tiny_trained["cache"], cfg, "val"), batch_size=3,
+                                         collate_fn=collate)
+    val = validate(model, MultiTaskLoss(cfg), loader, torch.device("cpu"), cfg)
+    assert val["val/mAP"] == pytest.approx(results["detection"]["mAP"])
+    assert val["val/seg_iou"] == pytest.approx(results["segmentation"]["mIoU"])
+    assert val["val/occ_iou"] == pytest.approx(results["occupancy"]["iou"])
+    assert val["val/min_ade"] == pytest.approx(results["prediction"]["minADE"])

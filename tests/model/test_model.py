@@ -207,7 +207,7 @@ def test_pillar_scatter_single_point() -> None:
     torch.testing.assert_close(grid[0, :, i, j], enc.point_net(feats)[0])
 
 
-@pytest.mark.parametrize("pillar_size_m", [0.4, 1.0, 2.0])  # 80, 32, 16 pillars onto 32 one-metre cells
+@pytest.mark.parametrize("pillar_size_m", [0.25, 1.0, 2.0])  # 128, 32, 16 pillars onto 32 one-metre cells
 def test_pillar_to_bev_mapping_is_aligned(pillar_size_m: float) -> None:
     pre = dataclasses.replace(tiny_config().preprocess, pillar_size_m=pillar_size_m)
     enc = PillarEncoder(pre, channels=2).eval()

@@ -19,7 +19,7 @@ import shapely
 from drivepipe.mapdata import MapFeature, VectorMap
 from drivepipe.utils.geometry import pose_to_transform
 from drivepipe.world.rig import Rig, default_rig
-from drivepipe.world.state import ActorState, EgoKinematics, WorldSnapshot
+from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 from drivepipe.world.writer import LogWriter, write_maps
 
 LOG_NAME = "2021.05.12.22.00.38_veh-35_01008_01518"

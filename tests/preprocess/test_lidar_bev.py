@@ -20,10 +20,10 @@ def _points(rows: list[list[float]]) -> np.ndarray:
 
 
 def test_known_point_lands_in_right_cell_and_pillar():
-    cfg = small_preprocess(bev_size=64, bev_resolution_m=0.5, pillar_size_m=0.2)  # E = 16 m, 160 pillars per side
+    cfg = small_preprocess(bev_size=64, bev_resolution_m=0.5, pillar_size_m=0.25)  # E = 16 m, 128 pillars per side
     pts, pillar = process_lidar(_points([[10.1, -3.3, 0.5, 127.5]]), cfg)
-    assert pillar_grid_size(cfg) == 160
-    assert pillar.tolist() == [130 * 160 + 63]  # floor(26.1 / 0.2) = 130, floor(12.7 / 0.2) = 63
+    assert pillar_grid_size(cfg) == 128
+    assert pillar.tolist() == [104 * 128 + 50]  # floor(26.1 / 0.25) = 104, floor(12.7 / 0.25) = 50
     assert ego_xy_to_cell(pts[:, :2], 64, 0.5).tolist() == [[52, 25]]
     centers = bev_cell_centers(64, 0.5)
     assert abs(centers[52] - 10.25) < 1e-9 and abs(centers[25] - (-3.25)) < 1e-9
@@ -124,7 +124,7 @@ def test_occupancy_is_exactly_the_cells_whose_centre_is_in_a_box():
     assert np.array_equal(occ.astype(bool), expected)
 
 
-@pytest.mark.parametrize("bev_size", [64, 128])  # 160^2 pillars (16-bit radix sort) and 320^2 (int64 key sort)
+@pytest.mark.parametrize("bev_size", [64, 160])  # 128^2 pillars (16-bit radix sort) and 320^2 (int64 key sort)
 def test_lidar_cap_ties_and_order_match_a_plain_stable_sort(bev_size):
     """The partition + single-sort path equals the definition: the max_points nearest (stable sort by distance, so
     input order on exact ties), then ordered by pillar with input order inside a pillar."""
@@ -140,7 +140,7 @@ def test_lidar_cap_ties_and_order_match_a_plain_stable_sort(bev_size):
     ok = np.flatnonzero((d <= 15.0) & (np.abs(many[:, 0]) < extent) & (np.abs(many[:, 1]) < extent))
     keep = np.sort(ok[np.argsort(d[ok], kind="stable")][:300])
     n = pillar_grid_size(cfg)
-    ij = np.clip(np.floor((many[keep, :2].astype(float) + extent) / 0.2).astype(int), 0, n - 1)
+    ij = np.clip(np.floor((many[keep, :2].astype(float) + extent) / 0.25).astype(int), 0, n - 1)
     ref_pillar = ij[:, 0] * n + ij[:, 1]
     order = np.argsort(ref_pillar, kind="stable")
     assert np.array_equal(pillar, ref_pillar[order])

@@ -151,7 +151,7 @@ def test_agent_hands_route_and_light_to_the_planner(status: int) -> None:
     from drivepipe.schema import BundleMeta
     from drivepipe.sim.baselines import PrivilegedAgent
     from drivepipe.sim.interfaces import ClosedLoopScenario, EgoHistory, assemble_bundle
-    from drivepipe.world.state import EgoKinematics
+    from drivepipe.world_state import EgoKinematics
 
     cfg = _cfg()
     ego = EgoKinematics(x=100.0, y=50.0, yaw=np.pi / 2, vx=6.0)
@@ -172,7 +172,7 @@ def test_agent_hands_route_and_light_to_the_planner(status: int) -> None:
 
 def test_time_to_collision_projects_constant_velocity() -> None:
     from drivepipe.sim.stepmetrics import time_to_collision
-    from drivepipe.world.state import EgoKinematics
+    from drivepipe.world_state import EgoKinematics
 
     ego = EgoKinematics(x=0.0, y=0.0, yaw=0.3, vx=10.0)
     d = np.array([np.cos(0.3), np.sin(0.3)])

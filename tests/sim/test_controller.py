@@ -7,7 +7,7 @@ import pytest
 
 from drivepipe.sim.controller import PathTracker, propagate_bicycle
 from drivepipe.utils.geometry import global_to_ego_xy_yaw
-from drivepipe.world.state import EgoKinematics
+from drivepipe.world_state import EgoKinematics
 
 RADIUS_M = 30.0
 MAX_LATERAL_ERROR_M = 0.5  # the bound this test asserts after the first second

@@ -58,7 +58,7 @@ def test_embedded_steps_and_rows(synthetic_root: Path, agents: str) -> None:
 def test_step_row_detects_collisions_and_off_road(synthetic_root: Path) -> None:
     from drivepipe.nuplan.layout import discover
     from drivepipe.sim.embedded import EmbeddedBackend
-    from drivepipe.world.state import ActorState
+    from drivepipe.world_state import ActorState
 
     backend = EmbeddedBackend(_cfg(), synthetic_root)
     log_name = discover(synthetic_root).log_names[0]
@@ -83,7 +83,7 @@ def test_rendered_sensors_at_logged_pose_match_recorded_frame(synthetic_root: Pa
     from drivepipe.nuplan.layout import discover
     from drivepipe.sim.embedded import EmbeddedBackend
     from drivepipe.utils.geometry import quat_to_yaw
-    from drivepipe.world.state import EgoKinematics
+    from drivepipe.world_state import EgoKinematics
 
     cfg = _cfg()
     backend = EmbeddedBackend(cfg, synthetic_root)

@@ -15,7 +15,7 @@ from drivepipe.sim.controller import propagate_bicycle
 from drivepipe.sim.harness import FailureBudgetExceeded, run_closed_loop, run_scenarios, scenario_seed
 from drivepipe.sim.interfaces import Action, ClosedLoopScenario, RouteProgress, StepResult
 from drivepipe.sim.replay import write_replay_gif
-from drivepipe.world.state import EgoKinematics
+from drivepipe.world_state import EgoKinematics
 
 
 class LineBackend:

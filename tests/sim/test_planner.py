@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from drivepipe.sim.planner import Perception, idm_accel, plan
+from drivepipe.idm import idm_accel
+from drivepipe.sim.planner import PLANNER_IDM, Perception, plan
 
 ROUTE = np.stack([np.linspace(0, 80, 81), np.zeros(81)], 1)
 
@@ -44,5 +45,5 @@ def test_imitation_plan_used_unless_it_collides() -> None:
 
 
 def test_idm_stops_before_standing_obstacle() -> None:
-    assert idm_accel(8.0, 8.0, 3.0, 0.0) < -3.0
-    assert abs(idm_accel(8.0, 8.0, np.inf, 0.0)) < 1e-9
+    assert idm_accel(8.0, 8.0, 3.0, 0.0, PLANNER_IDM) < -3.0
+    assert abs(idm_accel(8.0, 8.0, np.inf, 0.0, PLANNER_IDM)) < 1e-9

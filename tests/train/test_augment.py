@@ -7,7 +7,8 @@ import pytest
 from _standin import make_sample, tiny_cfg
 
 from drivepipe.config import AugmentConfig
-from drivepipe.data.augment import Augmenter, color_jitter, hflip, pillar_index
+from drivepipe.data.augment import Augmenter, color_jitter, hflip
+from drivepipe.sample import ego_xy_to_pillar
 from drivepipe.utils.geometry import box_corners_2d, invert, make_transform, yaw_to_quat
 
 
@@ -54,8 +55,8 @@ def test_flip_mirrors_lidar_boxes_rasters_and_trajectories() -> None:
     n = int(round(2 * pre.bev_extent_m / pre.pillar_size_m))
     out = hflip(sample, n)
     assert np.array_equal(out["points"][:, 1], -sample["points"][:, 1])
-    assert np.array_equal(out["pillar_index"], pillar_index(out["points"][:, :2], pre.bev_extent_m,
-                                                            pre.pillar_size_m, n))
+    assert np.array_equal(out["pillar_index"], ego_xy_to_pillar(out["points"][:, :2], pre.bev_size,
+                                                                pre.bev_resolution_m, pre.pillar_size_m))
     b, fb = sample["boxes"], out["boxes"]
     corners = box_corners_2d(b[:, :2], b[:, 3], b[:, 4], b[:, 6]) * np.array([1.0, -1.0])
     flipped = box_corners_2d(fb[:, :2], fb[:, 3], fb[:, 4], fb[:, 6])
@@ -86,7 +87,7 @@ def test_point_dropout_and_noise_keep_indices_consistent_and_sorted() -> None:
     pts, idx = out["points"], out["pillar_index"]
     assert 0 < len(pts) < len(sample["points"]) and len(pts) == len(idx)
     assert np.all(np.diff(idx) >= 0) and np.all(idx >= 0)
-    assert np.array_equal(idx, pillar_index(pts[:, :2], pre.bev_extent_m, pre.pillar_size_m, 8))
+    assert np.array_equal(idx, ego_xy_to_pillar(pts[:, :2], pre.bev_size, pre.bev_resolution_m, pre.pillar_size_m))
     assert np.array_equal(out["images"], sample["images"])
     again = Augmenter(aug, pre)(sample, np.random.default_rng(0))
     assert all(np.array_equal(again[k], out[k]) for k in out if k != "meta")

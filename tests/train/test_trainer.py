@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,10 @@ from drivepipe.train.trainer import fit
 HERE = Path(__file__).resolve().parent
 
 
-def _fit(root: Path, **train) -> dict:
+def _fit(root: Path, closed_loop=None, **train) -> dict:
     torch.set_num_threads(1)
-    return fit(tiny_cfg(**train), root / "cache", root / "ckpt", root / "reports", builders=standin_builders())
+    return fit(tiny_cfg(**train), root / "cache", root / "ckpt", root / "reports", builders=standin_builders(),
+               closed_loop=closed_loop)
 
 
 def _final(root: Path) -> tuple[dict, dict]:
@@ -100,11 +100,9 @@ def test_fp16_on_cpu_falls_back_with_warning(tmp_path: Path, caplog) -> None:
     assert "fp16 is not available" in caplog.text
 
 
-def test_closed_loop_hook_is_called_per_checkpoint(tmp_path: Path, monkeypatch) -> None:
+def test_closed_loop_callback_is_called_per_checkpoint(tmp_path: Path) -> None:
     calls = []
-    fake = types.ModuleType("drivepipe.sim.harness")
-    fake.run_for_checkpoint = lambda cfg, ckpt_dir, out_dir: calls.append((Path(ckpt_dir), Path(out_dir)))
-    monkeypatch.setitem(sys.modules, "drivepipe.sim.harness", fake)
-    _fit(tmp_path, epochs=2, save_every_epochs=2, closed_loop_every_epochs=1)
+    _fit(tmp_path, closed_loop=lambda cfg, ckpt_dir, out_dir: calls.append((Path(ckpt_dir), Path(out_dir))),
+         epochs=2, save_every_epochs=2, closed_loop_every_epochs=1)
     assert [c[0].name for c in calls] == ["step_00000006", "step_00000012"]
     assert calls[0][1] == calls[0][0] / "closed_loop"

@@ -14,7 +14,7 @@ from drivepipe.world import ground, render_camera
 from drivepipe.world.render_camera import actor_colour, render_cameras
 from drivepipe.world.render_lidar import render_lidar
 from drivepipe.world.rig import default_rig, project_points
-from drivepipe.world.state import ActorState, EgoKinematics, WorldSnapshot
+from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 
 W, H = 240, 136
 DIVIDER_Y = 2.0  # global y of the painted lane divider (the ego drives at y = 0, heading +x)

@@ -14,7 +14,7 @@ from drivepipe.utils.geometry import box_corners_2d
 from drivepipe.vehicle import EGO_WIDTH_M
 from drivepipe.world.ego import EGO_CENTER_OFFSET_M, EGO_LENGTH_M, make_route
 from drivepipe.world.roads import STOP_SETBACK_M, build_city
-from drivepipe.world.state import EgoKinematics
+from drivepipe.world_state import EgoKinematics
 from drivepipe.world.traffic import RED
 from drivepipe.world.world import World
 

@@ -19,7 +19,7 @@ from drivepipe.nuplan.pickles import loads_calibration
 from drivepipe.nuplan.tables import TABLE_COLUMNS
 from drivepipe.schema import CameraCalibration
 from drivepipe.utils.geometry import make_transform
-from drivepipe.world.state import ActorState, EgoKinematics, WorldSnapshot
+from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 from drivepipe.world.writer import LOCATION_INFO, LogWriter, write_maps
 
 LOG = "2021.05.12.22.00.38_veh-35_01008_01009"

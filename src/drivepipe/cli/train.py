@@ -29,7 +29,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     from drivepipe.train.trainer import fit
 
-    summary = fit(cfg, args.cache, args.checkpoints, args.reports)
+    closed_loop = None
+    if cfg.train.closed_loop_every_epochs > 0:  # diagnostics beside the checkpoint, see train.closed_loop_every_epochs
+        from drivepipe.sim.harness import run_for_checkpoint as closed_loop
+    summary = fit(cfg, args.cache, args.checkpoints, args.reports, closed_loop=closed_loop)
     if int(os.environ.get("RANK", "0")) == 0:
         from pathlib import Path
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from drivepipe.config import AugmentConfig, PreprocessConfig
-from drivepipe.sample import Sample
+from drivepipe.sample import Sample, ego_xy_to_pillar, pillar_grid_size
 
 # diag(1, -1, 1, 1): mirror of the ego frame (y -> -y); diag(-1, 1, 1, 1): mirror of camera x (image columns)
 _FLIP_EGO = np.diag([1.0, -1.0, 1.0, 1.0])
@@ -29,8 +29,7 @@ class Augmenter:
     def __init__(self, aug: AugmentConfig, pre: PreprocessConfig) -> None:
         self.aug = aug
         self.pre = pre
-        extent = pre.bev_extent_m
-        self.pillar_n = int(round(2 * extent / pre.pillar_size_m))  # pillars per side of the grid
+        self.pillar_n = pillar_grid_size(pre.bev_size, pre.bev_resolution_m, pre.pillar_size_m)  # pillars per side
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         out = dict(sample)
@@ -49,18 +48,11 @@ class Augmenter:
         points = points[keep].copy()
         if self.aug.point_noise_std_m > 0:
             points[:, :3] += rng.normal(0.0, self.aug.point_noise_std_m, (len(points), 3)).astype(np.float32)
-        index = pillar_index(points[:, :2], self.pre.bev_extent_m, self.pre.pillar_size_m, self.pillar_n)
+        index = ego_xy_to_pillar(points[:, :2], self.pre.bev_size, self.pre.bev_resolution_m, self.pre.pillar_size_m)
         inside = index >= 0
         points, index = points[inside], index[inside]
         order = np.argsort(index, kind="stable")
         return {**sample, "points": points[order], "pillar_index": index[order]}
-
-
-def pillar_index(xy_P2: np.ndarray, extent_m: float, pillar_m: float, n: int) -> np.ndarray:
-    """(P,) flattened pillar cell `i * n + j` of ego-frame points; -1 for points outside the grid."""
-    ij = np.floor((np.asarray(xy_P2, dtype=np.float64) + extent_m) / pillar_m).astype(np.int64)
-    inside = np.all((ij >= 0) & (ij < n), axis=1)
-    return np.where(inside, ij[:, 0] * n + ij[:, 1], -1)
 
 
 def color_jitter(images: np.ndarray, rng: np.random.Generator, brightness: float, contrast: float,

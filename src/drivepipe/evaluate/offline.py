@@ -14,30 +14,14 @@ import numpy as np
 import torch
 
 from drivepipe.config import Config
-from drivepipe.metrics import DetectionMetric, OccupancyMetric, PredictionMetric, RasterIoU, constant_velocity
-from drivepipe.model.heads.detection import decode_detections
-
-
-@dataclass
-class MetricSet:
-    """The streaming metrics of one model (or baseline) over one slice of the data."""
-
-    det: DetectionMetric
-    seg: RasterIoU
-    occ: OccupancyMetric
-    pred: PredictionMetric
-
-    @classmethod
-    def build(cls, cfg: Config) -> "MetricSet":
-        e = cfg.evaluate
-        return cls(DetectionMetric(), RasterIoU(cfg.preprocess.seg_classes, e.seg_threshold),
-                   OccupancyMetric(e.occ_threshold),
-                   PredictionMetric(cfg.preprocess.traj_dt_s, e.miss_threshold_m, e.mode_score_threshold))
-
-    def compute(self) -> dict[str, Any]:
-        det = self.det.compute()
-        return {"detection": {k: v for k, v in det.items() if k != "pr_curves"}, "segmentation": self.seg.compute(),
-                "occupancy": self.occ.compute(), "prediction": self.pred.compute(), "_pr_curves": det["pr_curves"]}
+from drivepipe.metrics import (
+    DetectionMetric,
+    MetricSet,
+    PredictionMetric,
+    batch_predictions,
+    constant_velocity,
+    unbatch,
+)
 
 
 @dataclass
@@ -64,24 +48,16 @@ class Evaluator:
         self.detections, self.ground_truth, self.trajectories = {}, {}, {}
 
     def update(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any], export: bool = True) -> None:
-        dets = decode_detections(outputs, self.cfg, self.cfg.evaluate.score_threshold, self.cfg.model.max_detections)
-        seg = outputs["seg.logits"].float().sigmoid().numpy()
-        occ = outputs["occ.logits"].float().sigmoid().numpy()
-        traj = outputs["pred.traj"].float().numpy()
-        probs = outputs["pred.mode_logits"].float().softmax(-1).numpy()
+        preds = batch_predictions(outputs, self.cfg)
         for b, meta in enumerate(batch["meta"]):
-            item = _unbatch(batch, b)
-            det = {k: v.numpy() for k, v in dets[b].items()}
+            item = unbatch(batch, b)
             sets = [self.overall, self._group("location", meta["location"]),
                     self._group("scenario_type", meta["scenario_type"])]
             for ms in sets:
-                ms.det.update(det["boxes"], det["labels"], det["scores"], item["boxes"], item["box_labels"])
-                ms.seg.update(seg[b:b + 1], item["seg"][None])
-                ms.occ.update(occ[b], item["occ"])
-                ms.pred.update(traj[b][item["agents"]], probs[b][item["agents"]], *item["pred_gt"])
+                ms.update(preds, b, item)
             self._baselines(item)
             if export:
-                self._export(meta["token"], det, item, traj[b], probs[b])
+                self._export(meta["token"], preds["det"][b], item, preds["traj"][b], preds["probs"][b])
 
     def _group(self, kind: str, name: str) -> MetricSet:
         return self.groups[kind].setdefault(name, MetricSet.build(self.cfg))
@@ -116,30 +92,6 @@ class Evaluator:
                                 for kind, groups in self.groups.items()}
         results["_pr_curves"] = pr_curves
         return results
-
-
-def _unbatch(batch: dict[str, Any], b: int) -> dict[str, Any]:
-    """The valid (unpadded) ground truth of batch item b as numpy arrays."""
-    box_valid = batch["box_valid"][b].numpy()
-    agents = batch["agent_valid"][b].numpy()
-    agent_box = batch["agent_box"][b].numpy()
-    boxes = batch["boxes"][b].numpy()
-    fut = batch["agent_fut"][b].numpy()
-    sizes = boxes[np.clip(agent_box, 0, None)][:, 3:5]
-    return {
-        "boxes": boxes[box_valid], "box_labels": batch["box_labels"][b].numpy()[box_valid],
-        "box_track": batch["box_track"][b].numpy()[box_valid],
-        "seg": batch["seg"][b].numpy(), "occ": batch["occ"][b].numpy(), "agents": agents,
-        "agent_hist": batch["agent_hist"][b].numpy(), "agent_hist_valid": batch["agent_hist_valid"][b].numpy(),
-        "agent_labels": batch["agent_labels"][b].numpy(), "agent_track": _agent_tracks(batch, b),
-        "pred_gt": (fut[agents][..., :2], batch["agent_fut_valid"][b].numpy()[agents], sizes[agents],
-                    fut[agents][..., 2]),
-    }
-
-
-def _agent_tracks(batch: dict[str, Any], b: int) -> np.ndarray:
-    idx = np.clip(batch["agent_box"][b].numpy(), 0, None)
-    return batch["box_track"][b].numpy()[idx]
 
 
 def _pred_summary(p: dict[str, Any]) -> dict[str, Any]:

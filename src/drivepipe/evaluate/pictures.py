@@ -9,26 +9,7 @@ from typing import Any
 import numpy as np
 
 from drivepipe.utils.geometry import box_corners_2d
-
-BOX_EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7))
-
-
-def box_corners_3d(boxes_D9: np.ndarray) -> np.ndarray:
-    """(D, 8, 3) corners in the ego frame: 4 bottom (CCW from front-left) then 4 top."""
-    c2 = box_corners_2d(boxes_D9[:, :2], boxes_D9[:, 3], boxes_D9[:, 4], boxes_D9[:, 6])
-    z0 = (boxes_D9[:, 2] - boxes_D9[:, 5] / 2)[:, None, None].repeat(4, 1)
-    z1 = z0 + boxes_D9[:, 5][:, None, None]
-    return np.concatenate([np.concatenate([c2, z0], -1), np.concatenate([c2, z1], -1)], axis=1)
-
-
-def project_to_image(points_ego_N3: np.ndarray, intrinsics: np.ndarray, cam_to_ego: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Pinhole projection of ego-frame points into an undistorted image -> (uv (N, 2), depth (N,))."""
-    ego_to_cam = np.linalg.inv(cam_to_ego)
-    cam = points_ego_N3 @ ego_to_cam[:3, :3].T + ego_to_cam[:3, 3]
-    depth = cam[:, 2]
-    uvw = cam @ intrinsics.T
-    return uvw[:, :2] / np.maximum(uvw[:, 2:3], 1e-6), depth
+from drivepipe.utils.projection import BOX_EDGES, box_corners_3d, project_to_image
 
 
 def _draw_boxes_bev(ax: Any, boxes: np.ndarray, color: str, extent: float) -> None:

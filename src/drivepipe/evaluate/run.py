@@ -21,20 +21,11 @@ from drivepipe.evaluate.pictures import bev_picture, camera_picture
 from drivepipe.evaluate.report import write_metrics, write_report
 from drivepipe.model.heads.detection import decode_detections
 from drivepipe.model.model import build_model
+from drivepipe.model.weights import load_trained_model
 from drivepipe.sample import collate
-from drivepipe.train.checkpoint import load_model_weights, resolve_checkpoint
 from drivepipe.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
-
-
-def load_trained_model(cfg: Config, ckpt_root: Path, which: str) -> tuple[torch.nn.Module, Path, dict]:
-    """Build the model from the config and load a checkpoint's weights (weights_only, hash-checked)."""
-    ckpt = resolve_checkpoint(ckpt_root / cfg.train.experiment, which)  # type: ignore[arg-type]
-    state, meta = load_model_weights(ckpt)
-    model = build_model(cfg)
-    model.load_state_dict(state, strict=True)
-    return model.eval(), ckpt, meta
 
 
 def run_evaluate(cfg: Config, cache_dir: Path, ckpt_root: Path, out_dir: Path) -> dict[str, Any]:

@@ -65,6 +65,20 @@ class DrivingModel(nn.Module):
             lidar_bev = self.pillar_encoder(batch["points"], batch["pillar_index"])
         return self.backbone(camera_bev, lidar_bev)
 
+    def perceive(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(BEV features (B, C, S, S), outputs of every head but agent prediction): the first half of a closed-loop
+        step, whose detections are tracked into the agent arrays that `predict_agents` then reads from the batch."""
+        bev_BCSS = self.bev_features(batch)
+        outputs: dict[str, torch.Tensor] = {}
+        for name, head in self.heads.items():
+            if name != "pred":
+                outputs.update(head(bev_BCSS, batch))
+        return bev_BCSS, outputs
+
+    def predict_agents(self, bev_BCSS: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """`pred.*` outputs for the agents in `batch` (agent_hist, agent_labels, ...) from `perceive`'s features."""
+        return self.heads["pred"](bev_BCSS, batch)
+
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """batch from `drivepipe.sample.collate` (on the model's device) -> named predictions."""
         bev_BCSS = self.bev_features(batch)

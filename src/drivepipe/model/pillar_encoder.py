@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from drivepipe.config import PreprocessConfig
+from drivepipe.sample import pillar_cell_m
 
 NUM_POINT_FEATURES = 9  # x, y, z, intensity, offsets to the pillar point mean (3), offsets to the pillar centre (2)
 
@@ -28,14 +29,14 @@ class PillarEncoder(nn.Module):
 
     def __init__(self, pre: PreprocessConfig, channels: int) -> None:
         super().__init__()
-        self.extent_m = pre.bev_extent_m
-        self.pillar_size_m = pre.pillar_size_m
-        self.grid_n = round(2 * pre.bev_extent_m / pre.pillar_size_m)
+        # the grid of `sample.pillar_cell_m` (the cache's pillar_index); config keeps 2E / pillar_size_m whole
+        self.grid_n, self.pillar_size_m, self.extent_m = pillar_cell_m(pre.bev_size, pre.bev_resolution_m,
+                                                                       pre.pillar_size_m)
         self.bev_size = pre.bev_size
         self.channels = channels
         self.point_net = nn.Sequential(nn.Linear(NUM_POINT_FEATURES, channels), nn.LayerNorm(channels), nn.ReLU())
-        # Convs run after resampling: at the default 0.2 m pillars / 0.5 m cells a conv on the pillar grid would cost
-        # 6x more than on the BEV grid.
+        # Convs run after resampling: at the default 0.25 m pillars / 0.5 m cells a conv on the pillar grid would cost
+        # 4x more than on the BEV grid.
         self.bev_conv = nn.Sequential(_conv_bn_relu(channels, channels), _conv_bn_relu(channels, channels))
         self.register_buffer("bev_cell_of_pillar", self._cell_map(self.grid_n, self.bev_size), persistent=False)
         self.register_buffer("pillar_of_bev_cell", self._cell_map(self.bev_size, self.grid_n), persistent=False)
@@ -79,7 +80,7 @@ class PillarEncoder(nn.Module):
 
         Both grids tile the same square. Pillars finer than cells (n >= S): each BEV cell takes the max over the
         pillars whose centres lie in it (features are >= 0 and empty pillars 0, so this continues the per-pillar
-        max; exact for the non-integer default ratio 2.5). Coarser pillars: each cell copies the pillar holding its
+        max). Coarser pillars: each cell copies the pillar holding its
         centre. Index ops rather than adaptive pooling / bilinear interpolation because their CUDA backward has no
         deterministic implementation (train.deterministic would raise).
         """

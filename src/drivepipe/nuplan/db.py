@@ -5,7 +5,7 @@ channel, and, on first use, all boxes grouped by sweep), so building a `SensorBu
 selected by name; the 12 tables and the columns read here are checked when the log is opened, and every problem is
 a `DataError` naming the db file. The file is never written (`mode=ro` URI).
 
-Frames and units (nuplan-format.md §2): positions in the city's UTM frame (m), quaternions (w, x, y, z), ego
+Frames and units: positions in the city's UTM frame (m), quaternions (w, x, y, z), ego
 velocities/accelerations/rates in the ego frame, box velocities in the global frame, times in µs.
 """
 
@@ -207,6 +207,21 @@ class NuplanLog:
             center=vals[:, 0:3], size=vals[:, 3:6], yaw=vals[:, 9],
             velocity=np.nan_to_num(vals[:, 6:9]), category=cat[rows_kept],
             track_id=track_ids(columns[1])[rows_kept])
+
+    def traffic_lights(self) -> dict[str, dict[int, str]]:
+        """lidar_pc token hex -> {lane connector fid: status} from traffic_light_status ('green' | 'red' | ...)."""
+        out: dict[str, dict[int, str]] = {}
+        for tok, fid, status in self._query(
+                "SELECT lidar_pc_token, lane_connector_id, status FROM traffic_light_status"):
+            out.setdefault(bytes(tok).hex(), {})[int(fid)] = str(status)
+        return out
+
+    def scenario_tags(self) -> dict[str, set[str]]:
+        """lidar_pc token hex -> every scenario_tag type of that sweep (scenario_types keeps only MAX(type))."""
+        out: dict[str, set[str]] = {}
+        for tok, typ in self._query("SELECT lidar_pc_token, type FROM scenario_tag"):
+            out.setdefault(bytes(tok).hex(), set()).add(str(typ))
+        return out
 
     def _sweep_of_tokens(self, tokens: tuple) -> np.ndarray:
         """Row in `lidar_pcs` of each lidar_pc token (blob), -1 for unknown ones; one numpy lookup when every token

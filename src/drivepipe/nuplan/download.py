@@ -1,7 +1,7 @@
 """Getting real nuPlan-mini onto disk: resumable HTTP(S) downloads, size + sha256 checks, safe extraction and
 normalisation of whatever the archives unpack to into the documented layout, plus the dataset manifest.
 
-Documented layout written under the dataset root (nuplan-format.md §1.1):
+Documented layout written under the dataset root (the devkit's documented tree):
     maps/nuplan-maps-v1.0.json, maps/<location>/<version>/map.gpkg
     nuplan-v1.1/splits/mini/<log>.db
     nuplan-v1.1/sensor_blobs/<log>/{CAM_*,MergedPointCloud}/...

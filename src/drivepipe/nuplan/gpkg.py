@@ -1,4 +1,4 @@
-"""A minimal GeoPackage codec (sqlite3 + shapely WKB + pyproj, no GDAL) for nuPlan `map.gpkg` files (§4).
+"""A minimal GeoPackage codec (sqlite3 + shapely WKB + pyproj, no GDAL) for nuPlan `map.gpkg` files.
 
 Written files hold the three GeoPackage system tables (`gpkg_spatial_ref_sys`, `gpkg_contents`,
 `gpkg_geometry_columns`), one feature table per `VectorMap` layer (`fid INTEGER PRIMARY KEY`, `geom` in GeoPackage

@@ -1,6 +1,6 @@
 """Find the parts of a nuPlan dataset on disk: log databases, sensor blobs and maps.
 
-Accepted layouts under a dataset root (nuplan-format.md §1.1-1.3):
+Accepted layouts under a dataset root (the devkit's documented tree, and what the archives unpack to):
 
 * documented: ``nuplan-v1.1/splits/mini/*.db``, ``nuplan-v1.1/sensor_blobs/<log>/...``, ``maps/``;
 * legacy (no ``splits/``): ``nuplan-v1.1/mini/*.db``;

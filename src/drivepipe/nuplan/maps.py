@@ -1,4 +1,4 @@
-"""The nuPlan maps root: `nuplan-maps-v1.0.json` plus one `<location>/<version>/map.gpkg` per city (§4.1).
+"""The nuPlan maps root: `nuplan-maps-v1.0.json` plus one `<location>/<version>/map.gpkg` per city.
 
 Like the devkit, the version folder is never hard-coded: it is read from the json (`<location>.version`). Maps are
 loaded on first use and cached per location (a city map is tens of MB of geometry in real data).

@@ -1,4 +1,4 @@
-"""Merged lidar point clouds (nuplan-format.md §3.1): binary PCD read/write and the legacy `.bin` / `.bin2` files.
+"""Merged lidar point clouds (devkit MergedPointCloud): binary PCD read/write and the legacy `.bin` / `.bin2` files.
 
 The canonical in-memory layout is an (N, 6) float32 array with columns x, y, z (m, lidar frame), intensity,
 ring, lidar_info (`schema.LidarColumn`). The decoder follows the devkit's header rules: `#` lines skipped, parsing
@@ -23,7 +23,7 @@ _MAX_HEADER_LINES = 64  # a PCD header has ~11 lines; stop early on binary garba
 
 
 def encode_pcd(points: np.ndarray) -> bytes:
-    """(N, 6) points (cast to float32) -> binary PCD file bytes (header as in nuplan-format.md §3.1)."""
+    """(N, 6) points (cast to float32) -> binary PCD file bytes (header as in the released .pcd files)."""
     pts = np.ascontiguousarray(points, dtype="<f4")
     if pts.ndim != 2 or pts.shape[1] != len(PCD_FIELDS):
         raise ValueError(f"points must be (N, {len(PCD_FIELDS)}), got {pts.shape}")

@@ -1,4 +1,4 @@
-"""Calibration pickles of the nuPlan `camera` / `lidar` tables (nuplan-format.md §2.3), both directions.
+"""Calibration pickles of the nuPlan `camera` / `lidar` tables, both directions.
 
 Real DBs store `translation`, `rotation`, `intrinsic` and `distortion` as protocol-5 pickles of list subclasses
 defined in `nuplan.database.common.data_types` (`Translation`, `Rotation`, `CameraIntrinsic`). We cannot import

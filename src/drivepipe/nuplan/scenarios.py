@@ -1,4 +1,4 @@
-"""Scenario candidates of a log by the devkit rules (nuplan-format.md §5.2).
+"""Scenario candidates of a log by the devkit rules (nuplan-devkit's scenario builder).
 
 Scenes are ordered by `name`; the first two and the last two scenes of each log are dropped (so every candidate
 has history and future), and every `lidar_pc` of the remaining scenes is a candidate. Its type is the tag of that

@@ -1,4 +1,4 @@
-"""The 12 tables of a nuPlan log `.db` (nuplan-format.md §2.2) and the 8-byte token helpers.
+"""The 12 tables of a nuPlan log `.db` (the columns nuplan-devkit's ORM reads) and the 8-byte token helpers.
 
 `SCHEMA_SQL` is the DDL the synthetic writer uses; `TABLE_COLUMNS` lists the columns a reader may require. Real DBs
 may carry extra columns and may or may not have indexes, so readers select columns by name and never rely on the

@@ -9,22 +9,15 @@ from __future__ import annotations
 import numpy as np
 
 from drivepipe.config import PreprocessConfig
+from drivepipe.sample import ego_xy_to_pillar
+from drivepipe.sample import pillar_grid_size as sample_pillar_grid_size
 from drivepipe.schema import LidarColumn
 from drivepipe.utils import detmath
 
 
 def pillar_grid_size(cfg: PreprocessConfig) -> int:
-    """Number n of pillars per side of the BEV square: round(2E / pillar_size_m)."""
-    return int(round(2.0 * cfg.bev_extent_m / cfg.pillar_size_m))
-
-
-def pillar_indices(xy_N2: np.ndarray, extent_m: float, n: int) -> np.ndarray:
-    """Flattened pillar cell `i * n + j` (N,) int64 of ego-frame (x, y) points inside the square of half-side
-    `extent_m` split into n x n pillars (points on the far edge are clamped into the last cell)."""
-    size = 2.0 * extent_m / n
-    xy = np.asarray(xy_N2, dtype=np.float64)
-    i, j = (np.clip(np.floor((xy[:, c] + extent_m) / size).astype(np.int64), 0, n - 1) for c in (0, 1))
-    return i * n + j
+    """Number n of pillars per side of the BEV square: round(2E / pillar_size_m) (`sample.pillar_grid_size`)."""
+    return sample_pillar_grid_size(cfg.bev_size, cfg.bev_resolution_m, cfg.pillar_size_m)
 
 
 def process_lidar(points_N6: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +50,8 @@ def process_lidar(points_N6: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndar
         chosen[np.flatnonzero(dist == cut)[: cfg.max_points - int(chosen.sum())]] = True
         idx, px, py = idx[chosen], px[chosen], py[chosen]
     n = pillar_grid_size(cfg)
-    pillar = pillar_indices(np.column_stack([px, py]), extent, n)
+    pillar = ego_xy_to_pillar(np.column_stack([px, py]), cfg.bev_size, cfg.bev_resolution_m, cfg.pillar_size_m,
+                              clamp=True)
     # by pillar, then input order (a stable sort by pillar): numpy radix-sorts 16-bit keys; larger grids sort the
     # unique key (pillar, position) with the fast unstable sort (numpy's stable sort of int64 is several times slower)
     if n * n <= 1 << 16:

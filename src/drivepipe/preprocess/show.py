@@ -9,29 +9,8 @@ from typing import Any
 import numpy as np
 
 from drivepipe.sample import Sample
-from drivepipe.utils.geometry import box_corners_2d, invert
-
-_EDGES = [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
-
-
-def box_corners_3d(boxes_M9: np.ndarray) -> np.ndarray:
-    """(M, 8, 3) ego-frame corners: bottom face (4, CCW from front-left) then top face."""
-    b = np.asarray(boxes_M9, dtype=np.float64).reshape(-1, 9)
-    foot = box_corners_2d(b[:, :2], b[:, 3], b[:, 4], b[:, 6])  # (M, 4, 2)
-    z0 = (b[:, 2] - b[:, 5] / 2)[:, None, None]
-    z1 = (b[:, 2] + b[:, 5] / 2)[:, None, None]
-    bottom = np.concatenate([foot, np.broadcast_to(z0, foot.shape[:2] + (1,))], axis=2)
-    top = np.concatenate([foot, np.broadcast_to(z1, foot.shape[:2] + (1,))], axis=2)
-    return np.concatenate([bottom, top], axis=1)
-
-
-def project_to_camera(points_N3: np.ndarray, K: np.ndarray, cam_to_ego: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ego-frame points -> pixel (u, v) (N, 2) on the undistorted resized image, and depth z > 0.1 m mask (N,)."""
-    T = invert(np.asarray(cam_to_ego, np.float64))
-    pc = np.asarray(points_N3, np.float64) @ T[:3, :3].T + T[:3, 3]
-    z = pc[:, 2]
-    uv = (pc @ np.asarray(K, np.float64).T)[:, :2] / np.maximum(z, 1e-6)[:, None]
-    return uv, z > 0.1
+from drivepipe.utils.geometry import box_corners_2d
+from drivepipe.utils.projection import BOX_EDGES, box_corners_3d, project_to_image
 
 
 def _bev_extent(sample: Sample, resolution_m: float) -> list[float]:
@@ -60,11 +39,13 @@ def _plot_cameras(axes: list[Any], sample: Sample, header: dict[str, Any]) -> No
         h, w = img.shape[:2]
         for name, colour in (("lane_divider", "yellow"), ("crosswalk", "orange")):
             if name in lanes and len(lanes[name]):  # the BEV lane raster projected onto the ground in the image
-                uv, ok = project_to_camera(lanes[name], sample["intrinsics"][k], sample["cam_to_ego"][k])
+                uv, depth = project_to_image(lanes[name], sample["intrinsics"][k], sample["cam_to_ego"][k])
+                ok = depth > 0.1
                 ax.scatter(uv[ok, 0], uv[ok, 1], s=3, c=colour, alpha=0.6, linewidths=0)
         for box in corners:
-            uv, ok = project_to_camera(box, sample["intrinsics"][k], sample["cam_to_ego"][k])
-            for a, b in _EDGES:
+            uv, depth = project_to_image(box, sample["intrinsics"][k], sample["cam_to_ego"][k])
+            ok = depth > 0.1
+            for a, b in BOX_EDGES:
                 if ok[a] and ok[b]:
                     ax.plot([uv[a, 0], uv[b, 0]], [uv[a, 1], uv[b, 1]], color="lime", lw=0.8)
         ax.set_xlim(0, w)

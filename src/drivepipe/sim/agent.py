@@ -24,7 +24,6 @@ from drivepipe.sim.interfaces import Action, ClosedLoopScenario
 from drivepipe.sim.planner import Perception, plan
 from drivepipe.utils.geometry import global_to_ego_xy_yaw, wrap_angle
 
-DETECTION_SCORE_THRESHOLD = 0.3  # boxes the planner and tracker believe in (mAP uses evaluate.score_threshold)
 TRACK_GATE_M = 3.0               # max centre distance for a detection to continue a track
 TRACK_MAX_MISSES = 3             # ticks a track survives without a detection
 ROUTE_AHEAD_M = 80.0             # route handed to the planner, ahead of the ego
@@ -75,7 +74,7 @@ class NearestNeighbourTracker:
 
     def update(self, t_s: float, boxes_global_D6: np.ndarray, labels_D: np.ndarray) -> np.ndarray:
         """boxes: (D, 6) x, y, yaw, l, w, h global. Returns (D,) track id of each detection. Greedy by distance
-        over a (D, T) distance matrix (vectorised: ~1000 detections per tick stay cheap)."""
+        over the candidate pairs of a cell grid (vectorised: ~1000 detections per tick stay cheap)."""
         boxes = np.asarray(boxes_global_D6, dtype=np.float64).reshape(-1, 6)
         labels = np.asarray(labels_D).reshape(-1)
         ids = np.full(len(boxes), -1, np.int64)
@@ -226,12 +225,8 @@ class ModelAgent(PlannerAgent):
         sample = build_sample(bundle, pre, with_targets=False)
         with torch.no_grad():
             batch = to_device(collate([sample]), self.device)
-            bev = self.model.bev_features(batch)
-            out: dict[str, Any] = {}
-            for name, head in self.model.heads.items():
-                if name != "pred":
-                    out.update(head(bev, batch))
-            det = decode_detections(out, self.cfg, DETECTION_SCORE_THRESHOLD)[0]
+            bev, out = self.model.perceive(batch)
+            det = decode_detections(out, self.cfg, self.cfg.carla_eval.detection_score_threshold)[0]
             boxes = det["boxes"].cpu().numpy().astype(np.float64)
             labels = det["labels"].cpu().numpy()
             xy, yaw = _ego_to_global(boxes[:, :2], boxes[:, 6], pose)
@@ -242,7 +237,7 @@ class ModelAgent(PlannerAgent):
                 if key == "agent_labels" and not len(agents[key]):
                     arr = np.full(1, -1, np.int64)
                 batch[key] = torch.from_numpy(arr[None]).to(self.device)
-            out.update(self.model.heads["pred"](bev, batch))
+            out.update(self.model.predict_agents(bev, batch))
         num_agents = len(agents["ids"])
         res = {"boxes": boxes, "labels": labels, "scores": det["scores"].cpu().numpy(),
                "pred_xy": out["pred.traj"][0, :num_agents].cpu().numpy().astype(np.float64),
@@ -269,7 +264,7 @@ def load_agent(cfg: Config, checkpoint: str | Path) -> ModelAgent:
     import torch
 
     from drivepipe.model.model import build_model
-    from drivepipe.train.checkpoint import load_model_weights, resolve_checkpoint
+    from drivepipe.model.weights import load_model_weights, resolve_checkpoint
 
     path = Path(checkpoint)
     if not (path / "model.pt").is_file():

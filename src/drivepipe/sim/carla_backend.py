@@ -1,6 +1,6 @@
 """`CarlaBackend`: the same closed loop on a CARLA 0.9.16 server (never available on the CI machines).
 
-`import carla` happens only inside this backend. Guards for CARLA's known failure modes (closed-loop.md):
+`import carla` happens only inside this backend. Guards for CARLA's known failure modes:
 a short availability probe with bounded retries, a pinned client/server version, synchronous mode with
 `fixed_delta_seconds`, a timeout on every blocking call (`client.set_timeout`, `world.tick(timeout)`, sensor
 queues), and a teardown that always restores the original settings and stops then destroys every sensor and
@@ -28,7 +28,7 @@ from drivepipe.config import Config
 from drivepipe.errors import BackendUnavailable
 from drivepipe.sim.controller import ControlLimits
 from drivepipe.sim.interfaces import Action, ClosedLoopScenario, EgoHistory, RouteProgress, StepResult, assemble_bundle
-from drivepipe.world.state import EgoKinematics
+from drivepipe.world_state import EgoKinematics
 
 log = logging.getLogger(__name__)
 CLIENT_VERSION = "0.9.16"

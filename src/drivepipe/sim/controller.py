@@ -1,7 +1,7 @@
 """Ego motion model and low-level tracking: a kinematic bicycle about the rear axle, pure-pursuit or LQR
 steering, and PI speed control, all with actuator limits.
 
-Ego parameters are the nuPlan Pacifica (nuplan-format.md §5.2). Paths are (N, 2) in the ego frame (m).
+Ego parameters are the nuPlan Pacifica (`drivepipe.vehicle`). Paths are (N, 2) in the ego frame (m).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from drivepipe.vehicle import WHEELBASE_M, kinematic_bicycle
-from drivepipe.world.state import EgoKinematics
+from drivepipe.world_state import EgoKinematics
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ traffic_light_status); route_length_m is the whole route to the goal, so standin
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,16 +28,17 @@ import shapely
 from shapely.ops import unary_union
 
 from drivepipe.config import Config
+from drivepipe.idm import idm_accel
 from drivepipe.mapdata import SEMANTIC_LAYERS
 from drivepipe.schema import CATEGORIES, BundleMeta, CameraFrame
 from drivepipe.sim.controller import ControlLimits, propagate_bicycle
 from drivepipe.sim.interfaces import Action, ClosedLoopScenario, EgoHistory, RouteProgress, StepResult, assemble_bundle
-from drivepipe.sim.planner import NUPLAN_REACTIVE_IDM, idm_accel
+from drivepipe.sim.planner import NUPLAN_REACTIVE_IDM
 from drivepipe.sim.scorer import format_collisions
 from drivepipe.sim.stepmetrics import SpeedLimits, lights_ahead, overlap_many, time_to_collision
 from drivepipe.utils.geometry import box_corners_2d, global_to_ego_xy_yaw, wrap_angle
 from drivepipe.vehicle import EGO_FRONT_M, EGO_REAR_M, EGO_WIDTH_M
-from drivepipe.world.state import ActorState, EgoKinematics, WorldSnapshot
+from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 
 OFF_ROAD_TOLERANCE_M = 0.3
 REACTIVE_TARGET_MPS = 10.0  # nuPlan's reactive IDM target speed
@@ -79,21 +79,6 @@ def log_rig(log: Any, max_width: int) -> Any:
         K[:2] *= f
         cams[ch] = replace(cal, width=int(round(cal.width * f)), height=int(round(cal.height * f)), intrinsic=K)
     return Rig(cameras=cams, T_ego_from_lidar=np.asarray(log.T_ego_from_lidar, dtype=np.float64))
-
-
-def _traffic_lights(db_path: Path) -> dict[str, dict[int, str]]:
-    """lidar_pc token hex -> {lane connector fid: status} from traffic_light_status (empty if absent)."""
-    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        rows = con.execute("SELECT lidar_pc_token, lane_connector_id, status FROM traffic_light_status").fetchall()
-    except sqlite3.Error:
-        rows = []
-    finally:
-        con.close()
-    out: dict[str, dict[int, str]] = {}
-    for tok, fid, status in rows:
-        out.setdefault(bytes(tok).hex(), {})[int(fid)] = str(status)
-    return out
 
 
 class EmbeddedBackend:
@@ -194,7 +179,7 @@ class EmbeddedBackend:
         if getattr(self, "_prepared", None) != log_name:
             self._vmap = log.load_map()
             self._rig = log_rig(log, self.cfg.preprocess.image_width)
-            self._lights = _traffic_lights(log.db_path)
+            self._lights = log.traffic_lights()
             self._limits_map = SpeedLimits(self._vmap)
             self._prepared = log_name
         return log
@@ -383,7 +368,7 @@ class _IdmAgents:
             d = np.linalg.norm(xy - [ego.x, ego.y], axis=1)
             k = int(np.argmin(d))
             gap = s[k] - st[0] - a.length / 2 - EGO_REAR_M if d[k] < 2.0 and s[k] > st[0] else np.inf
-            acc = idm_accel(st[1], REACTIVE_TARGET_MPS, gap, ego.vx, NUPLAN_REACTIVE_IDM)
+            acc = float(idm_accel(st[1], REACTIVE_TARGET_MPS, gap, ego.vx, NUPLAN_REACTIVE_IDM))
             st[1] = max(0.0, st[1] + acc * dt_s)
             st[0] = min(s[-1], st[0] + st[1] * dt_s)
             x, y = np.interp(st[0], s, xy[:, 0]), np.interp(st[0], s, xy[:, 1])

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from drivepipe.schema import SensorBundle
-from drivepipe.world.state import EgoKinematics
+from drivepipe.world_state import EgoKinematics
 
 
 @dataclass(frozen=True)

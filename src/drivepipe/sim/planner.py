@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from drivepipe.idm import IdmParams, idm_accel
 from drivepipe.sim.controller import resample_path
 from drivepipe.utils.geometry import box_corners_2d
 from drivepipe.vehicle import EGO_FRONT_M, EGO_REAR_M, EGO_WIDTH_M
@@ -67,29 +68,9 @@ class Plan:
     source: str
 
 
-@dataclass(frozen=True)
-class IdmParams:
-    """IDM constants: max acceleration and comfortable braking (m/s^2), minimum gap (m), time headway (s)."""
-
-    accel_mps2: float = IDM_ACCEL_MPS2
-    decel_mps2: float = IDM_DECEL_MPS2
-    min_gap_m: float = IDM_MIN_GAP_M
-    headway_s: float = IDM_HEADWAY_S
-
-
-NUPLAN_REACTIVE_IDM = IdmParams(accel_mps2=1.0, decel_mps2=2.0, min_gap_m=1.0, headway_s=1.5)  # closed-loop.md
-
-
-def idm_accel(speed_mps: float, desired_mps: float, gap_m: float, lead_speed_mps: float,
-              params: IdmParams = IdmParams()) -> float:
-    """Intelligent Driver Model acceleration (m/s^2); gap_m = bumper-to-bumper distance (inf = free road)."""
-    free = 1.0 - (speed_mps / max(desired_mps, 0.1)) ** 4
-    if not np.isfinite(gap_m):
-        return params.accel_mps2 * free
-    dv = speed_mps - lead_speed_mps
-    s_star = params.min_gap_m + max(0.0, speed_mps * params.headway_s + speed_mps * dv / (2 * np.sqrt(
-        params.accel_mps2 * params.decel_mps2)))
-    return params.accel_mps2 * (free - (s_star / max(gap_m, 0.1)) ** 2)
+PLANNER_IDM = IdmParams(accel_mps2=IDM_ACCEL_MPS2, decel_mps2=IDM_DECEL_MPS2, min_gap_m=IDM_MIN_GAP_M,
+                        headway_s=IDM_HEADWAY_S)  # unclipped: the controller bounds the command
+NUPLAN_REACTIVE_IDM = IdmParams(accel_mps2=1.0, decel_mps2=2.0, min_gap_m=1.0, headway_s=1.5)  # nuPlan reactive IDM
 
 
 def project_many(path: np.ndarray, s: np.ndarray, xy_N2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,7 +167,7 @@ def plan_route(route_ego_R2: np.ndarray, speed_mps: float, desired_mps: float, p
     gap, lead_v = gaps[source]
     if not np.isfinite(gap):
         source = ""
-    accel = idm_accel(speed_mps, desired_mps, gap, lead_v)
+    accel = float(idm_accel(speed_mps, desired_mps, gap, lead_v, PLANNER_IDM))
     target = float(np.clip(speed_mps + accel * PLAN_LOOKAHEAD_S, 0.0, desired_mps))
     return Plan(path, target, float(gap), source, "route")
 

@@ -20,7 +20,6 @@ the goal is its end. The expert's exact trajectory is never the route (no leak o
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import shapely
 from drivepipe.schema import CATEGORIES
 from drivepipe.sim.interfaces import ClosedLoopScenario
 from drivepipe.utils.geometry import quat_to_yaw, wrap_angle
-from drivepipe.world.state import EgoKinematics
+from drivepipe.world_state import EgoKinematics
 
 SCENARIO_TYPES = ("lead_braking", "traffic_light", "unprotected_turn", "pedestrian_crossing", "parked_blocking",
                   "lane_change", "cruising")
@@ -87,21 +86,6 @@ def scenario_logs(cache_dir: str | Path | None, all_logs: list[str]) -> tuple[li
             if test:
                 return test, "test_split"
     return sorted(all_logs), "all_logs (the cache header has no log_splits.test)"
-
-
-def read_tags(db_path: Path) -> dict[str, set[str]]:
-    """lidar_pc token hex -> every scenario_tag type of that sweep (empty when the table is missing)."""
-    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        rows = con.execute("SELECT lidar_pc_token, type FROM scenario_tag").fetchall()
-    except sqlite3.Error:
-        rows = []
-    finally:
-        con.close()
-    out: dict[str, set[str]] = defaultdict(set)
-    for tok, typ in rows:
-        out[bytes(tok).hex()].add(str(typ))
-    return out
 
 
 # --------------------------------------------------------------------------------------------- event finding
@@ -179,7 +163,7 @@ def _lane_lookup(vmap: Any) -> Any:
 def find_candidates(log: Any, vmap: Any, lights: dict[str, dict[int, str]]) -> list[Candidate]:
     """Every typed event of a log, sampled every SAMPLE_S (see the module docstring)."""
     pcs = log.lidar_pcs
-    tags = read_tags(log.db_path)
+    tags = log.scenario_tags()
     conn = {}
     for f in vmap.layer("lane_connectors"):
         line = f.geometry

@@ -1,4 +1,4 @@
-"""One scorer for every closed-loop backend, computed from per-step logs (closed-loop.md defines the terms).
+"""One scorer for every closed-loop backend, computed from per-step logs (the terms are defined below).
 
 A step row (one dict per tick, also the columns of steps/<scenario>.csv; see STEP_COLUMNS):
     t_s, x_m, y_m, yaw_rad, speed_mps, accel_mps2, yaw_rate_rps, steer_rad  ego state after the tick (global frame)

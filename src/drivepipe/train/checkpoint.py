@@ -22,12 +22,19 @@ import random
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from drivepipe.config import Config, config_hash, to_dict
+from drivepipe.model.weights import (  # noqa: F401  (re-exported: the checkpoint API)
+    CheckpointError,
+    load_model_weights,
+    read_meta,
+    resolve_checkpoint,
+    verified_load,
+)
 from drivepipe.utils.io import atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
@@ -43,10 +50,6 @@ COSMETIC_KEYS = {
               "max_steps"),
 }
 PT_FILES = ("model.pt", "train_state.pt")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or corrupted; the message names the file."""
 
 
 def training_config_hash(cfg: Config) -> str:
@@ -101,45 +104,10 @@ def restore_rng(state: dict[str, Any], loader_generator: torch.Generator | None 
         loader_generator.set_state(state["loader"])
 
 
-# --------------------------------------------------------------------------------------------------- loading
-def resolve_checkpoint(exp_dir: str | Path, which: Literal["best", "latest"] = "latest") -> Path:
-    """The checkpoint directory `exp_dir/<which>` points to; raises CheckpointError when there is none."""
-    link = Path(exp_dir) / which
-    if not link.exists():
-        raise CheckpointError(f"{link}: no '{which}' checkpoint (run `dvc repro train` first)")
-    return link.resolve()
-
-
-def read_meta(ckpt_dir: str | Path) -> dict[str, Any]:
-    path = Path(ckpt_dir) / "meta.json"
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing; the checkpoint is incomplete")
-    return json.loads(path.read_text())
-
-
-def _verified_load(ckpt_dir: Path, name: str, meta: dict[str, Any]) -> Any:
-    path = ckpt_dir / name
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing; the checkpoint is incomplete")
-    expected = meta.get("sha256", {}).get(name)
-    actual = sha256_file(path)
-    if expected != actual:
-        raise CheckpointError(f"{path}: sha256 {actual[:12]}… does not match meta.json ({str(expected)[:12]}…); "
-                              "the file is corrupted or was modified — refusing to load it")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def load_model_weights(ckpt_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(model state_dict, meta dict) of a checkpoint directory, after checking model.pt's sha256."""
-    ckpt_dir = Path(ckpt_dir)
-    meta = read_meta(ckpt_dir)
-    return _verified_load(ckpt_dir, "model.pt", meta), meta
-
-
 def load_train_state(ckpt_dir: str | Path) -> dict[str, Any]:
     """train_state.pt of a checkpoint directory, after checking its sha256."""
     ckpt_dir = Path(ckpt_dir)
-    return _verified_load(ckpt_dir, "train_state.pt", read_meta(ckpt_dir))
+    return verified_load(ckpt_dir, "train_state.pt", read_meta(ckpt_dir))
 
 
 # ---------------------------------------------------------------------------------------------------- saving

@@ -13,7 +13,6 @@ bitwise-exactly (model, optimizer, scheduler, scaler, loss module, counters, RNG
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import random
@@ -117,12 +116,17 @@ def data_hashes(header: dict[str, Any]) -> dict[str, str]:
             "header_hash": str(header.get("header_hash") or (sha256_json(header) if header else "unknown"))}
 
 
+# (cfg, checkpoint dir, output dir) -> results; the closed-loop diagnostics of one checkpoint
+ClosedLoopCheck = Callable[[Config, Path, Path], Any]
+
+
 class Trainer:
     """Builds data, model, optimizer, checkpointer and logger; `fit()` runs the epochs."""
 
     def __init__(self, cfg: Config, cache_dir: Path, ckpt_root: Path, reports_dir: Path,
-                 builders: Builders | None = None) -> None:
+                 builders: Builders | None = None, closed_loop: ClosedLoopCheck | None = None) -> None:
         self.cfg, t = cfg, cfg.train
+        self.closed_loop_check = closed_loop
         builders = builders or default_builders()
         self.dist = D.init_distributed("cuda" if resolve_device(t, D.DistInfo()).type == "cuda" else "cpu")
         self.device = resolve_device(t, self.dist)
@@ -318,16 +322,11 @@ class Trainer:
         D.barrier(self.dist)
 
     def _closed_loop(self, ckpt_dir: Path) -> None:
-        """Guarded call of `drivepipe.sim.harness.run_for_checkpoint`; results go to `<ckpt>/closed_loop/`.
-
-        Imported by name on purpose: the closed-loop results are diagnostics archived beside the checkpoint and do
-        not change the weights, so the simulator code is not a dvc.yaml dependency of `train` (off by default;
-        add `src/drivepipe/sim` etc. to the stage's deps if train.closed_loop_every_epochs is used in the pipeline).
-        """
-        try:
-            run_for_checkpoint = importlib.import_module("drivepipe.sim.harness").run_for_checkpoint
-        except (ImportError, AttributeError) as exc:
-            log.info("closed-loop check skipped: %s", exc)
+        """Guarded call of the closed-loop check that `cli/train.py` passes in (`sim.harness.run_for_checkpoint`);
+        results go to `<ckpt>/closed_loop/`. The trainer itself never imports the simulator."""
+        run_for_checkpoint = self.closed_loop_check
+        if run_for_checkpoint is None:
+            log.info("closed-loop check skipped: no check was passed to the trainer")
             return
         rng = capture_rng()
         try:
@@ -344,9 +343,10 @@ class Trainer:
 
 
 def fit(cfg: Config, cache_dir: str | Path, ckpt_root: str | Path, reports_dir: str | Path,
-        builders: Builders | None = None) -> dict[str, Any]:
-    """Train (resuming `ckpt_root/<experiment>/latest` when it matches) and return the final summary dict."""
-    trainer = Trainer(cfg, Path(cache_dir), Path(ckpt_root), Path(reports_dir), builders)
+        builders: Builders | None = None, closed_loop: ClosedLoopCheck | None = None) -> dict[str, Any]:
+    """Train (resuming `ckpt_root/<experiment>/latest` when it matches) and return the final summary dict.
+    `closed_loop(cfg, ckpt_dir, out_dir)` runs every train.closed_loop_every_epochs epochs when given."""
+    trainer = Trainer(cfg, Path(cache_dir), Path(ckpt_root), Path(reports_dir), builders, closed_loop)
     try:
         return trainer.fit()
     finally:

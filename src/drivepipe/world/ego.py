@@ -12,9 +12,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from drivepipe.idm import idm_accel
 from drivepipe.vehicle import EGO_FRONT_M, EGO_REAR_M, WHEELBASE_M, kinematic_bicycle
 from drivepipe.world.roads import LaneGraph
-from drivepipe.world.traffic import idm_accel
+from drivepipe.world.traffic import TRAFFIC_IDM
 
 EGO_LENGTH_M = EGO_FRONT_M + EGO_REAR_M
 EGO_CENTER_OFFSET_M = (EGO_FRONT_M - EGO_REAR_M) / 2  # rear axle -> box centre, along heading
@@ -59,7 +60,7 @@ class Route:
         return float(self.cum[lo + k] + t[k] * seg_len[k]), float(np.sign(cross) * d[k])
 
 
-def plan_route(graph: LaneGraph, rng: np.random.Generator, start_edge: int, min_length_m: float) -> Route:
+def random_route(graph: LaneGraph, rng: np.random.Generator, start_edge: int, min_length_m: float) -> Route:
     """Random drive through the grid from `start_edge` until the route is at least `min_length_m` long.
 
     At each intersection a turn is taken with probability 0.4, and always after two straight crossings, so routes
@@ -92,7 +93,7 @@ def make_route(graph: LaneGraph, edges: list[int]) -> Route:
 
 
 @dataclass(frozen=True)
-class EgoState:
+class BicycleState:
     """Rear-axle pose (UTM m, rad), speed v (m/s, along heading), longitudinal acceleration (m/s^2), yaw rate
     (rad/s), steering angle (rad) and route arc length of the rear axle (m)."""
 
@@ -106,7 +107,7 @@ class EgoState:
     route_s: float = 0.0
 
 
-def bicycle_step(state: EgoState, acc: float, steer: float, dt: float) -> EgoState:
+def bicycle_step(state: BicycleState, acc: float, steer: float, dt: float) -> BicycleState:
     """Kinematic bicycle about the rear axle, integrated with midpoint speed and heading over dt (s)."""
     x, y, yaw, v_new, yaw_rate = kinematic_bicycle(state.x, state.y, state.yaw, state.v, acc, steer, dt)
     return replace(state, x=x, y=y, yaw=yaw, v=v_new, acc=(v_new - state.v) / dt, yaw_rate=yaw_rate, steer=steer)
@@ -129,13 +130,14 @@ class ExpertDriver:
             v0 = min(v0, float(np.sqrt(self.graph.curve_speed[self.route.edges[j]] ** 2 + 3.0 * d)))
         return v0
 
-    def acceleration(self, state: EgoState, gaps: list[tuple[float, float]]) -> float:
+    def acceleration(self, state: BicycleState, gaps: list[tuple[float, float]]) -> float:
         """IDM acceleration (m/s^2) given (bumper gap m, obstacle speed m/s) pairs of leader / stop points."""
         v0 = self.desired_speed(state.route_s)
         gap, v_lead = np.array([(np.inf, 0.0)] + list(gaps)).T
-        return float(idm_accel(np.full(len(gap), state.v), np.full(len(gap), v0), gap, v_lead).min())
+        return float(idm_accel(np.full(len(gap), state.v), np.full(len(gap), v0), gap, v_lead,
+                               TRAFFIC_IDM).min())
 
-    def steering(self, state: EgoState) -> float:
+    def steering(self, state: BicycleState) -> float:
         """Pure-pursuit steering angle (rad) toward the route point one look-ahead distance ahead."""
         look = float(np.clip(3.0 + 0.5 * state.v, 4.0, 10.0))
         target = self.route.point_at(state.route_s + look)

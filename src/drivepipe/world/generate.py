@@ -40,7 +40,7 @@ class LogPlan:
 
 
 def plan_logs(cfg: SyntheticConfig) -> list[LogPlan]:
-    """Deterministic log plans; names follow `<YYYY.MM.DD.HH.MM.SS>_veh-<NN>_<start:05d>_<end:05d>` (§1.6).
+    """Deterministic log plans; names follow `<YYYY.MM.DD.HH.MM.SS>_veh-<NN>_<start:05d>_<end:05d>` (as real logs).
 
     The drive start is a fixed base date plus a per-log day and time drawn from (seed, log index); start/end are
     the offsets in seconds of this snippet inside that drive.
@@ -121,7 +121,7 @@ def _write_logs_parallel(out_root: Path, plans: list[LogPlan], cities: dict, cfg
 
 
 def generate_dataset(cfg: DataConfig, out_root: Path, progress: bool = True) -> dict:
-    """Generate the synthetic nuPlan-format dataset under `out_root` (documented layout, §1.1).
+    """Generate the synthetic nuPlan-format dataset under `out_root` (the devkit's documented layout).
 
     Args:
         cfg: data config; `cfg.synthetic` holds every knob (seed, sizes, counts).

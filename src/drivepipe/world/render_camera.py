@@ -22,7 +22,7 @@ from drivepipe.schema import CATEGORIES, CameraCalibration
 from drivepipe.utils.geometry import box_corners_2d, global_to_ego_xy_yaw, invert
 from drivepipe.world.ground import NUM_LABELS, GroundRaster, ground_raster
 from drivepipe.world.rig import Rig, max_valid_radius, normalized_to_pixel, pixel_to_normalized, project_points
-from drivepipe.world.state import ActorState, WorldSnapshot
+from drivepipe.world_state import ActorState, WorldSnapshot
 
 __all__ = ["render_cameras", "project_points", "actor_colour", "actor_corners_ego", "GroundRaster", "ground_raster"]
 

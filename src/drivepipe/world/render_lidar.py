@@ -20,7 +20,7 @@ from drivepipe.schema import LidarColumn
 from drivepipe.world.ground import NUM_LABELS, ground_raster
 from drivepipe.world.render_camera import actor_corners_ego
 from drivepipe.world.rig import Rig
-from drivepipe.world.state import WorldSnapshot
+from drivepipe.world_state import WorldSnapshot
 
 _ELEVATION_MIN_DEG, _ELEVATION_MAX_DEG = -30.67, 10.67
 _RANGE_NOISE_M = 0.02            # sigma of the range noise, truncated at +-2 sigma

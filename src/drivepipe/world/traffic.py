@@ -18,29 +18,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from drivepipe.idm import IdmParams, idm_accel
 from drivepipe.world.roads import STOP_SETBACK_M, City
-from drivepipe.world.state import ActorState
+from drivepipe.world_state import ActorState
 
 GREEN_S, YELLOW_S, ALL_RED_S = 6.0, 2.0, 1.5   # s, signal phase per approach arm
 GREEN, YELLOW, RED, UNKNOWN = 0, 1, 2, 3
 STATUS_NAMES = ("green", "yellow", "red", "unknown")
 MAX_BRAKE = 8.0            # m/s^2, emergency deceleration limit
+# the traffic's IDM: free-road term >= -3 (a car far above its desired speed brakes at most 4 a), >= -MAX_BRAKE
+TRAFFIC_IDM = IdmParams(accel_mps2=1.5, decel_mps2=2.0, min_gap_m=2.0, headway_s=1.2, free_floor=-3.0,
+                        max_brake_mps2=MAX_BRAKE)
 STOP_LINE_CLEARANCE = 0.5  # m, front bumper to stop point at standstill
 # category -> nominal (length, width, height) m
 SIZES = {"vehicle": (4.6, 1.9, 1.6), "bicycle": (1.8, 0.6, 1.5), "pedestrian": (0.6, 0.6, 1.75),
          "traffic_cone": (0.4, 0.4, 0.7), "barrier": (2.0, 0.5, 1.0), "czone_sign": (0.6, 0.3, 1.5),
          "generic_object": (1.0, 0.8, 1.0)}
 STATIC_CATEGORIES = ("traffic_cone", "barrier", "czone_sign", "generic_object")
-
-
-def idm_accel(v: np.ndarray, v0: np.ndarray, gap: np.ndarray, v_lead: np.ndarray, a_max: float = 1.5,
-              b: float = 2.0, s0: float = 2.0, headway_s: float = 1.2) -> np.ndarray:
-    """Intelligent Driver Model acceleration (m/s^2), vectorised. gap: bumper-to-bumper distance (m, inf = free)."""
-    v, v0 = np.asarray(v, float), np.maximum(np.asarray(v0, float), 0.1)
-    s_star = s0 + np.maximum(0.0, v * headway_s + v * (v - v_lead) / (2.0 * np.sqrt(a_max * b)))
-    free = np.maximum(1.0 - (v / v0) ** 4, -3.0)
-    interact = (s_star / np.maximum(gap, 0.1)) ** 2
-    return np.clip(a_max * (free - interact), -MAX_BRAKE, a_max)
 
 
 @dataclass(frozen=True)
@@ -270,8 +264,9 @@ class Traffic:
         d_next = g.length[self.edge] - self.s
         v0 = np.minimum.reduce([self.v_des, g.curve_speed[self.edge],
                                 np.sqrt(g.curve_speed[self.nxt] ** 2 + 2.0 * 1.5 * np.maximum(d_next, 0.0))])
-        acc = np.minimum.reduce([idm_accel(self.v, v0, gap, v_lead), idm_accel(self.v, v0, stop, 0.0),
-                                 idm_accel(self.v, v0, ped + 2.0, 0.0)])
+        acc = np.minimum.reduce([idm_accel(self.v, v0, gap, v_lead, TRAFFIC_IDM),
+                                 idm_accel(self.v, v0, stop, 0.0, TRAFFIC_IDM),
+                                 idm_accel(self.v, v0, ped + 2.0, 0.0, TRAFFIC_IDM)])
         v_new = np.maximum(self.v + acc * dt, 0.0)
         self.acc = (v_new - self.v) / dt
         self.s = self.s + 0.5 * (self.v + v_new) * dt

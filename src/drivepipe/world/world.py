@@ -1,5 +1,5 @@
 """The synthetic world: a city, its traffic lights and actors, and the ego on a route. `World.step` advances time,
-`World.snapshot` exposes the observable state (`drivepipe.world.state.WorldSnapshot`) to renderers and writers.
+`World.snapshot` exposes the observable state (`drivepipe.world_state.WorldSnapshot`) to renderers and writers.
 
 Everything random comes from one `np.random.default_rng(seed)`, drawn in a fixed order, so the same (city, cfg,
 seed, start time) and the same sequence of `step` calls give identical snapshots.
@@ -17,14 +17,14 @@ from drivepipe.vehicle import EGO_FRONT_M, EGO_WIDTH_M
 from drivepipe.world.ego import (
     EGO_CENTER_OFFSET_M,
     EGO_LENGTH_M,
-    EgoState,
+    BicycleState,
     ExpertDriver,
     bicycle_step,
-    plan_route,
+    random_route,
 )
 from drivepipe.world.roads import STOP_SETBACK_M, City
-from drivepipe.world.state import EgoKinematics, WorldSnapshot
 from drivepipe.world.traffic import GREEN, RED, STATUS_NAMES, YELLOW, EgoObstacle, Traffic, TrafficLights, must_stop
+from drivepipe.world_state import EgoKinematics, WorldSnapshot
 
 EXPERT_SPEED_RANGE = (8.0, 11.0)   # m/s, ego target speed drawn per world
 LIGHT_RADIUS_M = 100.0             # snapshot reports lights of intersections whose centre is this close to the ego
@@ -61,10 +61,10 @@ class World:
         lanes = np.flatnonzero(~self.graph.is_connector & (self.graph.length >= 40.0))
         start_edge = int(self.rng.choice(lanes))
         horizon_s = cfg.scenes_per_log * cfg.scene_duration_s + 10.0
-        self.route = plan_route(self.graph, self.rng, start_edge, max(200.0, 1.3 * EXPERT_SPEED_RANGE[1] * horizon_s))
+        self.route = random_route(self.graph, self.rng, start_edge, max(200.0, 1.3 * EXPERT_SPEED_RANGE[1] * horizon_s))
         self.driver = ExpertDriver(self.graph, self.route, float(self.rng.uniform(*EXPERT_SPEED_RANGE)))
         x, y, h = (float(a[0]) for a in self.graph.pose_at(np.array([start_edge]), np.array([5.0])))
-        self.ego = EgoState(x, y, h, v=0.7 * self.driver.target_speed, route_s=5.0)
+        self.ego = BicycleState(x, y, h, v=0.7 * self.driver.target_speed, route_s=5.0)
         self.lights = TrafficLights(city, self.rng)
         counts = {"vehicle": cfg.num_vehicles, "bicycle": cfg.num_bicycles, "pedestrian": cfg.num_pedestrians,
                   "static": cfg.num_static}
@@ -89,7 +89,7 @@ class World:
                                                       (view.ped_gap, 0.0)])
             new = bicycle_step(self.ego, acc, self.driver.steering(self.ego), dt_s)
         else:
-            new = EgoState(float(ego.x), float(ego.y), float(ego.yaw), v=float(ego.vx), acc=float(ego.ax),
+            new = BicycleState(float(ego.x), float(ego.y), float(ego.yaw), v=float(ego.vx), acc=float(ego.ax),
                            yaw_rate=float(ego.yaw_rate), route_s=self.ego.route_s)
         s, _ = self.route.project(np.array([new.x, new.y]), self.ego.route_s)
         self.ego = replace(new, route_s=max(s, self.ego.route_s - 1.0))
@@ -133,7 +133,7 @@ class World:
         return EgoObstacle(self.route.edges[k], float(s_c - self.route.start_s[k]), float(e.v), EGO_LENGTH_M, xy,
                            EGO_WIDTH_M)
 
-    def _perceive(self, ego: EgoState, codes: np.ndarray) -> EgoView:
+    def _perceive(self, ego: BicycleState, codes: np.ndarray) -> EgoView:
         """Leader, next stop line and road pedestrians along the route ahead of the ego."""
         r, g, tr = self.route, self.graph, self.traffic
         k, front = r.element_at(ego.route_s), ego.route_s + EGO_FRONT_M
@@ -166,7 +166,7 @@ class World:
         view.update(self._road_pedestrian_ahead(ego, front))
         return EgoView(**view)
 
-    def _road_pedestrian_ahead(self, ego: EgoState, front: float) -> dict:
+    def _road_pedestrian_ahead(self, ego: BicycleState, front: float) -> dict:
         """Nearest pedestrian on the road within the ego's corridor (route +- half width + 0.8 m), 30 m ahead."""
         tr, r = self.traffic, self.route
         mask = tr.on_road_mask() if len(tr.p_u) else np.zeros(0, dtype=bool)
@@ -198,7 +198,7 @@ class World:
         return out
 
     def _scenario_tags(self, codes: np.ndarray) -> tuple[tuple[str, int | None], ...]:
-        """nuPlan scenario types that apply now (nuplan-format.md §5.2), each with the interacting track id."""
+        """nuPlan scenario types that apply now (scenario_tag.type names), each with the interacting track id."""
         e, view = self.ego, self._perceive(self.ego, codes)
         tags: list[tuple[str, int | None]] = []
         v = e.v

@@ -1,6 +1,6 @@
 """nuPlan-format writer for the synthetic world: one log `.db` plus its sensor blobs, and the maps tree.
 
-Layout (nuplan-format.md §1.1): `<data_root>/nuplan-v1.1/splits/mini/<log>.db`,
+Layout (the nuplan-devkit's documented tree): `<data_root>/nuplan-v1.1/splits/mini/<log>.db`,
 `<data_root>/nuplan-v1.1/sensor_blobs/<log>/CAM_*/<16hex>.jpg` and `.../MergedPointCloud/<16hex>.pcd`,
 `<maps_root>/nuplan-maps-v1.0.json` and `<maps_root>/<location>/<version>/map.gpkg`.
 
@@ -27,9 +27,9 @@ from drivepipe.nuplan.pcd import encode_pcd
 from drivepipe.nuplan.tables import INDEX_SQL, SCHEMA_SQL, TABLE_COLUMNS, make_token, token_to_hex
 from drivepipe.schema import CATEGORIES
 from drivepipe.utils.geometry import matrix_to_quat, yaw_to_quat
-from drivepipe.world.state import ActorState, WorldSnapshot
+from drivepipe.world_state import ActorState, WorldSnapshot
 
-# Per map location: (log.location, UTM EPSG, map version folder) — nuplan-format.md §1.1, §4.2.
+# Per map location: (log.location, UTM EPSG, map version folder), as in the released nuPlan maps.
 LOCATION_INFO: dict[str, tuple[str, int, str]] = {
     "us-nv-las-vegas-strip": ("las_vegas", 32611, "9.15.1915"),
     "us-ma-boston": ("boston", 32619, "9.12.1817"),
