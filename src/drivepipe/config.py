@@ -281,7 +281,8 @@ class ClosedLoopConfig:
     num_scenarios: int = _f(12, ge=1)          # typed scenarios from the test logs (sim/scenarios.py)
     duration_s: float = _f(15.0, gt=0.0)       # s per scenario (shorter only when a log is shorter)
     step_s: float = _f(0.1, gt=0.0)            # s per tick (10 Hz)
-    agents: list[Literal["replay", "idm"]] = _f(["replay", "idm"])  # non-reactive / reactive, each reported
+    # non-reactive (replay) and/or reactive (idm) agents, each reported; idm doubles the stage time
+    agents: list[Literal["replay", "idm"]] = _f(["replay"])
     goal_beyond_m: float = _f(30.0, gt=0.0)    # m the route's goal lies past what the expert drove
     baselines: list[Literal["stationary", "constant_velocity", "expert", "privileged"]] = _f(
         ["stationary", "constant_velocity", "expert", "privileged"])

@@ -54,7 +54,8 @@ def _cfg():
                          "num_depth_bins": 8, "max_points": 4000}
     raw["model"] = {"image_channels": 8, "pillar_channels": 8, "bev_channels": 16, "bev_blocks": 1,
                     "agent_hidden": 16, "planning_head": True}
-    raw["carla_eval"] = {"num_scenarios": 1, "duration_s": 1.0, "planner": "imitation", "max_failure_rate": 0.0}
+    raw["carla_eval"] = {"num_scenarios": 1, "duration_s": 1.0, "planner": "imitation", "max_failure_rate": 0.0,
+                         "agents": ["replay", "idm"]}
     return from_dict(raw)
 
 

@@ -196,3 +196,33 @@ def test_cls_terms_ttc_speed_limit_and_progress_rule() -> None:
     assert sl == pytest.approx(max(0.0, 1.0 - 2.0 / 2.23))
     still = [dict(r, route_progress_m=0.0, expert_progress_m=1.5) for r in base]  # expert moved < 2 m
     assert score_episode(still, 0.1, 5.0)["progress_ratio"] == 1.0
+
+
+def test_red_light_counts_through_the_stop_line_not_across(synthetic_root: Path) -> None:
+    from dataclasses import replace as dc_replace
+
+    from drivepipe.sim.embedded import EmbeddedBackend
+    from drivepipe.vehicle import EGO_FRONT_M as FRONT
+
+    cfg = _cfg(duration_s=2.0)
+    scs, _ = _scenarios(cfg, synthetic_root, 6)
+    backend = EmbeddedBackend(cfg, synthetic_root)
+    backend.render_sensors = False
+    backend.reset(scs[0])
+    token = str(backend._log.lidar_pcs.token[backend._sweep(0.0)])
+    reds = [f for f, st in backend._lights.get(token, {}).items() if st == "red" and f in backend._conn_lines]
+    if not reds:
+        backend.close()
+        pytest.skip("no red light at the scenario start in this tiny world")
+    line = backend._conn_lines[reds[0]]
+    (x0, y0), (x1, y1) = line.coords[0][:2], line.interpolate(1.0).coords[0][:2]
+    yaw = float(np.arctan2(y1 - y0, x1 - x0))
+    put = (lambda d, h: dc_replace(backend._ego, x=x0 + d * np.cos(yaw) - FRONT * np.cos(h),
+                                   y=y0 + d * np.sin(yaw) - FRONT * np.sin(h), yaw=h))
+    backend._ego, backend._inside_red = put(-0.5, yaw), set()
+    assert backend._red_light() is False  # still before the stop line
+    backend._ego = put(0.8, yaw)
+    assert backend._red_light() is True   # through the stop line on red
+    backend._ego, backend._inside_red = put(0.8, yaw + np.pi / 2), set()
+    assert backend._red_light() is False  # crossing the connector sideways is not running its light
+    backend.close()

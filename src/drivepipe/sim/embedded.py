@@ -41,6 +41,7 @@ from drivepipe.vehicle import EGO_FRONT_M, EGO_REAR_M, EGO_WIDTH_M
 from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 
 OFF_ROAD_TOLERANCE_M = 0.3
+STOP_LINE_ZONE_M = 3.0  # a red light counts when the front enters a connector within this of its start
 REACTIVE_TARGET_MPS = 10.0  # nuPlan's reactive IDM target speed
 COLLISION_KIND = {"vehicle": "vehicle", "pedestrian": "pedestrian", "bicycle": "pedestrian"}  # else static
 
@@ -91,6 +92,7 @@ class EmbeddedBackend:
         self._layout: Any = None
         self._maps: Any = None
         self._log: Any = None
+        self._logs: dict[str, Any] = {}
         self._lights: dict[str, dict[int, str]] = {}
         self._limits = ControlLimits()
         self.render_sensors, self.privileged, self.agent_mode = True, False, cfg.carla_eval.agents[0]
@@ -105,13 +107,13 @@ class EmbeddedBackend:
         if self._layout is None:
             self._layout = discover(self.data_root)
             self._maps = MapsRoot(self._layout.maps_root)
-        if self._log is not None and self._log.log_name == log_name:
-            return self._log
-        self.close()
-        db = {p.stem: p for p in self._layout.db_files}.get(log_name)
-        if db is None:
-            raise FileNotFoundError(f"{self.data_root}: no log {log_name}.db")
-        self._log = NuplanLog(db, self._layout.sensor_root, self._maps, self.cfg.data.missing_blob_policy)
+        if log_name not in self._logs:
+            db = {p.stem: p for p in self._layout.db_files}.get(log_name)
+            if db is None:
+                raise FileNotFoundError(f"{self.data_root}: no log {log_name}.db")
+            self._logs[log_name] = NuplanLog(db, self._layout.sensor_root, self._maps,
+                                             self.cfg.data.missing_blob_policy)
+        self._log = self._logs[log_name]
         return self._log
 
     def log_names(self) -> list[str]:
@@ -181,6 +183,8 @@ class EmbeddedBackend:
             self._rig = log_rig(log, self.cfg.preprocess.image_width)
             self._lights = log.traffic_lights()
             self._limits_map = SpeedLimits(self._vmap)
+            self._conn_lines = {int(f.fid): f.geometry for f in self._vmap.layer("lane_connectors")
+                                if f.geometry.geom_type == "LineString" and f.geometry.length > 0}
             self._prepared = log_name
         return log
 
@@ -298,7 +302,9 @@ class EmbeddedBackend:
         return bool(max(area.distance(shapely.Point(*c)) for c in corners) > OFF_ROAD_TOLERANCE_M)
 
     def _red_light(self) -> bool:
-        """True when the ego's front enters a lane connector whose light is red at the logged sweep."""
+        """True when the ego's front enters a lane connector whose light is red at the logged sweep, through its
+        stop line: the connector runs the ego's way (within 45 deg) and the front is within its first
+        STOP_LINE_ZONE_M (connectors of other directions overlap inside an intersection and do not count)."""
         status = self._lights.get(str(self._log.lidar_pcs.token[self._sweep(self._t)]), {})
         front = shapely.Point(self._ego.x + EGO_FRONT_M * np.cos(self._ego.yaw),
                               self._ego.y + EGO_FRONT_M * np.sin(self._ego.yaw))
@@ -306,11 +312,20 @@ class EmbeddedBackend:
         for f in self._vmap.query("gen_lane_connectors_scaled_width_polygons",
                                   (front.x - 0.1, front.y - 0.1, front.x + 0.1, front.y + 0.1)):
             fid = f.props.get("lane_connector_fid", f.fid)
-            if fid is not None and f.geometry.contains(front):
+            if fid is not None and f.geometry.contains(front) and self._through_stop_line(int(fid), front):
                 inside.add(int(fid))
         entered = inside - self._inside_red
         self._inside_red = inside
         return any(status.get(fid) == "red" for fid in entered)
+
+    def _through_stop_line(self, fid: int, front: Any) -> bool:
+        line = self._conn_lines.get(fid)
+        if line is None:
+            return True
+        s = line.project(front)
+        a, b = line.interpolate(max(0.0, s - 0.5)), line.interpolate(min(line.length, s + 0.5))
+        heading = np.arctan2(b.y - a.y, b.x - a.x)
+        return s <= STOP_LINE_ZONE_M and abs(float(wrap_angle(heading - self._ego.yaw))) < np.pi / 4
 
     def map_outline(self, route_xy: np.ndarray, margin_m: float = 40.0) -> list[np.ndarray]:
         """Exterior rings (N, 2) of the drivable area around a route, for the replay background."""
@@ -327,11 +342,16 @@ class EmbeddedBackend:
         return rings
 
     def close(self) -> None:
-        """Close the open log (maps stay cached). Safe to call twice."""
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-            self._prepared = None
+        """End the episode. The read-only logs stay open (a worker reuses them across scenarios instead of
+        reloading the box table); `shutdown` closes them. Safe to call twice."""
+        self._log = None
+        self._prepared = None
+
+    def shutdown(self) -> None:
+        """Close every open log (maps stay cached)."""
+        for log in self._logs.values():
+            log.close()
+        self._logs, self._log, self._prepared = {}, None, None
 
 
 class _IdmAgents:

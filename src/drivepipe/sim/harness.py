@@ -211,7 +211,7 @@ def run_closed_loop(cfg: Config, checkpoint_dir: str | Path, data_root: str | Pa
         scenarios = _scenarios_for(cfg, backend)
         selection = dict(getattr(backend, "selection", {}) or {})
     finally:
-        backend.close()
+        getattr(backend, "shutdown", backend.close)()
     from drivepipe.sim.suite import run_suite
 
     return run_suite(cfg, scenarios, checkpoint_dir, data_root, cache_dir, out_dir, backend.name, selection)

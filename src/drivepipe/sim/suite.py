@@ -113,7 +113,8 @@ def _close_process() -> None:
     for a in _PROCESS.get("agents", {}).values():
         a.close()
     if "backend" in _PROCESS:
-        _PROCESS["backend"].close()
+        b = _PROCESS["backend"]
+        getattr(b, "shutdown", b.close)()
     _PROCESS.clear()
 
 
