@@ -21,10 +21,11 @@ TARGET_S = 120.0
 
 
 def component_split(cfg, num_ticks: int) -> dict:
-    """Time world step, lidar render, camera render and LogWriter.add_sweep on `num_ticks` ticks of log 0."""
-    from drivepipe.config import CAMERA_CHANNELS
-    from drivepipe.world.generate import CAMERA_EVERY, DT_S, plan_logs
-    from drivepipe.world.render_camera import render_cameras
+    """Time world step, lidar render, camera frames and LogWriter.add_sweep on `num_ticks` ticks of log 0 (the
+    loop of `generate._write_log`; "camera_render" is `generate._write_between`: the interpolated camera frame with
+    its JPEG writing, plus the 100 Hz ego-pose rows)."""
+    from drivepipe.world import timeline
+    from drivepipe.world.generate import DT_S, _write_between, plan_logs
     from drivepipe.world.render_lidar import render_lidar
     from drivepipe.world.rig import default_rig
     from drivepipe.world.roads import build_city
@@ -40,20 +41,24 @@ def component_split(cfg, num_ticks: int) -> dict:
     with tempfile.TemporaryDirectory(dir=WORK) as tmp:
         world = World(city, syn, plan.seed, plan.start_time_us)
         writer = LogWriter(Path(tmp), plan.name, plan.location, rig, plan.vehicle, plan.start_time_us,
-                           jpeg_quality=syn.jpeg_quality)
-        for i in range(num_ticks):
+                           jpeg_quality=syn.jpeg_quality, box_range_m=syn.lidar_max_range_m)
+        prev = None
+        for i in range(num_ticks + 1):
             with t("world_step"):
                 snap = world.snapshot()
+            if prev is not None:
+                with t("camera_render"):
+                    _write_between(writer, prev, snap, i - 1, plan, city.vector_map, rig)
+            if i == num_ticks:
+                break
             with t("lidar_render"):
                 points = render_lidar(city.vector_map, snap, rig, syn)
-            images = None
-            if i % CAMERA_EVERY == 0:
-                with t("camera_render"):
-                    images = render_cameras(city.vector_map, snap, rig, CAMERA_CHANNELS)
             with t("writing"):
-                writer.add_sweep(snap, points, images, scene_index=i // plan.sweeps_per_scene)
+                writer.add_sweep(snap, points, None, scene_index=i // plan.sweeps_per_scene,
+                                 ego_pose_token=writer.pose_token(timeline.linked_pose_index(i)))
             with t("world_step"):
                 world.step(DT_S)
+            prev = snap
         with t("writing"):
             writer.close([[int(r) for r in world.route_roadblock_ids()]])
     per_tick = {k: v / num_ticks for k, v in t.seconds.items() if k != "city_build"}

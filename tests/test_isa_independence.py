@@ -14,11 +14,10 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "drivepipe"
 # Modules whose arithmetic reaches data/nuplan_mini or data/cache (show.py only draws pictures for people).
-# TODO(integration): world/ joins this list once the world rewrite in flight has landed and moved onto detmath.
 BYTE_DECIDING = sorted(
-    [p for d in ("preprocess", "nuplan", "cache") for p in (SRC / d).glob("*.py") if p.name != "show.py"]
+    [p for d in ("world", "preprocess", "nuplan", "cache") for p in (SRC / d).glob("*.py") if p.name != "show.py"]
     + [SRC / "utils" / "geometry.py", SRC / "mapdata.py", SRC / "sample.py", SRC / "vehicle.py",
-       SRC / "schema.py"])
+       SRC / "schema.py", SRC / "world_state.py", SRC / "idm.py"])
 DISPATCHED = {  # numpy functions with per-ISA implementations (SVML/AVX-512 kernels, OpenBLAS kernels per CPU)
     "sin", "cos", "tan", "arcsin", "arccos", "arctan", "arctan2", "sinh", "cosh", "tanh", "arcsinh", "arccosh",
     "arctanh", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "cbrt", "power", "float_power", "hypot",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -45,15 +46,17 @@ class SyntheticConfig:
     seed: int = _f(1234)                      # world seed; same seed -> byte-identical dataset
     locations: list[str] = _f(list(LOCATIONS))  # one map per location; logs cycle through them
     num_logs: int = _f(4, ge=1)               # number of .db logs
-    scenes_per_log: int = _f(9, ge=5)         # nuPlan drops 2 + 2 scenes per log, so >= 5
-    scene_duration_s: float = _f(2.0, gt=0.5, le=20.0)  # s, length of one scene
+    scenes_per_log: int = _f(7, ge=5)         # nuPlan drops 2 + 2 scenes per log, so >= 5
+    # s, length of one scene; >= 4 s gives every scenario >= 8 s of future (2 dropped scenes) and >= 2 s of history
+    scene_duration_s: float = _f(4.0, gt=0.5, le=20.0)
     image_width: int = _f(480, ge=32)         # px, written camera resolution (real nuPlan: 1920)
     image_height: int = _f(270, ge=32)        # px (real nuPlan: 1080)
     jpeg_quality: int = _f(90, ge=10, le=100)
-    num_vehicles: int = _f(64, ge=0)          # moving vehicles per log
-    num_bicycles: int = _f(4, ge=0)
-    num_pedestrians: int = _f(32, ge=0)
+    num_vehicles: int = _f(72, ge=0)          # moving vehicles per log
+    num_bicycles: int = _f(10, ge=0)
+    num_pedestrians: int = _f(80, ge=0)
     num_static: int = _f(16, ge=0)             # cones, barriers, czone signs, generic objects
+    parked_fill: float = _f(0.6, ge=0.0, le=1.0)  # fraction of kerb spaces (one car + 0.8-2.5 m) holding a parked car
     lidar_beams: int = _f(32, ge=4)
     lidar_azimuth_step_deg: float = _f(0.6, gt=0.0, le=10.0)  # deg between rays of one beam
     lidar_max_range_m: float = _f(70.0, gt=5.0)  # m
@@ -75,6 +78,10 @@ class NuplanSourceConfig:
     download_dir: str = _f("data/downloads")   # where partial and finished archives live (resumable)
     timeout_s: float = _f(30.0, gt=0.0)        # s, per HTTP read
     retries: int = _f(3, ge=0)
+    # extraction limits: the largest real nuPlan-mini archive is ~74 GB (nuplan-format.md §1.4) and mostly JPEG/PCD,
+    # which barely compress; a zip bomb expands 100-1000x
+    max_extract_gb: float = _f(500.0, gt=0.0)  # GB (1e9 bytes), most one archive may expand to
+    max_extract_ratio: float = _f(50.0, ge=1.0)  # expanded bytes / archive bytes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,7 +116,9 @@ class PreprocessConfig:
     history_steps: int = _f(4, ge=1)           # past samples at traj_dt_s (excluding now)
     future_steps: int = _f(6, ge=1)            # future samples at traj_dt_s
     traj_dt_s: float = _f(0.5, gt=0.0)         # s between trajectory samples
-    window_stride: int = _f(4, ge=1)           # lidar sweeps (20 Hz) between consecutive samples
+    # scenario candidates between consecutive samples; with cameras the candidates are the sweeps that have images
+    # (every second sweep at 10 Hz cameras), else every sweep
+    window_stride: int = _f(2, ge=1)
     val_fraction: float = _f(0.2, gt=0.0, lt=1.0)
     max_agents: int = _f(48, ge=1)             # agents kept for prediction (nearest first)
     depth_min_m: float = _f(2.0, gt=0.0)       # m, first lift-splat depth bin
@@ -118,6 +127,7 @@ class PreprocessConfig:
     feature_downsample: int = _f(8, ge=1)      # image px per camera-feature cell
     workers: int = _f(2, ge=1)                 # processes over logs
     failure_policy: Literal["fail", "skip"] = _f("skip")
+    max_skipped_fraction: float = _f(0.1, ge=0.0, le=1.0)  # share (0-1) of windows skipped before it fails
     shard_index: int = _f(0, ge=0)             # this machine's shard of the log list
     shard_count: int = _f(1, ge=1)
 
@@ -342,6 +352,8 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
     elif hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
+        if ok and not math.isfinite(value):  # .nan / .inf pass every range check, then poison the run
+            raise ConfigError(f"{key}: {value!r} is not a finite number")
     else:
         ok = isinstance(value, hint)
     if not ok:
@@ -388,16 +400,45 @@ def from_dict(raw: dict[str, Any]) -> Config:
     return _build(Config, raw, "")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"{key}: duplicate key (line {key_node.start_mark.line + 1}); "
+                                  "YAML would silently keep only the last value")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: str | Path = "params.yaml") -> Config:
-    """Read params.yaml and return the validated config; raises `ConfigError` naming the bad key."""
+    """Read params.yaml and return the validated config; raises `ConfigError` naming the bad key.
+
+    Unlike `from_dict`, a file must give every top-level section: DVC tracks those keys, so a section that is
+    missing (or an empty file) would silently run on defaults that DVC never sees.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{path}: empty or not a mapping; it must hold the sections {_SECTIONS}")
+    missing = [name for name in _SECTIONS if not isinstance(raw.get(name), dict)]
+    if missing:
+        raise ConfigError(f"{missing[0]}: section missing or empty in {path} (DVC tracks its keys; "
+                          "copy it from the repository's params.yaml)")
     return from_dict(raw)
+
+
+_SECTIONS = [f.name for f in dataclasses.fields(Config)]
 
 
 def to_dict(obj: Any) -> Any:

@@ -36,6 +36,6 @@ def idm_accel(v: np.ndarray | float, v0: np.ndarray | float, gap: np.ndarray | f
     v, v0 = np.asarray(v, float), np.maximum(np.asarray(v0, float), 0.1)
     s_star = p.min_gap_m + np.maximum(0.0, v * p.headway_s + v * (v - v_lead) / (2.0 * np.sqrt(p.accel_mps2 *
                                                                                                 p.decel_mps2)))
-    free = np.maximum(1.0 - (v / v0) ** 4, p.free_floor)
+    free = np.maximum(1.0 - np.square(np.square(v / v0)), p.free_floor)
     interact = (s_star / np.maximum(gap, 0.1)) ** 2
     return np.clip(p.accel_mps2 * (free - interact), -p.max_brake_mps2, p.accel_mps2)

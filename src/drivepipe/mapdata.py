@@ -32,6 +32,10 @@ SEMANTIC_LAYERS: dict[str, tuple[str, ...]] = {
     "centerline": ("baseline_paths",),
 }
 
+# `boundaries.boundary_type_fid` values that are not painted lines (3 = unknown: the synthetic map's lane-connector
+# edges through intersections); they are not lane dividers
+VIRTUAL_BOUNDARY_TYPES = frozenset({3})
+
 
 @dataclass
 class MapFeature:
@@ -89,17 +93,20 @@ class VectorMap:
         tuple of classes; geometries are in class, then layer, then feature order."""
         key = ("semantic", *classes)
         if key not in self._arrays:
-            parts = [(self._geometries(layer), k) for k, cls in enumerate(classes) for layer in SEMANTIC_LAYERS[cls]]
+            parts = [(self._geometries(layer, painted=cls == "lane_divider"), k) for k, cls in enumerate(classes)
+                     for layer in SEMANTIC_LAYERS[cls]]
             geoms = np.concatenate([g for g, _ in parts]) if parts else np.zeros(0, object)
             class_of = np.concatenate([np.full(len(g), k) for g, k in parts]) if parts else np.zeros(0, int)
             self._arrays[key] = (geoms, class_of, STRtree(geoms))
         return self._arrays[key]
 
-    def _geometries(self, name: str) -> np.ndarray:
-        """The layer's geometries as a numpy object array (built once), for shapely's vectorised functions."""
-        key = ("geometries", name)
+    def _geometries(self, name: str, painted: bool = False) -> np.ndarray:
+        """The layer's geometries as a numpy object array (built once), for shapely's vectorised functions;
+        `painted` leaves out the `VIRTUAL_BOUNDARY_TYPES` boundaries (lines that are not painted on the road)."""
+        key = ("geometries", name, painted)
         if key not in self._arrays:
-            feats = self.layer(name)
+            feats = [f for f in self.layer(name)
+                     if not painted or f.props.get("boundary_type_fid") not in VIRTUAL_BOUNDARY_TYPES]
             self._arrays[key] = np.empty(len(feats), dtype=object)
             self._arrays[key][:] = [f.geometry for f in feats]
         return self._arrays[key]

@@ -182,6 +182,7 @@ class BundleMeta:
     timestamp_us: int
     location: str       # map location, e.g. us-nv-las-vegas-strip
     scenario_type: str = "unknown"
+    conditions: dict | None = None  # synthetic logs: recording conditions (time_of_day, weather, ...); else None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,34 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class Conditions:
+    """Per-log recording conditions of a synthetic log (drawn and stored by `drivepipe.world.conditions`). Angles
+    in degrees; sun azimuth counter-clockwise from east (+x of the UTM frame), elevation above the horizon
+    (negative at night)."""
+
+    time_of_day: str = "day"
+    weather: str = "clear"
+    sun_elevation_deg: float = 55.0
+    sun_azimuth_deg: float = 52.0
+    exposure: float = 1.0            # scene brightness factor of the cameras (1 = bright day)
+    exposure_jitter: float = 0.0     # std of the per-frame exposure factor (relative)
+    visibility_m: float = 110.0      # e-folding distance of contrast (haze / fog / rain), m
+    camera_noise: float = 0.0        # std of the camera's additive noise, 8-bit units
+    camera_blur_px: float = 0.0      # Gaussian blur sigma, px at the written resolution (0 = sharp)
+    lidar_range_noise_m: float = 0.02  # std of the range noise, m
+    lidar_dropout: float = 0.0       # fraction of returns lost
+    lidar_spurious: int = 0          # spurious near-range returns per sweep (fog droplets, rain)
+
+    @property
+    def headlights(self) -> bool:
+        """Vehicles drive with their lights on (dusk and night)."""
+        return self.time_of_day != "day"
+
+
+CLEAR_DAY = Conditions()
+
+
+@dataclass(frozen=True)
 class ActorState:
     """One tracked object. (x, y, z) is the box centre (z = height / 2 on flat ground); yaw about +z (rad);
     (vx, vy) global-frame velocity (m/s); length along heading, width lateral, height (m)."""
@@ -53,3 +81,4 @@ class WorldSnapshot:
     actors: tuple[ActorState, ...]
     traffic_lights: dict[int, str] = field(default_factory=dict)
     scenario_tags: tuple[tuple[str, int | None], ...] = ()
+    conditions: Conditions = CLEAR_DAY  # the log's recording conditions (light, weather, sensor noise)

@@ -417,3 +417,39 @@ def test_image_rows_table_equals_match_image(dataset: Dataset) -> None:
                 j = log.match_image(channel, int(t))
                 assert rows[i] == (-1 if j is None else j)
             assert (rows >= 0).any() and log.image_rows(channel) is rows  # computed once
+
+
+def test_include_cameras_on_the_old_layout_and_by_time_when_poses_are_not_shared(dataset_copy: Dataset) -> None:
+    """Old layout (images on every second sweep, same timestamp and pose): include_cameras keeps those sweeps, and
+    the ±50 ms tie of the odd sweeps goes to the earlier image. Images that link no sweep's pose (a foreign writer)
+    fall back to the sweep nearest each image."""
+    with open_log(dataset_copy) as log:
+        cams = [s.index for s in enumerate_scenarios(log, include_cameras=True)]
+        every = [s.index for s in enumerate_scenarios(log)]
+        assert cams == [i for i in every if i % 2 == 0] and len(cams) < len(every)
+        odd = np.flatnonzero(np.arange(len(log.lidar_pcs)) % 2 == 1)[:-1]
+        rows = log.image_rows("CAM_F0")
+        np.testing.assert_array_equal(log.images["CAM_F0"].timestamp_us[rows[odd]], log.lidar_pcs.timestamp_us[odd - 1])
+    con = sqlite3.connect(dataset_copy.db)
+    con.execute("UPDATE image SET ego_pose_token = ?", (bytes(8),))
+    con.commit()
+    con.close()
+    with open_log(dataset_copy) as log:
+        assert [s.index for s in enumerate_scenarios(log, include_cameras=True)] == cams
+
+
+def test_preprocess_anchors_on_the_old_layout_are_the_camera_sweeps(dataset: Dataset) -> None:
+    import yaml
+
+    from drivepipe.config import from_dict
+    from drivepipe.preprocess.run import plan_tasks
+
+    params = yaml.safe_load((Path(__file__).parents[1] / "pipeline" / "tiny_params.yaml").read_text())
+    params["preprocess"].update(cameras=list(CHANNELS), history_steps=1, future_steps=1, traj_dt_s=0.1,
+                                window_stride=1)
+    tasks, _, _ = plan_tasks(from_dict(params), dataset.root)
+    anchors = [w.token for t in tasks for w in t.windows]
+    with open_log(dataset) as log:
+        rows = [log.token_index[a] for a in anchors]
+        assert rows and all(i % 2 == 0 for i in rows)
+        assert set(bundle_at(log, rows[0]).cameras) == set(CHANNELS)

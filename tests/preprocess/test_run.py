@@ -57,7 +57,7 @@ def fake_dataset(monkeypatch):
 
 
 def test_run_preprocess_end_to_end(tmp_path, fake_dataset):
-    cfg = small_config()
+    cfg = small_config(max_skipped_fraction=0.5)  # 2 of the 6 fake windows lack a camera
     report = run_mod.run_preprocess(cfg, tmp_path / "data", tmp_path / "cache", tmp_path / "reports/preprocess.json")
     saved = json.loads((tmp_path / "reports/preprocess.json").read_text())
     assert saved["samples"] == report["samples"] == 4 and saved["skipped"] == {"DataError: camera CAM_L0 missing": 2}

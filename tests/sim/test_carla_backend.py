@@ -261,10 +261,11 @@ def test_cli_records_unavailable_carla_for_real(tmp_path: Path) -> None:
     import yaml
 
     from drivepipe.cli.main import main
+    from drivepipe.config import from_dict, to_dict
 
     params = {"carla_eval": {"backend": "carla", "on_unavailable": "record",
                              "carla": {"port": _closed_port(), "probe_timeout_s": 0.5, "retries": 0}}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(to_dict(from_dict(params))))  # a file needs every section
     out = tmp_path / "reports"
     rc = main(["carla-eval", "--params", str(tmp_path / "params.yaml"), "--out", str(out),
                "--checkpoints", str(tmp_path / "none"), "--data", str(tmp_path / "none")])
@@ -272,7 +273,7 @@ def test_cli_records_unavailable_carla_for_real(tmp_path: Path) -> None:
     assert rc == 0 and metrics["status"] == "backend_unavailable" and metrics["driving_score"] is None
     assert (out / "details" / "resolved_config.json").is_file()
     params["carla_eval"]["on_unavailable"] = "fail"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(to_dict(from_dict(params))))  # a file needs every section
     assert main(["carla-eval", "--params", str(tmp_path / "params.yaml"), "--out", str(out)]) == 2
 
 

@@ -59,7 +59,7 @@ def test_failed_save_leaves_previous_checkpoint_and_link(tmp_path: Path, monkeyp
     with pytest.raises(OSError, match="disk full"):
         _save(cp, 2)
     assert ckpt.resolve_checkpoint(tmp_path, "latest").name == "step_00000001"
-    assert not (tmp_path / "step_00000002").exists() and (tmp_path / "step_00000002.tmp").exists()
+    assert not (tmp_path / "step_00000002").exists() and not (tmp_path / "step_00000002.tmp").exists()
     ckpt.load_model_weights(tmp_path / "latest")
     monkeypatch.setattr(torch, "save", real_save)
     _save(cp, 3)

@@ -13,7 +13,7 @@ import yaml
 from _standin import make_sample, tiny_params
 
 from drivepipe.cli.main import main
-from drivepipe.config import from_dict
+from drivepipe.config import from_dict, to_dict
 from drivepipe.train.checkpoint import load_model_weights, load_train_state, resolve_checkpoint
 from drivepipe.train.trainer import fit
 
@@ -49,7 +49,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_cli_train_then_split_run_matches(cache: Path, tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_params()))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(to_dict(from_dict(_params()))))
     a = tmp_path / "a"
     rc = main(["train", "--params", str(tmp_path / "params.yaml"), "--cache", str(cache),
                "--checkpoints", str(a / "ckpt"), "--models", str(a / "models"), "--reports", str(a / "reports")])

@@ -14,20 +14,24 @@ from drivepipe.utils.geometry import box_corners_2d
 from drivepipe.vehicle import EGO_WIDTH_M
 from drivepipe.world.ego import EGO_CENTER_OFFSET_M, EGO_LENGTH_M, make_route
 from drivepipe.world.roads import STOP_SETBACK_M, build_city
-from drivepipe.world_state import EgoKinematics
 from drivepipe.world.traffic import RED
 from drivepipe.world.world import World
+from drivepipe.world_state import EgoKinematics
 
 DT = 0.05
 STEPS = 400
 CFG = SyntheticConfig(scenes_per_log=5, scene_duration_s=3.0, num_vehicles=16, num_bicycles=2, num_pedestrians=8,
                       num_static=6)
-MOVERS = ("vehicle", "bicycle")
+NUM_MOVERS = CFG.num_vehicles + CFG.num_bicycles  # movers hold track ids 1..NUM_MOVERS; parked cars come later
+
+
+def _is_mover(a) -> bool:
+    return a.track_id <= NUM_MOVERS
 
 
 def _footprints(snap, with_ego: bool = True) -> list[shapely.Polygon]:
     """Footprint polygons of vehicles and bicycles (plus the ego's box) of one snapshot."""
-    acts = [a for a in snap.actors if a.category in MOVERS]
+    acts = [a for a in snap.actors if a.category in ("vehicle", "bicycle")]  # movers and parked cars
     c = np.array([[a.x, a.y] for a in acts] + ([[snap.ego.x, snap.ego.y]] if with_ego else []), float).reshape(-1, 2)
     L = np.array([a.length for a in acts] + ([EGO_LENGTH_M] if with_ego else []))
     W = np.array([a.width for a in acts] + ([EGO_WIDTH_M] if with_ego else []))
@@ -85,7 +89,7 @@ def test_map_layers_have_devkit_columns_and_lanes_lie_in_drivable_area():
         assert all(v is None or isinstance(v, (int, float, str)) for f in feats for v in f.props.values()), layer
     for layer in ("lane_groups_polygons", "crosswalks", "walkways", "carpark_areas", "traffic_lights"):
         assert vm.layer(layer), layer
-    assert {f.props["boundary_type_fid"] for f in vm.layer("boundaries")} <= {0, 2}
+    assert {f.props["boundary_type_fid"] for f in vm.layer("boundaries")} <= {0, 2, 3}  # 3: connector edges
     drivable = shapely.unary_union([f.geometry for name in ("road_segments", "intersections",
                                                             "generic_drivable_areas", "carpark_areas")
                                     for f in vm.layer(name)]).buffer(1e-6)
@@ -124,14 +128,17 @@ def test_same_seed_gives_identical_snapshots():
 def test_actor_counts_sizes_and_track_ids(run):
     _, _, snaps, _, _ = run
     cats = [a.category for a in snaps[0].actors]
-    assert cats.count("vehicle") == 16 and cats.count("bicycle") == 2 and cats.count("pedestrian") == 8
+    movers = [a.category for a in snaps[0].actors if _is_mover(a)]
+    assert movers.count("vehicle") == 16 and movers.count("bicycle") == 2 and cats.count("pedestrian") == 8
     assert sum(c in ("traffic_cone", "barrier", "czone_sign", "generic_object") for c in cats) == 6
+    parked = [a for a in snaps[0].actors if a.category == "vehicle" and not _is_mover(a)]
+    assert len(parked) > 10 and all(a.vx == a.vy == 0.0 for a in parked)
     ids = [a.track_id for a in snaps[0].actors]
     assert len(set(ids)) == len(ids) and min(ids) >= 1
     for a in snaps[0].actors:
         assert a.z == pytest.approx(a.height / 2)
-        if a.category == "vehicle":
-            assert 3.9 < a.length < 5.5 and 1.7 < a.width < 2.1
+        if a.category == "vehicle":  # car .. bus
+            assert 3.8 <= a.length <= 12.0 and 1.65 <= a.width <= 2.55
     for s in snaps:
         assert [a.track_id for a in s.actors] == ids
 
@@ -142,7 +149,7 @@ def test_vehicles_stay_on_lanes_and_never_overlap(run):
     lanes = shapely.unary_union([f.geometry for name in ("lanes_polygons", "gen_lane_connectors_scaled_width_polygons")
                                  for f in vm.layer(name)]).buffer(0.5)
     for snap in snaps:
-        xy = np.array([[a.x, a.y] for a in snap.actors if a.category in MOVERS])
+        xy = np.array([[a.x, a.y] for a in snap.actors if _is_mover(a)])
         assert shapely.contains_xy(lanes, xy[:, 0], xy[:, 1]).all()
         polys = _footprints(snap)
         tree = shapely.STRtree(polys)
@@ -157,15 +164,21 @@ def test_vehicles_stop_at_red_and_do_not_run_it(run):
 
 
 def test_pedestrians_stay_on_crosswalks_and_walkways_and_cross(run):
-    city, _, snaps, _, _ = run
+    city, world, snaps, _, _ = run
     vm = city.vector_map
     ped_area = shapely.unary_union([f.geometry for name in ("crosswalks", "walkways")
                                     for f in vm.layer(name)]).buffer(0.05)
+    street = shapely.unary_union([ped_area] + [f.geometry for f in vm.layer("road_segments")]).buffer(0.05)
     crossings = shapely.unary_union([f.geometry for f in vm.layer("crosswalks")])
+    jay = set(world.traffic.p_tid[world.traffic.p_jay].tolist())  # mid-block crossers also use the road
+    assert jay
     on_road = 0
     for snap in snaps:
-        xy = np.array([[a.x, a.y] for a in snap.actors if a.category == "pedestrian"])
+        peds = [a for a in snap.actors if a.category == "pedestrian"]
+        xy = np.array([[a.x, a.y] for a in peds if a.track_id not in jay])
         assert shapely.contains_xy(ped_area, xy[:, 0], xy[:, 1]).all()
+        xy_jay = np.array([[a.x, a.y] for a in peds if a.track_id in jay])
+        assert shapely.contains_xy(street, xy_jay[:, 0], xy_jay[:, 1]).all()
         on_road += int(shapely.contains_xy(crossings, xy[:, 0], xy[:, 1]).sum())
     assert on_road > 0
 

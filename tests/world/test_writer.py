@@ -19,8 +19,8 @@ from drivepipe.nuplan.pickles import loads_calibration
 from drivepipe.nuplan.tables import TABLE_COLUMNS
 from drivepipe.schema import CameraCalibration
 from drivepipe.utils.geometry import make_transform
-from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 from drivepipe.world.writer import LOCATION_INFO, LogWriter, write_maps
+from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 
 LOG = "2021.05.12.22.00.38_veh-35_01008_01009"
 T0 = 1620856838000000
@@ -205,4 +205,51 @@ def test_generate_dataset_is_byte_reproducible(tmp_path: Path) -> None:
     assert len(_chain(con, "lidar_pc")) == 60
     assert con.execute("SELECT COUNT(*) FROM scene").fetchone() == (5,)
     assert con.execute("SELECT COUNT(*) FROM lidar_box").fetchone()[0] > 0
+    from drivepipe.nuplan.db import read_conditions
+    from drivepipe.world.conditions import draw_conditions
+    from drivepipe.world.generate import plan_logs
+
+    conditions = read_conditions(con)  # the log's recording conditions, drawn from its seed
+    assert conditions == vars(draw_conditions(plan_logs(cfg.synthetic)[0].seed))
     assert sum(k.endswith("map.gpkg") for k in a) == 4
+
+
+def test_boxes_beyond_range_are_dropped_chains_split_and_yaw_wrapped(tmp_path: Path) -> None:
+    x0, y0 = 664430.0, 3997700.0
+    w = LogWriter(tmp_path, LOG, "us-nv-las-vegas-strip", _rig(), "veh-35", T0, box_range_m=30.0)
+    for i in range(10):
+        dx = 50.0 if 3 <= i < 6 else 20.0  # out of the 30 m range for sweeps 3, 4, 5
+        car = ActorState(track_id=7, category="vehicle", x=x0 + dx, y=y0, z=0.8, yaw=3.3 + 4 * np.pi, length=4.5,
+                         width=1.9, height=1.6)
+        snap = WorldSnapshot(timestamp_us=T0 + 50_000 * i, ego=EgoKinematics(x=x0, y=y0, yaw=0.0), actors=(car,))
+        w.add_sweep(snap, np.zeros((1, 6), np.float32), None, scene_index=i // 2)
+    con = sqlite3.connect(w.close())
+    rows = con.execute("SELECT b.prev_token IS NULL, b.next_token IS NULL, b.x, b.yaw FROM lidar_box b JOIN "
+                       "lidar_pc p ON p.token = b.lidar_pc_token ORDER BY p.timestamp").fetchall()
+    assert len(rows) == 7 and {r[2] for r in rows} == {x0 + 20.0}
+    assert [(r[0], r[1]) for r in rows] == [(1, 0), (0, 0), (0, 1), (1, 0), (0, 0), (0, 0), (0, 1)]  # two chains
+    assert all(r[3] == pytest.approx(3.3 - 2 * np.pi) for r in rows)
+
+
+def test_poses_and_images_on_their_own_clocks(tmp_path: Path) -> None:
+    """`add_ego_pose` / `add_image` / `add_sweep(ego_pose_token=...)`: rows link as given; a sweep that links a pose
+    never written is an error at close."""
+    w = LogWriter(tmp_path, LOG, "us-nv-las-vegas-strip", _rig(), "veh-35", T0)
+    for k in range(10):
+        w.add_ego_pose(k, T0 + 1_500 + 10_000 * k, EgoKinematics(x=664430.0 + k, y=3997700.0, yaw=0.2))
+    for i in range(2):
+        w.add_sweep(_snapshot(i), np.zeros((1, 6), np.float32), None, scene_index=0, ego_pose_token=w.pose_token(5 * i))
+    img = np.zeros((H, W, 3), np.uint8)
+    w.add_image("CAM_F0", img, T0 + 3_000, w.pose_token(0), 0)
+    db = w.close()
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT COUNT(*) FROM ego_pose").fetchone() == (10,)
+    linked = con.execute("SELECT e.timestamp FROM lidar_pc l JOIN ego_pose e ON e.token = l.ego_pose_token "
+                         "ORDER BY l.timestamp").fetchall()
+    assert linked == [(T0 + 1_500,), (T0 + 51_500,)]
+    assert con.execute("SELECT i.timestamp, e.timestamp FROM image i JOIN ego_pose e ON e.token = i.ego_pose_token"
+                       ).fetchall() == [(T0 + 3_000, T0 + 1_500)]
+    w2 = LogWriter(tmp_path / "b", LOG, "us-nv-las-vegas-strip", _rig(), "veh-35", T0)
+    w2.add_sweep(_snapshot(0), np.zeros((1, 6), np.float32), None, scene_index=0, ego_pose_token=w2.pose_token(3))
+    with pytest.raises(ValueError, match="never written"):
+        w2.close()

@@ -3,8 +3,10 @@
 Layout: one LMDB environment directory holding only `data.mdb` (written with `lock=False`). Keys are
 `<log_name>/<token>` (utf-8); the reserved key `__meta__` holds the JSON header (see `preprocess.run.build_header`).
 
-Value format (`SAMPLE_FORMAT_VERSION`): b"DPS1" + uint32 little-endian length L + L bytes of compact sorted-key
-JSON {"meta": {...}, "arrays": [{"name", "dtype", "shape", "enc", "sizes"}, ...]} + the array payloads in order.
+Value format (`SAMPLE_FORMAT_VERSION`): b"DPS2" + uint32 little-endian length L + L bytes of compact sorted-key
+JSON {"meta": {...}, "arrays": [{"name", "dtype", "shape", "enc", "sizes"}, ...]} + the array payloads in order
++ a uint32 little-endian CRC-32 of everything before it, checked on every read (a flipped or cut value names its
+key instead of decoding to garbage). `LmdbReader.verify()` recomputes the header's `content_hash` in full.
 Encodings: "raw" (C-order bytes; int64 arrays whose values fit are stored as int32, "store" names the
 stored dtype), "bits" (np.packbits of 0/1 arrays: seg, occ, masks), "jpeg" (images: one JPEG
 per camera, `sizes` gives their byte lengths). No pickle anywhere, no timestamps: equal inputs give equal bytes.
@@ -12,31 +14,33 @@ per camera, `sizes` gives their byte lengths). No pickle anywhere, no timestamps
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import struct
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from drivepipe.config import Config, config_hash, to_dict
-from drivepipe.errors import DataError
+from drivepipe.errors import DataError, DiskFullError, is_disk_full
 from drivepipe.sample import FIELDS, Sample
 from drivepipe.schema import SCHEMA_VERSION
 
-SAMPLE_FORMAT_VERSION = 1
+SAMPLE_FORMAT_VERSION = 2  # 2: CRC-32 trailer per value
 META_KEY = b"__meta__"
-MAGIC = b"DPS1"
+MAGIC = b"DPS2"
 MAP_SIZE = 1 << 40  # 1 TiB of address space; the file only grows as pages are used
 COMMIT_EVERY = 32  # records per write transaction (fixed, so the file bytes do not depend on how work was split)
 REPRO_HINT = "run: dvc repro preprocess"
 # preprocess fields that do not change the stored samples: how the cache is built (run-only knobs) and the model's
 # lift-splat geometry; they are left out of the header's config and its hash, so changing them never stales a cache
-NOT_IN_CACHE_FIELDS = ("workers", "shard_index", "shard_count", "failure_policy",
+NOT_IN_CACHE_FIELDS = ("workers", "shard_index", "shard_count", "failure_policy", "max_skipped_fraction",
                        "depth_min_m", "depth_max_m", "num_depth_bins", "feature_downsample")
 _BIT_FIELDS = {"seg", "occ", "agent_hist_valid", "agent_fut_valid", "ego_hist_valid", "ego_fut_valid", "route_valid"}
 
@@ -88,7 +92,18 @@ def encode_sample(sample: Sample, meta: dict[str, Any], image_storage: str = "jp
         entries.append(entry)
         payload.extend(parts)
     head = json.dumps({"meta": meta, "arrays": entries}, sort_keys=True, separators=(",", ":")).encode()
-    return b"".join([MAGIC, struct.pack("<I", len(head)), head, *payload])
+    body = b"".join([MAGIC, struct.pack("<I", len(head)), head, *payload])
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _checked_view(value: bytes) -> memoryview:
+    """The value without its CRC trailer, after checking magic and CRC (ValueError says what is wrong)."""
+    view = memoryview(value)
+    if bytes(view[:4]) != MAGIC:
+        raise ValueError("not a drivepipe sample value of this format (bad magic)")
+    if len(view) < 12 or struct.unpack("<I", view[-4:])[0] != zlib.crc32(view[:-4]):
+        raise ValueError(f"checksum mismatch ({len(view)} bytes): the stored value is corrupted")
+    return view[:-4]
 
 
 def _decode_array(entry: dict[str, Any], buf: memoryview) -> np.ndarray:
@@ -112,10 +127,8 @@ def _decode_array(entry: dict[str, Any], buf: memoryview) -> np.ndarray:
 
 
 def decode_sample(value: bytes) -> tuple[Sample, dict[str, Any]]:
-    """Inverse of `encode_sample`: (Sample with fresh writable arrays, meta dict)."""
-    view = memoryview(value)
-    if bytes(view[:4]) != MAGIC:
-        raise ValueError("not a drivepipe sample value (bad magic)")
+    """Inverse of `encode_sample`: (Sample with fresh writable arrays, meta dict); ValueError on a corrupt value."""
+    view = _checked_view(value)
     (n,) = struct.unpack("<I", view[4:8])
     head = json.loads(bytes(view[8:8 + n]))
     off, sample = 8 + n, {}
@@ -128,9 +141,7 @@ def decode_sample(value: bytes) -> tuple[Sample, dict[str, Any]]:
 
 def decode_meta(value: bytes) -> dict[str, Any]:
     """Only the meta dict of a stored value (no array decoding)."""
-    view = memoryview(value)
-    if bytes(view[:4]) != MAGIC:
-        raise ValueError("not a drivepipe sample value (bad magic)")
+    view = _checked_view(value)
     (n,) = struct.unpack("<I", view[4:8])
     return json.loads(bytes(view[8:8 + n]))["meta"]
 
@@ -145,7 +156,7 @@ class LmdbWriter:
     producer grouped its work (worker count, shards).
     """
 
-    def __init__(self, out_dir: str | Path, map_size: int = MAP_SIZE) -> None:
+    def __init__(self, out_dir: str | Path, map_size: int = MAP_SIZE, expected_records: int = 0) -> None:
         import lmdb
 
         self.out_dir = Path(out_dir)
@@ -159,6 +170,8 @@ class LmdbWriter:
         self._pending: list[tuple[bytes, bytes]] = []
         self._content = hashlib.sha256()  # over every (key, value): the header then changes whenever a sample does
         self.count = 0
+        self.nbytes = 0
+        self.expected_records = expected_records  # only for the "need ~N MB" estimate of a full disk
 
     def put(self, key: str, value: bytes) -> None:
         """Queue one record; written in the next commit (every COMMIT_EVERY records and at `finish`)."""
@@ -170,6 +183,7 @@ class LmdbWriter:
         self._content.update(value)
         self._pending.append((k, value))
         self.count += 1
+        self.nbytes += len(k) + len(value)
         if len(self._pending) >= COMMIT_EVERY:
             self._commit()
 
@@ -181,19 +195,35 @@ class LmdbWriter:
     def _commit(self) -> None:
         if not self._pending:
             return
-        with self._env.begin(write=True) as txn:
-            for k, v in self._pending:
-                txn.put(k, v, append=True)
+        with self._disk_full_as_error():
+            with self._env.begin(write=True) as txn:
+                for k, v in self._pending:
+                    txn.put(k, v, append=True)
         self._pending = []
+
+    @contextlib.contextmanager
+    def _disk_full_as_error(self) -> Iterator[None]:
+        """LMDB reports a full disk as `mdb_txn_commit: Input/output error`; say what it is and what is needed."""
+        import lmdb
+
+        try:
+            yield
+        except (lmdb.Error, OSError) as exc:
+            if not is_disk_full(exc, self.tmp_dir):
+                raise
+            per_record = self.nbytes / max(self.count, 1)
+            need = int(per_record * max(self.expected_records, self.count) * 1.1)  # + B-tree pages
+            raise DiskFullError(self.tmp_dir, need) from None
 
     def finish(self, header: dict[str, Any]) -> Path:
         """Write the pending records and the `__meta__` header, flush, close and move the cache into place."""
         self._commit()
         header = {**header, "content_hash": self._content.hexdigest()}
         blob = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-        with self._env.begin(write=True) as txn:
-            txn.put(META_KEY, blob)
-        self._env.sync(True)
+        with self._disk_full_as_error():
+            with self._env.begin(write=True) as txn:
+                txn.put(META_KEY, blob)
+            self._env.sync(True)
         self._env.close()
         (self.tmp_dir / "lock.mdb").unlink(missing_ok=True)
         old = self.out_dir.with_name(self.out_dir.name + ".old")
@@ -254,9 +284,22 @@ def _shared_env(path: Path) -> Any:
     if env is None:
         for stale in [k for k in _ENVS if k[0] == key[0]]:  # the cache was rebuilt at the same path
             _ENVS.pop(stale).close()
-        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True, max_readers=8)
+        try:
+            env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True, max_readers=8)
+        except lmdb.Error as exc:
+            raise DataError(data, f"not a readable LMDB cache ({exc}); {REPRO_HINT}") from None
+        _check_file_size(env, data)
         _ENVS[key] = env
     return env
+
+
+def _check_file_size(env: Any, data: Path) -> None:
+    """A data.mdb shorter than its last used page would kill the reader with SIGBUS on first touch; refuse it."""
+    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    have = data.stat().st_size
+    if have < need:
+        env.close()
+        raise DataError(data, f"truncated: {have} bytes, but the LMDB environment uses {need}; {REPRO_HINT}")
 
 
 class LmdbReader:
@@ -324,8 +367,32 @@ class LmdbReader:
         return value
 
     def get(self, key: str) -> tuple[Sample, dict[str, Any]]:
-        """(Sample, meta) of one key; meta has log, token, timestamp_us, location, scenario_type, split."""
-        return decode_sample(self.get_raw(key))
+        """(Sample, meta) of one key; meta has log, token, timestamp_us, location, scenario_type, split.
+        A corrupt value raises DataError naming the key."""
+        try:
+            return decode_sample(self.get_raw(key))
+        except ValueError as exc:
+            raise DataError(f"{self.path}:{key}", f"{exc}; {REPRO_HINT}") from None
+
+    def verify(self) -> int:
+        """Full check on request: every value's CRC and the header's `content_hash` over all (key, value) pairs.
+        Returns the number of values checked; raises DataError naming the first bad key."""
+        content, count = hashlib.sha256(), 0
+        with _shared_env(self.path).begin(buffers=False) as txn:
+            for k, value in txn.cursor():
+                if k == META_KEY:
+                    continue
+                try:
+                    _checked_view(value)
+                except ValueError as exc:
+                    raise DataError(f"{self.path}:{k.decode()}", f"{exc}; {REPRO_HINT}") from None
+                content.update(struct.pack("<II", len(k), len(value)) + k)
+                content.update(value)
+                count += 1
+        if content.hexdigest() != self.header.get("content_hash"):
+            raise DataError(self.path, f"content hash does not match the header (keys added, removed or changed); "
+                            f"{REPRO_HINT}")
+        return count
 
     def __len__(self) -> int:
         return int(self.header["count"])

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from drivepipe.cli._common import add_params_argument, load_config, write_resolved_config
+from drivepipe.cli._common import (
+    add_engine_arguments,
+    add_params_argument,
+    load_config,
+    write_resolved_config,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,15 +20,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="data/nuplan_mini", help="nuPlan-format dataset root (embedded backend)")
     parser.add_argument("--cache", default="data/cache", help="LMDB cache; its header lists the val scenarios")
     parser.add_argument("--out", default="reports/carla_eval", help="output folder (metrics.json, details/)")
+    add_engine_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
+    from drivepipe.engine import engine_from_env
     from drivepipe.sim.harness import DETAILS, run_closed_loop
 
     out = Path(args.out)
     write_resolved_config(cfg, out / DETAILS)
-    m = run_closed_loop(cfg, Path(args.checkpoints), Path(args.data), out, cache_dir=Path(args.cache))
+    m = run_closed_loop(cfg, Path(args.checkpoints), Path(args.data), out, cache_dir=Path(args.cache),
+                        engine=engine_from_env(args.engine, args.ray_address))
     if m["status"] != "ok":
         print(f"carla-eval: backend {m['backend']} unavailable, recorded without numbers: {m.get('reason')}")
         return 0

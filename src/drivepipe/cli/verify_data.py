@@ -19,11 +19,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     parser.add_argument("--no-decode", action="store_true",
                         help="only check that sensor files exist (fast on large real datasets)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="instead, check every value of an LMDB cache (CRC-32s and the header's content hash)")
 
 
 def run(args: argparse.Namespace) -> int:
     from drivepipe.nuplan.verify import verify_dataset
 
+    if args.cache is not None:
+        from drivepipe.cache.lmdb_store import LmdbReader
+
+        print(f"{args.cache}: {LmdbReader(args.cache).verify()} values OK, content hash matches the header")
+        return 0
     root = args.root
     if root is None and not os.environ.get("NUPLAN_DATA_ROOT"):
         root = Path(DEFAULT_ROOT)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from drivepipe.config import Config
+from drivepipe.errors import NonFiniteError
 from drivepipe.metrics import (
     DetectionMetric,
     MetricSet,
@@ -114,5 +115,10 @@ def evaluate_model(model: torch.nn.Module, loader: Any, cfg: Config, export: boo
     for batch in loader:
         inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
         outputs = {k: v.cpu() for k, v in model(inputs).items()}
+        bad = [k for k, v in outputs.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            tokens = [m["token"] for m in batch.get("meta", [])][:3]
+            raise NonFiniteError(f"model predictions {bad} hold NaN/inf for samples {tokens}; check the inputs "
+                                 "(dvc repro preprocess) and the checkpoint")
         evaluator.update(outputs, batch, export=export)
     return evaluator.compute(), evaluator

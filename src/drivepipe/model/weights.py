@@ -12,14 +12,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from drivepipe.config import Config
+from drivepipe.errors import CheckpointError, NonFiniteError
 from drivepipe.utils.io import sha256_file
 
 if TYPE_CHECKING:
     from drivepipe.model.model import DrivingModel
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or corrupted; the message names the file."""
 
 
 def resolve_checkpoint(exp_dir: str | Path, which: Literal["best", "latest"] = "latest") -> Path:
@@ -50,10 +47,21 @@ def verified_load(ckpt_dir: Path, name: str, meta: dict[str, Any]) -> Any:
 
 
 def load_model_weights(ckpt_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(model state_dict, meta dict) of a checkpoint directory, after checking model.pt's sha256."""
+    """(model state_dict, meta dict) of a checkpoint directory, after checking model.pt's sha256 and that every
+    weight is finite (NaN weights would otherwise fail deep inside the metrics, e.g. in shapely)."""
     ckpt_dir = Path(ckpt_dir)
     meta = read_meta(ckpt_dir)
-    return verified_load(ckpt_dir, "model.pt", meta), meta
+    state = verified_load(ckpt_dir, "model.pt", meta)
+    check_finite_weights(state, str(ckpt_dir / "model.pt"))
+    return state, meta
+
+
+def check_finite_weights(state: dict[str, Any], where: str) -> None:
+    """Raise NonFiniteError when any floating tensor of a model state_dict holds NaN or infinity."""
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise NonFiniteError(f"{where}: {len(bad)} of {len(state)} weight tensors hold NaN/inf (first: {bad[0]}); "
+                             "training diverged: lower train.lr or raise train.warmup_steps, and check the loss weights")
 
 
 def load_trained_model(cfg: Config, ckpt_root: Path, which: str) -> tuple[DrivingModel, Path, dict]:

@@ -42,6 +42,7 @@ from drivepipe.utils.geometry import (
     transform_points,
     wrap_angle,
 )
+from drivepipe.utils.jpeg_warnings import decoder_warnings
 
 _IS_AGENT = np.isin(np.arange(len(CATEGORIES)), [CATEGORY_INDEX[c] for c in AGENT_CATEGORIES])  # by category index
 _REDUCED_FLAG = {1: 0, 2: 16, 4: 32, 8: 64}  # cv2.IMREAD_REDUCED_* bits added to a colour flag
@@ -91,7 +92,7 @@ def load_bundle(log: NuplanLog, token: str, channels: Sequence[str], history_ste
         annotations = _annotations(log, index, T_global_from_ego, frames[:n_hist], frames[n_hist:], poses[n_hist:],
                                    poses_valid[n_hist:], map_radius_m, map_classes)
     meta = BundleMeta(log_name=log.log_name, token=token, timestamp_us=t_us, location=log.location,
-                      scenario_type=log.scenario_types.get(token, "unknown"))
+                      scenario_type=log.scenario_types.get(token, "unknown"), conditions=log.conditions)
     return SensorBundle(meta=meta, cameras=cameras, lidar=lidar, ego=ego, annotations=annotations)
 
 
@@ -121,9 +122,12 @@ def decode_jpeg(data: bytes, source: Path | str, downscale: int = 1) -> np.ndarr
     if b"\xff\xd9" not in data[-32:]:
         raise DataError(source, "JPEG is truncated (no end-of-image marker)")
     flags = cv2.IMREAD_COLOR_RGB | _REDUCED_FLAG[downscale]  # decoded straight to RGB, no copy
-    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    with decoder_warnings() as warnings:
+        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if rgb is None or rgb.ndim != 3:
         raise DataError(source, "JPEG could not be decoded")
+    if warnings:  # e.g. a file cut mid-stream: libjpeg fills the rest with grey and only warns
+        raise DataError(source, f"JPEG is corrupt (decoder: {warnings[0].strip()})")
     return rgb
 
 

@@ -43,7 +43,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "log": ("token", "vehicle_name", "logfile", "location", "map_version"),
     "ego_pose": ("token", "timestamp") + _EGO_COLS,
     "camera": ("token", "channel", "model", "translation", "rotation", "intrinsic", "distortion", "width", "height"),
-    "image": ("token", "camera_token", "filename_jpg", "timestamp"),
+    "image": ("token", "ego_pose_token", "camera_token", "filename_jpg", "timestamp"),
     "lidar": ("token", "channel", "translation", "rotation"),
     "lidar_pc": ("token", "ego_pose_token", "scene_token", "filename", "timestamp"),
     "lidar_box": ("lidar_pc_token", "track_token") + _BOX_COLS,
@@ -57,6 +57,19 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 
 class MissingBlobError(DataError):
     """A row references a sensor file that does not exist (source = the expected path)."""
+
+CONDITIONS_TABLE = "synthetic_conditions"  # extra per-log table of the synthetic world (not in real nuPlan)
+
+
+def read_conditions(con: sqlite3.Connection) -> dict | None:
+    """The recording conditions of a synthetic log (time of day, weather, sensor noise; one row of the extra table
+    `synthetic_conditions`) as a dict without its log token; None for logs without that table (real nuPlan)."""
+    if con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                   (CONDITIONS_TABLE,)).fetchone() is None:
+        return None
+    cur = con.execute(f"SELECT * FROM {CONDITIONS_TABLE} LIMIT 1")
+    row = cur.fetchone()
+    return None if row is None else {d[0]: v for d, v in zip(cur.description, row) if d[0] != "log_token"}
 
 
 class NuplanLog:
@@ -113,6 +126,7 @@ class NuplanLog:
         self.scenario_types = {bytes(tok).hex(): str(typ) for tok, typ in self._query(
             "SELECT lidar_pc_token, MAX(type) FROM scenario_tag GROUP BY lidar_pc_token")}
         self.images = self._load_images()
+        self.conditions = read_conditions(self._conn)
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple]:
         try:
@@ -171,14 +185,15 @@ class NuplanLog:
         return scenes
 
     def _load_images(self) -> dict[str, ChannelImages]:
-        rows = self._query("SELECT c.channel, i.timestamp, i.token, i.filename_jpg FROM image i "
-                           "JOIN camera c ON c.token = i.camera_token ORDER BY c.channel, i.timestamp")
+        rows = self._query("SELECT c.channel, i.timestamp, i.token, i.filename_jpg, i.ego_pose_token FROM image i "
+                           "JOIN camera c ON c.token = i.camera_token ORDER BY c.channel, i.timestamp, i.token")
         out: dict[str, ChannelImages] = {}
         for channel in sorted({r[0] for r in rows}):
             sel = [r for r in rows if r[0] == channel]
             out[channel] = ChannelImages(timestamp_us=np.array([r[1] for r in sel], np.int64),
                                          token=np.array([_hex(r[2]) for r in sel]),
-                                         filename=np.array([str(r[3]) for r in sel], dtype=object))
+                                         filename=np.array([str(r[3]) for r in sel], dtype=object),
+                                         ego_pose_token=np.array([_hex(r[4]) for r in sel]))
         return out
 
     @property
@@ -262,6 +277,22 @@ class NuplanLog:
             self.derived[key] = (np.full(sweeps.shape, -1, np.int64) if imgs is None
                                  else nearest_index(imgs.timestamp_us, sweeps, IMAGE_MATCH_US))
         return self.derived[key]
+
+    def camera_sweeps(self) -> np.ndarray:
+        """(sweeps,) bool: the sweeps the devkit keeps with `include_cameras` — those whose ego pose is some image's
+        ego pose (image.ego_pose_token = lidar_pc.ego_pose_token; nuPlan links an image to its trigger sweep's
+        pose). A log with images but no such link falls back to the sweep nearest in time to each image. A log
+        without images: none. Computed once per log."""
+        if "camera_sweeps" not in self.derived:
+            imgs = list(self.images.values())
+            pose_of_image = set().union(*(set(c.ego_pose_token.tolist()) for c in imgs)) - {""}
+            keep = np.isin(self.lidar_pcs.ego_pose_token, sorted(pose_of_image))
+            if imgs and not keep.any():
+                ts = self.lidar_pcs.timestamp_us
+                nearest = nearest_index(ts, np.concatenate([c.timestamp_us for c in imgs]), IMAGE_MATCH_US)
+                keep[nearest[nearest >= 0]] = True
+            self.derived["camera_sweeps"] = keep
+        return self.derived["camera_sweeps"]
 
     def blob_path(self, relative: str) -> Path:
         return self.sensor_root / relative

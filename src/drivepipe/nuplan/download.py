@@ -18,10 +18,11 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from drivepipe.config import NuplanSourceConfig, RemoteFile
-from drivepipe.errors import DataError
+from drivepipe.errors import DataError, DiskFullError
 from drivepipe.utils.io import atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,10 @@ def download(remote: RemoteFile, dest_dir: Path, timeout_s: float, retries: int)
     dest_dir.mkdir(parents=True, exist_ok=True)
     final, part = dest_dir / name, dest_dir / f"{name}.part"
     if final.exists() and _verifies(final, remote):
-        log.info("%s: already downloaded and verified", final)
+        if remote.sha256 or remote.size:
+            log.info("%s: already downloaded and verified", final)
+        else:
+            log.info("%s: already downloaded, archive complete (not verified: no sha256/size configured)", final)
         return final
     for attempt in range(retries + 1):
         try:
@@ -53,8 +57,31 @@ def download(remote: RemoteFile, dest_dir: Path, timeout_s: float, retries: int)
             log.warning("%s: transfer interrupted (%s); resuming (attempt %d)", remote.url, exc, attempt + 2)
             time.sleep(min(2.0**attempt, 10.0) * 0.1)
     _check(part, remote, final)
+    problem = archive_problem(part)
+    if problem:  # e.g. a transfer cut short by a server that sent no Content-Length: keep it to resume
+        raise DataError(remote.url, f"{problem}; kept as {part}: rerun to resume, or delete it to start over")
     os.replace(part, final)
     return final
+
+
+def archive_problem(path: Path) -> str:
+    """"" when `path` is a complete zip (its central directory is readable) or tar (every member header up to the
+    end of the stream reads); otherwise what is wrong. Read-only: a cheap check before a file is promoted."""
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                end = max((i.header_offset + i.compress_size for i in zf.infolist()), default=0)
+        except (zipfile.BadZipFile, OSError) as exc:
+            return f"incomplete or corrupt zip archive ({exc})"
+        return "" if end <= path.stat().st_size else "incomplete zip archive (members end past the file)"
+    if path.name.endswith((".zip", ".zip.part")):
+        return "incomplete or corrupt zip archive (no central directory: the file was cut short)"
+    try:
+        with tarfile.open(path) as tf:
+            tf.getmembers()  # walks every header to the end of the (decompressed) stream
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        return f"incomplete or corrupt archive (not a complete zip or tar: {exc})"
+    return ""
 
 
 def _fetch_resuming(url: str, part: Path, timeout_s: float) -> None:
@@ -82,7 +109,9 @@ def _fetch_resuming(url: str, part: Path, timeout_s: float) -> None:
 def _verifies(path: Path, remote: RemoteFile) -> bool:
     if remote.size and path.stat().st_size != remote.size:
         return False
-    return not remote.sha256 or sha256_file(path) == remote.sha256.lower()
+    if remote.sha256:
+        return sha256_file(path) == remote.sha256.lower()
+    return not archive_problem(path)
 
 
 def _check(path: Path, remote: RemoteFile, final: Path) -> None:
@@ -99,13 +128,16 @@ def _check(path: Path, remote: RemoteFile, final: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- extract
-def safe_extract(archive: Path, dest: Path) -> None:
+def safe_extract(archive: Path, dest: Path, max_bytes: float = 500e9, max_ratio: float = 50.0) -> None:
     """Extract a .zip or .tar(.gz/.bz2/.xz) archive, refusing any member that would land outside `dest`
-    (absolute paths, `..`, links pointing outside). Nothing is extracted if any member is unsafe."""
+    (absolute paths, `..`, links pointing outside), an expansion beyond `max_bytes` or `max_ratio` x the archive
+    size (data.nuplan.max_extract_gb / max_extract_ratio), and more than the free disk space under `dest`.
+    Nothing is extracted if any check fails."""
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
+            _check_expansion(archive, dest, sum(i.file_size for i in zf.infolist()), max_bytes, max_ratio)
             bad = zf.testzip()
             if bad is not None:
                 raise DataError(archive, f"corrupt archive: CRC error in member {bad!r}")
@@ -116,6 +148,7 @@ def safe_extract(archive: Path, dest: Path) -> None:
     try:
         with tarfile.open(archive) as tf:
             members = tf.getmembers()
+            _check_expansion(archive, dest, sum(m.size for m in members if m.isfile()), max_bytes, max_ratio)
             for m in members:
                 _refuse_outside(archive, root, m.name)
                 if m.issym() or m.islnk():
@@ -125,6 +158,18 @@ def safe_extract(archive: Path, dest: Path) -> None:
             tf.extractall(dest, members=members, filter="data")
     except tarfile.TarError as exc:
         raise DataError(archive, f"not a readable zip or tar archive ({exc})") from exc
+
+
+def _check_expansion(archive: Path, dest: Path, expanded: int, max_bytes: float, max_ratio: float) -> None:
+    size = max(archive.stat().st_size, 1)
+    if expanded > max_bytes:
+        raise DataError(archive, f"expands to {expanded / 1e9:.1f} GB, more than data.nuplan.max_extract_gb "
+                        f"{max_bytes / 1e9:g}; refusing to extract (raise the limit if the archive is genuine)")
+    if expanded / size > max_ratio:
+        raise DataError(archive, f"expands {expanded / size:.0f}x ({size} -> {expanded} bytes), more than "
+                        f"data.nuplan.max_extract_ratio {max_ratio:g}; refusing to extract (a zip bomb?)")
+    if shutil.disk_usage(dest).free < expanded:
+        raise DiskFullError(dest, expanded)
 
 
 def _refuse_outside(archive: Path, root: Path, name: str) -> None:
@@ -180,7 +225,7 @@ def fetch_nuplan(src_cfg: NuplanSourceConfig, root: Path) -> dict[str, int]:
         if not archive.is_file():
             raise DataError(archive, "archive not found")
         shutil.rmtree(staging, ignore_errors=True)
-        safe_extract(archive, staging)
+        safe_extract(archive, staging, src_cfg.max_extract_gb * 1e9, src_cfg.max_extract_ratio)
         _add(totals, normalise_layout(staging, root))
     shutil.rmtree(staging, ignore_errors=True)
     for folder in map(Path, src_cfg.folders):

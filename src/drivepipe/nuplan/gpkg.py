@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import shapely
 
 from drivepipe.errors import DataError
 from drivepipe.mapdata import MapFeature, VectorMap
+from drivepipe.nuplan.gpkg_raster import RasterLayer, write_raster_layer
 
 WGS84 = 4326
 _FIXED_TIME = "2021-01-01T00:00:00.000Z"  # gpkg_contents.last_change: fixed so files are byte-reproducible
@@ -128,8 +129,10 @@ def _write_srs(con: sqlite3.Connection, codes: Iterable[int]) -> None:
                     (crs.name, code, code, crs.to_wkt("WKT1_GDAL")))
 
 
-def write_gpkg(path: str | Path, vmap: VectorMap, storage_epsg: int = WGS84) -> None:
-    """Write all layers of `vmap` (UTM `vmap.epsg`) to a GeoPackage, geometries stored in `storage_epsg`.
+def write_gpkg(path: str | Path, vmap: VectorMap, storage_epsg: int = WGS84,
+               rasters: Mapping[str, RasterLayer] | None = None) -> None:
+    """Write all layers of `vmap` (UTM `vmap.epsg`) to a GeoPackage, geometries stored in `storage_epsg`, plus the
+    tiled raster layers `rasters` (name -> `RasterLayer`, georeferenced in their own `epsg`, normally `vmap.epsg`).
 
     The file is built under a temporary name and renamed, so a killed run never leaves a half-written map.
     """
@@ -143,7 +146,7 @@ def write_gpkg(path: str | Path, vmap: VectorMap, storage_epsg: int = WGS84) -> 
         con.execute("PRAGMA user_version = 10200")        # GeoPackage 1.2
         with con:
             con.executescript(_SYSTEM_DDL)
-            _write_srs(con, (WGS84, vmap.epsg, storage_epsg))
+            _write_srs(con, (WGS84, vmap.epsg, storage_epsg, *(r.epsg for r in (rasters or {}).values())))
             con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change) "
                         "VALUES ('meta', 'attributes', 'meta', '', ?)", (_FIXED_TIME,))
             con.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
@@ -151,6 +154,8 @@ def write_gpkg(path: str | Path, vmap: VectorMap, storage_epsg: int = WGS84) -> 
                 ("location", vmap.location), ("version", vmap.version)])
             for name, feats in vmap.layers.items():
                 _write_layer(con, name, feats, vmap.epsg, storage_epsg)
+            for name, raster in sorted((rasters or {}).items()):
+                write_raster_layer(con, name, raster, _FIXED_TIME)
     finally:
         con.close()
     os.replace(tmp, path)

@@ -116,11 +116,25 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise _ForbiddenClass(f"{module}.{name}")
 
 
-def _to_plain(obj: Any, source: str) -> Any:
-    """Nested lists/tuples of numbers -> nested lists of Python floats."""
+# Real calibration pickles are a few hundred bytes holding at most 3 x 3 numbers. Bounding the bytes, the nesting
+# and the number count keeps a crafted pickle (memo-shared lists that expand to 2^28 numbers, 100,000-deep nesting)
+# from exhausting memory or the stack: it is answered with a DataError like any other bad calibration.
+MAX_PICKLE_BYTES = 16 * 1024
+MAX_DEPTH = 2  # intrinsic: a list of 3 row lists
+MAX_NUMBERS = 16  # intrinsic: 9
+
+
+def _to_plain(obj: Any, source: str, depth: int = 1, budget: list[int] | None = None) -> Any:
+    """Nested lists/tuples of numbers -> nested lists of Python floats, within MAX_DEPTH and MAX_NUMBERS."""
+    budget = [MAX_NUMBERS] if budget is None else budget
     if isinstance(obj, (list, tuple)):
-        return [_to_plain(v, source) for v in obj]
+        if depth > MAX_DEPTH:
+            raise DataError(source, f"calibration pickle is nested deeper than {MAX_DEPTH} lists")
+        return [_to_plain(v, source, depth + 1, budget) for v in obj]
     if isinstance(obj, (int, float, np.integer, np.floating)) and not isinstance(obj, bool):
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise DataError(source, f"calibration pickle holds more than {MAX_NUMBERS} numbers")
         return float(obj)
     raise DataError(source, f"calibration pickle holds an unexpected {type(obj).__name__} value")
 
@@ -138,10 +152,12 @@ def loads_calibration(blob: bytes, source: str) -> list:
 
     Raises:
         DataError: the pickle references any class other than the allowed ones, is truncated or garbage,
-            or does not decode to a list of numbers.
+            is too big or too deeply nested, or does not decode to a list of at most MAX_NUMBERS numbers.
     """
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise DataError(source, f"calibration must be a pickle BLOB, got {type(blob).__name__}")
+    if len(blob) > MAX_PICKLE_BYTES:
+        raise DataError(source, f"calibration pickle is {len(blob)} bytes (a real one is < {MAX_PICKLE_BYTES})")
     try:
         obj = _RestrictedUnpickler(io.BytesIO(bytes(blob))).load()
     except _ForbiddenClass as e:

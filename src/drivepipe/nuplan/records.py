@@ -72,11 +72,13 @@ class LidarPcs:
 
 @dataclass(frozen=True)
 class ChannelImages:
-    """Images of one camera ordered by time: timestamp_us (K,) int64, token (K,) str, filename (K,) object."""
+    """Images of one camera ordered by time: timestamp_us (K,) int64, token (K,) str, filename (K,) object,
+    ego_pose_token (K,) str (16 hex, "" where NULL)."""
 
     timestamp_us: np.ndarray
     token: np.ndarray
     filename: np.ndarray
+    ego_pose_token: np.ndarray
 
 
 @dataclass(frozen=True)

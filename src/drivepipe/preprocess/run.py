@@ -27,6 +27,7 @@ from drivepipe.cache.lmdb_store import (
     encode_sample,
 )
 from drivepipe.config import Config, PreprocessConfig
+from drivepipe.engine import EngineSpec, connect, ordered_map
 from drivepipe.errors import DataError
 from drivepipe.preprocess.image import IMAGE_MEAN, IMAGE_STD
 from drivepipe.preprocess.lidar import pillar_grid_size
@@ -91,7 +92,8 @@ def process_windows(load: Callable[[Window], SensorBundle], windows: list[Window
             value = encode_sample(sample, meta, p.image_storage, p.jpeg_quality)
         except Exception as exc:  # noqa: BLE001 - the policy decides; "fail" names the sample
             if p.failure_policy == "fail":
-                result.error = (f"{w.log_name}/{w.token}", f"sample failed: {_reason(exc)}")
+                where = f" in {exc.source}" if isinstance(exc, DataError) else ""
+                result.error = (f"{w.log_name}/{w.token}", f"sample failed{where}: {_reason(exc)}")
                 return result
             result.skipped[_reason(exc)] += 1
             continue
@@ -165,21 +167,15 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)
 
 
-def _map_logs(tasks: list[LogTask], workers: int) -> Iterator[LogResult]:
-    """Results in task order; a process pool when workers > 1 (spawn: no inherited LMDB/OpenMP state)."""
-    if workers <= 1 or len(tasks) <= 1:
-        try:
-            yield from map(_load_log_task, tasks)
-        finally:
-            close_open_log()
-        return
-    import multiprocessing as mp
+def _map_logs(tasks: list[LogTask], workers: int, engine: EngineSpec | None = None) -> Iterator[LogResult]:
+    """Results in task order on the chosen engine (default: the local pool of `workers` spawned processes).
 
-    # Consecutive tasks are chunks of the same log: handing them out two by two per worker keeps most of a log in
-    # one process, so its box table and map are loaded there once (one task at a time loads them in both workers).
-    n = min(workers, len(tasks))
-    with mp.get_context("spawn").Pool(n, initializer=_worker_init) as pool:
-        yield from pool.imap(_load_log_task, tasks, chunksize=max(1, min(2, len(tasks) // (2 * n))))
+    Consecutive tasks are chunks of the same log: handing them out two by two per worker call keeps most of a log in
+    one process, so its box table and map are loaded there once."""
+    try:
+        yield from ordered_map(_load_log_task, tasks, engine, workers, initializer=_worker_init, group=2)
+    finally:
+        close_open_log()
 
 
 # ----------------------------------------------------------------------------------------------------- header
@@ -250,7 +246,8 @@ def plan_tasks(cfg: Config, data_root: Path) -> tuple[list[LogTask], str, int]:
     scenarios, locations, spans, db_of = [], {}, {}, {}
     for db in sorted(layout.db_files):
         with NuplanLog(db, layout.sensor_root, None, cfg.data.missing_blob_policy) as nlog:
-            scenarios.extend(enumerate_scenarios(nlog))
+            # anchors on the sweeps that have images (the devkit's include_cameras), when cameras are used
+            scenarios.extend(enumerate_scenarios(nlog, include_cameras=bool(cfg.preprocess.cameras)))
             ts = nlog.lidar_pcs.timestamp_us
             name = nlog.log_name
             locations[name], spans[name], db_of[name] = nlog.location, (int(ts[0]), int(ts[-1])), Path(db)
@@ -283,19 +280,43 @@ def build_report(infos: list[dict[str, Any]], skipped: Counter, blobs: Counter, 
             "samples_per_s": round(len(infos) / seconds, 3) if seconds > 0 else 0.0, **extra}
 
 
-def write_cache(results: Iterable[LogResult], out_dir: Path, common: dict[str, Any]
+def check_skip_policy(infos: list[dict[str, Any]], skipped: Counter, splits: set[str], max_fraction: float,
+                      source: Path) -> None:
+    """Raise DataError when a split that had windows ended up empty, or when more than `max_fraction` of the
+    windows were skipped (preprocess.max_skipped_fraction): a cache that silently lost data is never written."""
+    total_skipped = sum(skipped.values())
+    reasons = "; ".join(f"{n} x {r}" for r, n in skipped.most_common(3))
+    empty = sorted(splits - {i["split"] for i in infos})
+    if empty:
+        raise DataError(source, f"split {empty[0]!r} is empty: all its samples were skipped ({reasons or 'none'}); "
+                        "the cache was not written (fix the data: dvc repro download)")
+    total = len(infos) + total_skipped
+    if total and total_skipped / total > max_fraction:
+        raise DataError(source, f"{total_skipped} of {total} samples skipped ({total_skipped / total:.0%} > "
+                        f"preprocess.max_skipped_fraction {max_fraction:g}): {reasons}; the cache was not written")
+
+
+def skip_summary(report: dict[str, Any]) -> str:
+    """One line per skip reason (what `drivepipe preprocess` prints at the end)."""
+    lines = [f"  {n} x {reason}" for reason, n in report["skipped"].items()]
+    return "\n".join([f"skipped {report['skipped_total']} samples" + (":" if lines else ""), *lines])
+
+
+def write_cache(results: Iterable[LogResult], out_dir: Path, common: dict[str, Any],
+                check: Callable[[list[dict[str, Any]], Counter], None] | None = None, expected_records: int = 0,
                 ) -> tuple[list[dict[str, Any]], Counter, Counter]:
     """Write per-log results (in key order) into a new cache at `out_dir`.
 
     Returns (sample infos, samples skipped by reason, missing sensor files by kind).
 
-    Raises DataError for the first result that carries an error (failure_policy "fail"); nothing is left at
-    `out_dir` then (the tmp dir is removed).
+    Raises DataError for the first result that carries an error (failure_policy "fail") or when `check(infos,
+    skipped)` refuses what was collected (`check_skip_policy`); nothing is left at `out_dir` then (the tmp dir is
+    removed) and an existing cache there stays as it was. `expected_records` only sizes the disk-full message.
     """
     infos: list[dict[str, Any]] = []
     skipped: Counter = Counter()
     blobs: Counter = Counter()
-    with LmdbWriter(out_dir) as writer:
+    with LmdbWriter(out_dir, expected_records=expected_records) as writer:
         for result in results:
             if result.error is not None:
                 raise DataError(*result.error)
@@ -303,6 +324,8 @@ def write_cache(results: Iterable[LogResult], out_dir: Path, common: dict[str, A
             infos.extend(info for _, _, info in result.records)
             skipped.update(result.skipped)
             blobs.update(result.missing_blobs)
+        if check is not None:
+            check(infos, skipped)
         writer.finish(build_header(common, infos))
     return infos, skipped, blobs
 
@@ -313,19 +336,29 @@ def _progress(results: Iterator[LogResult], bar: Any) -> Iterator[LogResult]:
         yield result
 
 
-def run_preprocess(cfg: Config, data_root: Path, out_dir: Path, report_path: Path) -> dict[str, Any]:
-    """Build the LMDB cache of this shard at `out_dir` and write the report; returns the report dict."""
+def run_preprocess(cfg: Config, data_root: Path, out_dir: Path, report_path: Path,
+                   engine: EngineSpec | None = None) -> dict[str, Any]:
+    """Build the LMDB cache of this shard at `out_dir` and write the report; returns the report dict.
+
+    `engine` (default: the local pool of preprocess.workers) runs the per-chunk work; this process alone writes."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
+    connect(engine)
     tasks, manifest_hash, n_logs = plan_tasks(cfg, Path(data_root))
-    bar = tqdm(total=sum(len(t.windows) for t in tasks), unit="sample", desc="preprocess")
-    infos, skipped, blobs = write_cache(_progress(_map_logs(tasks, cfg.preprocess.workers), bar), Path(out_dir),
-                                        header_common(cfg, manifest_hash))
-    bar.close()
+    total = sum(len(t.windows) for t in tasks)
+    bar = tqdm(total=total, unit="sample", desc="preprocess")
+    splits = {w.split for t in tasks for w in t.windows}
+
+    def check(infos: list[dict[str, Any]], skipped: Counter) -> None:
+        check_skip_policy(infos, skipped, splits, cfg.preprocess.max_skipped_fraction, Path(data_root))
+    with bar:  # closed (its line ended) on errors too, so the error message gets a line of its own
+        results = _progress(_map_logs(tasks, cfg.preprocess.workers, engine), bar)
+        infos, skipped, blobs = write_cache(results, Path(out_dir), header_common(cfg, manifest_hash), check, total)
     extra = {"logs_total": n_logs, "logs_in_shard": len({t.log_name for t in tasks}),
              "shard_index": cfg.preprocess.shard_index,
-             "shard_count": cfg.preprocess.shard_count, "cache_dir": str(out_dir)}
+             "shard_count": cfg.preprocess.shard_count, "cache_dir": str(out_dir),
+             "engine": (engine or EngineSpec()).kind}
     report = build_report(infos, skipped, blobs, time.perf_counter() - t0, extra)
     atomic_write_json(report_path, report)
     log.info("preprocess: %d samples (%d skipped) in %.1f s", len(infos), report["skipped_total"], report["seconds"])

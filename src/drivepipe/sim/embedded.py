@@ -38,6 +38,7 @@ from drivepipe.sim.scorer import format_collisions
 from drivepipe.sim.stepmetrics import SpeedLimits, lights_ahead, overlap_many, time_to_collision
 from drivepipe.utils.geometry import box_corners_2d, global_to_ego_xy_yaw, wrap_angle
 from drivepipe.vehicle import EGO_FRONT_M, EGO_REAR_M, EGO_WIDTH_M
+from drivepipe.world.conditions import conditions_from_row
 from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 
 OFF_ROAD_TOLERANCE_M = 0.3
@@ -218,7 +219,8 @@ class EmbeddedBackend:
         reach = self.cfg.data.synthetic.lidar_max_range_m  # farther actors: no lidar return, a few pixels on camera
         actors = [a for a in actors if np.hypot(a.x - ego.x, a.y - ego.y) <= reach + a.length / 2]
         snap = WorldSnapshot(timestamp_us=ts, ego=ego, actors=tuple(actors),
-                             traffic_lights=self._lights.get(str(self._log.lidar_pcs.token[index]), {}))
+                             traffic_lights=self._lights.get(str(self._log.lidar_pcs.token[index]), {}),
+                             conditions=conditions_from_row(self._log.conditions))
         channels = self.cfg.preprocess.cameras
         images = render_cameras(self._vmap, snap, self._rig, channels)
         cams = {ch: CameraFrame(self._rig.cameras[ch], images[ch], ts) for ch in channels}

@@ -28,8 +28,10 @@ import numpy as np
 import torch
 
 from drivepipe.config import Config, config_hash, to_dict
+from drivepipe.errors import DiskFullError, is_disk_full
 from drivepipe.model.weights import (  # noqa: F401  (re-exported: the checkpoint API)
     CheckpointError,
+    check_finite_weights,
     load_model_weights,
     read_meta,
     resolve_checkpoint,
@@ -43,8 +45,8 @@ log = logging.getLogger(__name__)
 # cache header and manifest hashes; max_steps is a cap, so a capped run can be continued with a larger one)
 COSMETIC_KEYS = {
     "data.synthetic": ("workers",),
-    "data.nuplan": ("download_dir", "timeout_s", "retries"),
-    "preprocess": ("workers", "shard_index", "shard_count", "failure_policy"),
+    "data.nuplan": ("download_dir", "timeout_s", "retries", "max_extract_gb", "max_extract_ratio"),
+    "preprocess": ("workers", "shard_index", "shard_count", "failure_policy", "max_skipped_fraction"),
     "train": ("experiment", "workers", "pin_memory", "persistent_workers", "prefetch_factor", "log_every_steps",
               "save_every_epochs", "keep_top_k", "max_nonfinite_in_row", "val_metric", "closed_loop_every_epochs",
               "max_steps"),
@@ -110,6 +112,29 @@ def load_train_state(ckpt_dir: str | Path) -> dict[str, Any]:
     return verified_load(ckpt_dir, "train_state.pt", read_meta(ckpt_dir))
 
 
+def previous_checkpoint_hint(ckpt_dir: str | Path) -> str:
+    """What to do when `ckpt_dir` cannot be resumed: point `latest` at the newest older checkpoint, or start over."""
+    ckpt_dir = Path(ckpt_dir).resolve()  # `latest` -> step_XXXXXXXX
+    exp_dir = ckpt_dir.parent
+    older = sorted((p for p in exp_dir.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")
+                    and p.name < ckpt_dir.name and (p / "meta.json").is_file()), reverse=True)
+    if older:
+        return (f"resume from the previous step instead: ln -sfn {older[0].name} {exp_dir / 'latest'} "
+                f"(or delete {exp_dir} to start over)")
+    return f"no earlier checkpoint is left: delete {exp_dir} to start over"
+
+
+def _nbytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) state dict: about what torch.save writes."""
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- saving
 def _replace_symlink(link: Path, target_name: str) -> None:
     tmp = link.with_name(f".{link.name}.tmp")
@@ -158,20 +183,30 @@ class Checkpointer:
         name = f"step_{step:08d}"
         final = self.exp_dir / name
         if not final.exists():
+            check_finite_weights(model_state, f"{final} (not saved)")  # never keep a checkpoint of a diverged run
             tmp = self.exp_dir / f"{name}.tmp"
-            tmp.mkdir()
-            torch.save(model_state, tmp / "model.pt")
-            torch.save(train_state, tmp / "train_state.pt")
-            atomic_write_json(tmp / "resolved_config.json", to_dict(self.cfg))
-            meta = {**self.identity, "step": step, "git_commit": git_commit(), "metrics": metrics,
-                    "sha256": {f: sha256_file(tmp / f) for f in PT_FILES}}
-            atomic_write_json(tmp / "meta.json", meta)
+            try:
+                self._write(tmp, step, model_state, train_state, metrics)
+            except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as "unexpected pos"
+                shutil.rmtree(tmp, ignore_errors=True)
+                if is_disk_full(exc, self.exp_dir):
+                    raise DiskFullError(self.exp_dir, _nbytes(model_state) + _nbytes(train_state)) from None
+                raise
             os.rename(tmp, final)
         _replace_symlink(self.exp_dir / "latest", name)
         if self._improves(metrics):
             _replace_symlink(self.exp_dir / "best", name)
         self.prune()
         return final
+
+    def _write(self, tmp: Path, step: int, model_state: dict, train_state: dict, metrics: dict[str, float]) -> None:
+        tmp.mkdir()
+        torch.save(model_state, tmp / "model.pt")
+        torch.save(train_state, tmp / "train_state.pt")
+        atomic_write_json(tmp / "resolved_config.json", to_dict(self.cfg))
+        meta = {**self.identity, "step": step, "git_commit": git_commit(), "metrics": metrics,
+                "sha256": {f: sha256_file(tmp / f) for f in PT_FILES}}
+        atomic_write_json(tmp / "meta.json", meta)
 
     def _improves(self, metrics: dict[str, float]) -> bool:
         key = self.cfg.train.val_metric
@@ -207,8 +242,9 @@ class Checkpointer:
                 if not diff:
                     return latest.resolve()
                 reason = f"{', '.join(diff)} changed"
-            except (CheckpointError, json.JSONDecodeError) as exc:
-                reason = f"unreadable ({exc})"
+            except (CheckpointError, json.JSONDecodeError) as exc:  # damaged, not stale: never delete it
+                raise CheckpointError(f"{latest}: cannot resume, meta.json unreadable ({exc}); "
+                                      f"{previous_checkpoint_hint(latest)}") from None
         stale = [p for p in self.exp_dir.iterdir()]
         if stale:
             log.info("starting fresh in %s: %s; removing %d stale entries", self.exp_dir, reason, len(stale))

@@ -30,9 +30,17 @@ from torch import nn
 from drivepipe.config import Config, TrainConfig
 from drivepipe.data.augment import Augmenter
 from drivepipe.data.loader import build_loader
+from drivepipe.errors import CheckpointError, NonFiniteError
 from drivepipe.sample import to_device
 from drivepipe.train import distributed as D
-from drivepipe.train.checkpoint import Checkpointer, capture_rng, load_model_weights, load_train_state, restore_rng
+from drivepipe.train.checkpoint import (
+    Checkpointer,
+    capture_rng,
+    load_model_weights,
+    load_train_state,
+    previous_checkpoint_hint,
+    restore_rng,
+)
 from drivepipe.train.live import TrainLogger
 from drivepipe.train.optim import build_optimizer, build_scheduler
 from drivepipe.train.validate import validate
@@ -181,8 +189,11 @@ class Trainer:
                 "world_size": self.dist.world_size}
 
     def _load(self, ckpt_dir: Path) -> None:
-        weights, _ = load_model_weights(ckpt_dir)
-        state = load_train_state(ckpt_dir)
+        try:
+            weights, _ = load_model_weights(ckpt_dir)
+            state = load_train_state(ckpt_dir)
+        except CheckpointError as exc:  # e.g. a train_state.pt cut short by a crash outside the atomic save
+            raise CheckpointError(f"{exc}; {previous_checkpoint_hint(ckpt_dir)}") from None
         self.model.load_state_dict(weights, strict=True)
         self.loss_fn.load_state_dict(state["loss_module"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -288,7 +299,7 @@ class Trainer:
                     "(%d in a row, %d in total)", p.step, micro_index, p.nonfinite_in_row, p.nonfinite_total)
         self.logger.log_epoch(p.step, {"train/nonfinite_total": float(p.nonfinite_total)})
         if p.nonfinite_in_row >= limit:
-            raise RuntimeError(
+            raise NonFiniteError(
                 f"training stopped: {p.nonfinite_in_row} non-finite losses in a row (train.max_nonfinite_in_row="
                 f"{limit}) at optimizer step {p.step}, micro-batch {p.micro_step}. Check the learning rate and "
                 "warm-up (train.lr, train.warmup_steps), AMP (train.amp: try off or bf16), the cached data for "
@@ -307,6 +318,10 @@ class Trainer:
     # ------------------------------------------------------------------------------------ checkpoint + eval
     def _end_of_epoch(self, final: bool) -> None:
         t, p = self.cfg.train, self.progress
+        if p.step == 0 and p.nonfinite_total > 0:  # fewer than max_nonfinite_in_row steps, every one voided
+            raise NonFiniteError(f"training stopped: all {p.nonfinite_total} steps so far had a non-finite loss, no "
+                                 "optimizer step succeeded; nothing was saved. Check train.lr, the loss weights and "
+                                 "the cached data (dvc repro preprocess)")
         closed_loop = t.closed_loop_every_epochs > 0 and p.epoch % t.closed_loop_every_epochs == 0
         if not (final or closed_loop or p.epoch % t.save_every_epochs == 0) or p.step == self.last_saved_step:
             return

@@ -1,8 +1,8 @@
 """Synthetic nuPlan-mini generator: world -> renderers -> nuPlan-format writer (the only time loop that writes data).
 
 `generate_dataset(cfg, out_root)` builds one city per configured location, writes the maps tree for all four
-nuPlan locations, then drives `num_logs` worlds at 20 Hz and writes each as a nuPlan log (lidar every sweep,
-8 cameras every second sweep = 10 Hz). Everything is derived from `cfg.synthetic.seed` and fixed base dates, and
+nuPlan locations, then drives `num_logs` worlds at 20 Hz and writes each as a nuPlan log: lidar every sweep, ego
+poses at 100 Hz, 8 cameras at 10 Hz with their own staggered exposure times (`world.timeline`). Everything is derived from `cfg.synthetic.seed` and fixed base dates, and
 files are written in a fixed order, so the same config gives byte-identical files.
 """
 
@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from drivepipe.config import CAMERA_CHANNELS, DataConfig, SyntheticConfig
+from drivepipe.world import timeline
 from drivepipe.world.writer import LOCATION_INFO, LogWriter, log_paths, write_maps
 
 SWEEP_HZ = 20
-CAMERA_EVERY = 2  # sweeps between camera frames (20 Hz lidar, 10 Hz cameras)
+CAMERA_EVERY = timeline.CAMERA_EVERY  # sweeps between camera frames (20 Hz lidar, 10 Hz cameras)
 DT_S = 1.0 / SWEEP_HZ
 _BASE_DATE = dt.datetime(2021, 5, 12, tzinfo=dt.timezone.utc)  # first synthetic drive day (nuPlan-mini era)
 _VEHICLES = (12, 26, 28, 35, 38, 40, 42, 45, 50, 52)
@@ -64,8 +65,10 @@ def plan_logs(cfg: SyntheticConfig) -> list[LogPlan]:
 
 
 def _write_log(out_root: Path, plan: LogPlan, city: object, cfg: SyntheticConfig, bar: object | None = None) -> int:
-    """Drive one world through the plan and write it; returns the number of camera images written."""
-    from drivepipe.world.render_camera import render_cameras
+    """Drive one world through the plan and write it (sensor timing: `world.timeline`); returns the number of
+    camera images written. The world ticks at 20 Hz, one tick past the last sweep so that the poses and exposures
+    after it can be interpolated."""
+    from drivepipe.world.conditions import write_conditions
     from drivepipe.world.render_lidar import render_lidar
     from drivepipe.world.rig import default_rig
     from drivepipe.world.world import World
@@ -75,25 +78,55 @@ def _write_log(out_root: Path, plan: LogPlan, city: object, cfg: SyntheticConfig
     shutil.rmtree(log_paths(out_root, plan.name)[1], ignore_errors=True)  # stale blobs of an earlier run
     world = World(city, cfg, plan.seed, plan.start_time_us)
     writer = LogWriter(out_root, plan.name, plan.location, rig, plan.vehicle, plan.start_time_us,
-                       jpeg_quality=cfg.jpeg_quality)
+                       jpeg_quality=cfg.jpeg_quality, box_range_m=cfg.lidar_max_range_m)
     routes: list[list[int]] = []
+    prev = None
     try:
-        for i in range(plan.num_sweeps):
-            scene = i // plan.sweeps_per_scene
+        for i in range(plan.num_sweeps + 1):
+            snap = world.snapshot()
+            if prev is not None:
+                _write_between(writer, prev, snap, i - 1, plan, vmap, rig)
+            if i == plan.num_sweeps:
+                break
             if i % plan.sweeps_per_scene == 0:
                 routes.append([int(r) for r in world.route_roadblock_ids()])
-            snap = world.snapshot()
             points = render_lidar(vmap, snap, rig, cfg)
-            images = render_cameras(vmap, snap, rig, CAMERA_CHANNELS) if i % CAMERA_EVERY == 0 else None
-            writer.add_sweep(snap, points, images, scene_index=scene)
+            writer.add_sweep(snap, points, None, scene_index=i // plan.sweeps_per_scene,
+                             ego_pose_token=writer.pose_token(timeline.linked_pose_index(i)))
             world.step(DT_S)
+            prev = snap
             if bar is not None:
                 bar.update(1)
     except BaseException:
         writer.abort()
         raise
-    writer.close(routes)
+    write_conditions(writer.close(routes), world.conditions)
     return writer.num_images
+
+
+def _write_between(writer: LogWriter, a: object, b: object, sweep: int, plan: LogPlan, vmap: object,
+                   rig: object) -> None:
+    """The ego poses in [a, b) and, if sweep `sweep` (at snapshot a) triggers the cameras, their images.
+
+    The 8 images of a camera frame are rendered in one call from the world interpolated to the frame's mean exposure
+    time (~12 ms after the trigger), and each is stamped with its own channel's exposure time: the stagger (±9 ms
+    around the mean) is in the timestamps but not in the pixels. Rendering each channel at its own instant would
+    re-rasterise the ground per channel, ~2.5x the camera cost, for at most ~15 cm of motion.
+    """
+    from drivepipe.world.render_camera import render_cameras
+
+    span = b.timestamp_us - a.timestamp_us
+    for k, t in timeline.pose_times(a.timestamp_us, b.timestamp_us, plan.start_time_us):
+        writer.add_ego_pose(k, t, timeline.interpolate_ego(a.ego, b.ego, (t - a.timestamp_us) / span))
+    if sweep % CAMERA_EVERY:
+        return
+    pose = writer.pose_token(timeline.linked_pose_index(sweep))
+    frame = sweep // CAMERA_EVERY
+    times = {ch: timeline.camera_time(a.timestamp_us, ch, plan.seed, frame) for ch in CAMERA_CHANNELS}
+    exposure = a.timestamp_us + round(np.mean([timeline.CAMERA_OFFSETS_US[ch] for ch in CAMERA_CHANNELS]))
+    images = render_cameras(vmap, timeline.interpolate_snapshot(a, b, exposure), rig, CAMERA_CHANNELS)
+    for ch in CAMERA_CHANNELS:
+        writer.add_image(ch, images[ch], times[ch], pose, sweep)
 
 
 _FORK_STATE: dict = {}  # cities handed to forked workers without pickling them

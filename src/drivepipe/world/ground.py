@@ -10,6 +10,7 @@ import shapely
 from shapely.geometry import LineString, Polygon
 
 from drivepipe.mapdata import VectorMap
+from drivepipe.utils import detmath
 from drivepipe.utils.geometry import pose_to_transform
 
 # Ground surface labels of the top-down raster (shared with the lidar renderer for intensities).
@@ -120,11 +121,11 @@ def _paint_crosswalk(raster: GroundRaster, poly: Polygon, ego_pose: tuple[float,
     if rect is None or len(rect) < 4:
         return
     edges = np.diff(rect[:3], axis=0)
-    u = edges[np.argmax(np.linalg.norm(edges, axis=1))]
-    u = u / np.linalg.norm(u)
+    u = edges[np.argmax(detmath.norm_rows(edges))]
+    u = u / detmath.norm(u)
     ex, ey, yaw = ego_pose
-    ug = np.array([np.cos(yaw) * u[0] - np.sin(yaw) * u[1], np.sin(yaw) * u[0] + np.cos(yaw) * u[1]])
-    if not 0.0 <= np.arctan2(ug[1], ug[0]) < np.pi:  # canonical direction so the phase is unique
+    ug = np.array([detmath.cos(yaw) * u[0] - detmath.sin(yaw) * u[1], detmath.sin(yaw) * u[0] + detmath.cos(yaw) * u[1]])
+    if not 0.0 <= detmath.arctan2(ug[1], ug[0]) < np.pi:  # canonical direction so the phase is unique
         u, ug = -u, -ug
     contours = [_to_fixed(raster, ring) for ring in _rings(poly)]
     lo = np.floor(np.concatenate(contours).min(axis=0) / 16).astype(int)

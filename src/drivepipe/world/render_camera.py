@@ -19,9 +19,13 @@ import numpy as np
 
 from drivepipe.mapdata import VectorMap
 from drivepipe.schema import CATEGORIES, CameraCalibration
+from drivepipe.utils import detmath
 from drivepipe.utils.geometry import box_corners_2d, global_to_ego_xy_yaw, invert
+from drivepipe.world.camera_effects import HEAD_LAMP_RGB, TAIL_LAMP_RGB, face_colours, fogged, lighting, sensor_effects
+from drivepipe.world.conditions import Conditions, sun_direction
 from drivepipe.world.ground import NUM_LABELS, GroundRaster, ground_raster
 from drivepipe.world.rig import Rig, max_valid_radius, normalized_to_pixel, pixel_to_normalized, project_points
+from drivepipe.world.shapes import MATERIAL_SHADE, PAINT, Parts, actor_parts
 from drivepipe.world_state import ActorState, WorldSnapshot
 
 __all__ = ["render_cameras", "project_points", "actor_colour", "actor_corners_ego", "GroundRaster", "ground_raster"]
@@ -31,21 +35,22 @@ LABEL_COLOURS_RGB = np.tile(np.array([96, 112, 74], np.uint8), (256, 1))  # cv2.
 LABEL_COLOURS_RGB[:NUM_LABELS] = [(96, 112, 74), (166, 164, 158), (72, 72, 75), (80, 80, 83), (232, 232, 224),
                                   (238, 238, 232)]
 
-_SKY_HORIZON_RGB = np.array([200.0, 208.0, 218.0], np.float32)
-_SKY_ZENITH_RGB = np.array([95.0, 140.0, 205.0], np.float32)
-_HAZE_DISTANCE_M = 110.0      # e-folding distance of the ground's fade into the horizon colour
 _SHADOW_RGB = (38, 38, 40)    # contact shadow drawn into the ground texture around each footprint
 _SHADOW_MARGIN_M = 0.25
 _Z_NEAR_M = 0.1               # near clipping plane in the camera frame
 _EDGE_SUBDIVISIONS = 12       # samples per face edge so straight 3-D edges bend with the lens distortion
-_MAX_ACTOR_DISTANCE_M = 200.0
-_SUN_DIR_GLOBAL = np.array([0.35, 0.45, 0.82]) / np.linalg.norm([0.35, 0.45, 0.82])
+_MAX_ACTOR_DISTANCE_M = 90.0  # actors farther than this from the ego are not drawn (a few px at the written size)
+_DETAIL_DISTANCE_M = 35.0     # farther actors are drawn as plain boxes (their parts are sub-pixel there)
+_MIN_FACE_AREA_PX = 0.5       # faces whose projection is smaller than this are not drawn
+_AMBIENT = 0.5                # face shade without direct sun; + 0.5 x cos(sun angle) in sunlight
 
 _VEHICLE_PAINTS = ((225, 225, 222), (28, 29, 33), (168, 170, 176), (105, 108, 115), (158, 30, 32),
                    (38, 62, 138), (36, 78, 58), (190, 176, 140), (120, 26, 40), (210, 200, 60))
-_CATEGORY_RGB = {"bicycle": (200, 120, 30), "pedestrian": (170, 70, 150), "traffic_cone": (255, 110, 10),
+_CATEGORY_RGB = {"traffic_cone": (255, 110, 10),
                  "barrier": (225, 215, 70), "czone_sign": (250, 160, 0), "generic_object": (125, 100, 80)}
-_PEDESTRIAN_CLOTHES = ((170, 70, 150), (60, 70, 120), (40, 40, 45), (150, 40, 40), (90, 120, 70), (200, 180, 150))
+_PEDESTRIAN_CLOTHES = ((170, 70, 150), (60, 70, 120), (40, 40, 45), (150, 40, 40), (90, 120, 70), (200, 180, 150),
+                       (200, 120, 30))
+_SHARED_PALETTE = _VEHICLE_PAINTS + _PEDESTRIAN_CLOTHES
 # Box faces as corner indices (corners 0-3 bottom FL, RL, RR, FR; 4-7 the same on top). The bottom is never seen.
 _FACES = np.array([[0, 3, 7, 4], [1, 2, 6, 5], [0, 1, 5, 4], [3, 2, 6, 7], [4, 5, 6, 7]])
 
@@ -54,13 +59,16 @@ _FACES = np.array([[0, 3, 7, 4], [1, 2, 6, 5], [0, 1, 5, 4], [3, 2, 6, 7], [4, 5
 class _CameraGeometry:
     """Everything about one calibration that does not depend on the scene (cached).
 
-    maps: cv2 fixed-point remap tables (H, W) from image pixels to ground-texture pixels; gain: (H, W, 1) float32
-    weight of the texture (0 for sky, fades with distance); base: (H, W, 3) float32 sky / haze colour added to it.
+    maps: cv2 fixed-point remap tables (H, W) from image pixels to ground-texture pixels; ray_z: (H, W) z of each
+    pixel's unit ray (ego frame); ground_dist: (H, W) m along the ray to the ground (inf for sky); ground_xy:
+    (H, W, 2) ego-frame ground hit. `camera_effects.lighting` turns these into the per-condition gain / base.
     """
 
+    key: tuple
     maps: tuple[np.ndarray, np.ndarray]
-    gain: np.ndarray
-    base: np.ndarray
+    ray_z: np.ndarray
+    ground_dist: np.ndarray
+    ground_xy: np.ndarray
     T_cam_from_ego: np.ndarray
     cam_pos_ego: np.ndarray
     r_max: float
@@ -88,33 +96,40 @@ def render_cameras(vmap: VectorMap, snapshot: WorldSnapshot, rig: Rig,
     """
     raster = ground_raster(vmap, snapshot.ego)
     corners = actor_corners_ego(snapshot)
-    texture = _ground_texture(raster, corners)
-    colours = np.array([actor_colour(a.category, a.track_id) for a in snapshot.actors], np.float64).reshape(-1, 3)
-    c, s = np.cos(-snapshot.ego.yaw), np.sin(-snapshot.ego.yaw)
-    sun_ego = np.array([c * _SUN_DIR_GLOBAL[0] - s * _SUN_DIR_GLOBAL[1],
-                        s * _SUN_DIR_GLOBAL[0] + c * _SUN_DIR_GLOBAL[1], _SUN_DIR_GLOBAL[2]])
+    near = detmath.hypot(*corners[:, :4, :2].mean(axis=1).T) < raster.radius_m + 10.0 if len(corners) else []
+    texture = _ground_texture(raster, corners[near] if len(corners) else corners)
+    parts = actor_parts(snapshot, _MAX_ACTOR_DISTANCE_M, _DETAIL_DISTANCE_M)
+    colours = _part_colours(snapshot, parts)
+    c, s = detmath.cos(-snapshot.ego.yaw), detmath.sin(-snapshot.ego.yaw)
+    sun = sun_direction(snapshot.conditions)
+    sun_ego = np.array([c * sun[0] - s * sun[1], s * sun[0] + c * sun[1], sun[2]])
     out = {}
     for channel in channels:
         if channel not in rig.cameras:
             raise ValueError(f"unknown camera channel {channel!r}; rig has {sorted(rig.cameras)}")
         calib = rig.cameras[channel]
         geom = _camera_geometry(calib, raster.radius_m, raster.res_m)
-        image = _background(geom, texture)
-        _draw_actors(image, geom, calib, corners, colours, sun_ego)
-        out[channel] = image
+        image = _background(geom, texture, snapshot.conditions)
+        _draw_parts(image, geom, calib, parts, colours, sun_ego, snapshot)
+        out[channel] = sensor_effects(image, snapshot.conditions, snapshot.timestamp_us, channel)
     return out
 
 
+def _part_colours(snapshot: WorldSnapshot, parts: Parts) -> np.ndarray:
+    """(P, 3) base RGB of every part: its owner's colour times the material's shade."""
+    base = np.array([actor_colour(a.category, a.track_id) for a in snapshot.actors], np.float64).reshape(-1, 3)
+    return base[parts.owner] * MATERIAL_SHADE[parts.material][:, None]
+
+
 def actor_colour(category: str, track_id: int) -> tuple[int, int, int]:
-    """Base RGB of an actor: a pure function of (category, track_id) (a hash, no random state)."""
+    """Base RGB of an actor: a pure function of (category, track_id) (a hash, no random state). Vehicles,
+    pedestrians and bicycles draw from one shared palette; road furniture keeps its signal colours."""
     category_index = CATEGORIES.index(category) if category in CATEGORIES else len(CATEGORIES)
     h = (int(track_id) * 2654435761 + category_index * 40503 + 12345) & 0xFFFFFFFF
     h ^= h >> 15
     h = (h * 2246822519) & 0xFFFFFFFF
-    if category == "vehicle":
-        base = _VEHICLE_PAINTS[h % len(_VEHICLE_PAINTS)]
-    elif category == "pedestrian":
-        base = _PEDESTRIAN_CLOTHES[h % len(_PEDESTRIAN_CLOTHES)]
+    if category in ("vehicle", "pedestrian", "bicycle"):  # one palette for all road users: colour is no class cue
+        base = _SHARED_PALETTE[h % len(_SHARED_PALETTE)]
     else:
         base = _CATEGORY_RGB.get(category, _CATEGORY_RGB["generic_object"])
     shade = 0.85 + 0.25 * ((h >> 8) & 0xFF) / 255.0
@@ -154,7 +169,7 @@ def _ground_texture(raster: GroundRaster, corners: np.ndarray) -> np.ndarray:
     if len(corners):
         foot = corners[:, :4, :2]
         centre = foot.mean(axis=1, keepdims=True)
-        half = np.linalg.norm(foot - centre, axis=2, keepdims=True)
+        half = detmath.norm_rows(foot - centre)[..., None]
         grown = centre + (foot - centre) * (1 + _SHADOW_MARGIN_M / np.maximum(half, 1e-3))
         pix = raster.ego_to_pixel(grown.reshape(-1, 2)).reshape(-1, 4, 2)
         for quad in np.round(pix * 16).astype(np.int32):  # one call each: cv2 fills one call's contours even-odd
@@ -168,7 +183,7 @@ def _grain_tile() -> np.ndarray:
     n = _GRAIN_TILE_PX
     spectrum = np.fft.fft2(np.random.default_rng(7).standard_normal((n, n)))
     f2 = np.fft.fftfreq(n)[:, None] ** 2 + np.fft.fftfreq(n)[None, :] ** 2
-    layers = [np.fft.ifft2(spectrum * np.exp(-2 * np.pi**2 * sigma**2 * f2)).real for sigma in (0.7, 6.0)]
+    layers = [np.fft.ifft2(spectrum * detmath.exp(-2 * np.pi**2 * sigma**2 * f2)).real for sigma in (0.7, 6.0)]
     grain = sum(w * g / g.std() for w, g in zip((0.6, 0.8), layers))
     tile = np.clip(128 + _GRAIN_AMPLITUDE * grain / grain.std(), 0, 255).astype(np.uint8)
     return np.tile(tile, (5, 5))  # pre-tiled: cv2's BORDER_WRAP path is about 20x slower
@@ -183,7 +198,7 @@ def _grain(raster: GroundRaster) -> np.ndarray:
     # the tile repeats: fold the pose into the middle copy of the 5 x 5 pre-tiled grain (also keeps cv2's
     # fixed-point coordinates small); the raster's half-diagonal (85 m) stays inside the +-2 copies around it
     tx, ty = x % period + 2 * period, y % period + 2 * period
-    c, s, res, edge = np.cos(yaw), np.sin(yaw), raster.res_m, raster.radius_m - 0.5 * raster.res_m
+    c, s, res, edge = detmath.cos(yaw), detmath.sin(yaw), raster.res_m, raster.radius_m - 0.5 * raster.res_m
     # raster (col, row) -> ego (edge - res row, edge - res col) -> global -> tile pixels
     M = np.array([[s * res, -c * res, (c - s) * edge + tx],
                   [-c * res, -s * res, (s + c) * edge + ty]]) / _GRAIN_RES_M
@@ -192,15 +207,16 @@ def _grain(raster: GroundRaster) -> np.ndarray:
                           borderMode=cv2.BORDER_REFLECT)
 
 
-def _background(geom: _CameraGeometry, texture: np.ndarray) -> np.ndarray:
-    """Sky plus hazy textured ground for one camera, (H, W, 3) uint8."""
+def _background(geom: _CameraGeometry, texture: np.ndarray, cond: Conditions) -> np.ndarray:
+    """Sky plus lit, hazy textured ground for one camera under `cond`, (H, W, 3) uint8."""
     import cv2
 
+    gain, base = lighting(geom.key, geom.ray_z, geom.ground_dist, geom.ground_xy, cond)
     ground = cv2.remap(texture, geom.maps[0], geom.maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     image = ground.astype(np.float32)
-    image *= geom.gain
-    image += geom.base
-    return image.astype(np.uint8)
+    image *= gain
+    image += base
+    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def _calibration_key(calib: CameraCalibration, radius_m: float, res_m: float) -> tuple:
@@ -219,22 +235,19 @@ def _camera_geometry(calib: CameraCalibration, radius_m: float, res_m: float) ->
     uu, vv = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
     norm = pixel_to_normalized(calib, np.stack([uu.ravel(), vv.ravel()], axis=1))
     rays_cam = np.concatenate([norm, np.ones((norm.shape[0], 1))], axis=1)
-    rays_cam /= np.linalg.norm(rays_cam, axis=1, keepdims=True)
+    rays_cam /= detmath.norm_rows(rays_cam)[:, None]
     R, origin = calib.T_ego_from_cam[:3, :3], calib.T_ego_from_cam[:3, 3]
-    rays = rays_cam @ R.T  # (H * W, 3) unit rays in the ego frame
+    rays = detmath.rotate(rays_cam, R)  # (H * W, 3) unit rays in the ego frame
     is_ground = rays[:, 2] < -1e-6
     t = np.where(is_ground, -origin[2] / np.where(is_ground, rays[:, 2], -1.0), 1e5)
     hit = origin[None, :2] + t[:, None] * rays[:, :2]
     size = int(round(2 * radius_m / res_m))
     col = np.clip((radius_m - hit[:, 1]) / res_m - 0.5, 0, size - 1).astype(np.float32).reshape(h, w)
     row = np.clip((radius_m - hit[:, 0]) / res_m - 0.5, 0, size - 1).astype(np.float32).reshape(h, w)
-    haze = np.where(is_ground, 1.0 - np.exp(-t / _HAZE_DISTANCE_M), 1.0)
-    elevation = np.clip(np.arcsin(np.clip(rays[:, 2], -1, 1)) / np.deg2rad(35.0), 0.0, 1.0)
-    sky = _SKY_HORIZON_RGB[None] * (1 - elevation[:, None]) + _SKY_ZENITH_RGB[None] * elevation[:, None]
-    base = (np.where(is_ground[:, None], _SKY_HORIZON_RGB[None], sky) * haze[:, None]).astype(np.float32)
     geom = _CameraGeometry(
-        maps=cv2.convertMaps(col, row, cv2.CV_16SC2), gain=(1.0 - haze).astype(np.float32).reshape(h, w, 1),
-        base=base.reshape(h, w, 3), T_cam_from_ego=invert(calib.T_ego_from_cam), cam_pos_ego=origin.copy(),
+        key=key, maps=cv2.convertMaps(col, row, cv2.CV_16SC2), ray_z=rays[:, 2].reshape(h, w),
+        ground_dist=np.where(is_ground, t, np.inf).reshape(h, w), ground_xy=hit.reshape(h, w, 2),
+        T_cam_from_ego=invert(calib.T_ego_from_cam), cam_pos_ego=origin.copy(),
         r_max=max_valid_radius(tuple(calib.distortion)),
         bounds=(float(norm[:, 0].min()), float(norm[:, 0].max()), float(norm[:, 1].min()), float(norm[:, 1].max())))
     if len(_GEOMETRY_CACHE) > 64:
@@ -244,50 +257,77 @@ def _camera_geometry(calib: CameraCalibration, radius_m: float, res_m: float) ->
 
 
 # ----------------------------------------------------------------------------------------------------- actors
-def _draw_actors(image: np.ndarray, geom: _CameraGeometry, calib: CameraCalibration, corners: np.ndarray,
-                 colours: np.ndarray, sun_ego: np.ndarray) -> None:
-    """Paint the visible faces of all boxes into `image` (in place), far -> near."""
+def _draw_parts(image: np.ndarray, geom: _CameraGeometry, calib: CameraCalibration, parts: Parts,
+                colours: np.ndarray, sun_ego: np.ndarray, snapshot: WorldSnapshot) -> None:
+    """Paint the visible faces of all part boxes into `image` (in place), far -> near; culling and shading are
+    vectorised, only visible faces reach the polygon filler."""
     import cv2
 
-    faces = []  # (distance m, colour, (V, 3) polygon in the camera frame)
-    T = geom.T_cam_from_ego
-    for k in range(len(corners)):
-        box = corners[k]
-        centre = box.mean(axis=0)
-        if np.linalg.norm(centre[:2] - geom.cam_pos_ego[:2]) > _MAX_ACTOR_DISTANCE_M:
-            continue
-        box_cam = box @ T[:3, :3].T + T[:3, 3]
-        if _outside_view(box_cam, geom):
-            continue
-        for quad in _FACES:
-            pts = box[quad]
-            face_centre = pts.mean(axis=0)
-            normal = face_centre - centre
-            normal /= max(np.linalg.norm(normal), 1e-9)
-            to_face = face_centre - geom.cam_pos_ego
-            if normal @ to_face >= 0:  # back face
-                continue
-            shade = 0.5 + 0.5 * max(0.0, float(normal @ sun_ego))
-            faces.append((float(np.linalg.norm(to_face)), np.clip(colours[k] * shade, 0, 255), box_cam[quad]))
-    faces.sort(key=lambda f: -f[0])
-    for _, colour, poly_cam in faces:
-        poly = _clip_near(poly_cam)
-        if len(poly) < 3:
-            continue
-        uv = _project_polygon(poly, geom, calib)
-        cv2.fillPoly(image, [np.round(uv * 16).astype(np.int32)], tuple(float(c) for c in colour), cv2.LINE_AA, 4)
+    if not len(parts.owner):
+        return
+    T, cond = geom.T_cam_from_ego, snapshot.conditions
+    box_cam = detmath.rotate(parts.corners, T[:3, :3]) + T[:3, 3]
+    in_view = ~_outside_view(box_cam, geom)
+    faces = parts.corners[:, _FACES]                          # (P, 5, 4, 3) ego frame
+    face_centre = faces.mean(axis=2)
+    normal = face_centre - parts.corners.mean(axis=1)[:, None]
+    normal /= np.maximum(detmath.norm_rows(normal)[..., None], 1e-9)
+    to_face = face_centre - geom.cam_pos_ego
+    p, f = np.nonzero(in_view[:, None] & (detmath.dot(normal, to_face) < 0))
+    if not p.size:
+        return
+    dist = detmath.norm_rows(to_face[p, f])
+    sun_up = max(0.0, float(np.sign(sun_ego[2])))
+    shade = _AMBIENT + 0.5 * sun_up * np.maximum(0.0, detmath.dot(normal[p, f], sun_ego))
+    rgb = face_colours(colours[p], shade, dist, cond)
+    if cond.headlights:
+        rgb = _lamps(rgb, p, f, dist, parts, snapshot)
+    polys = box_cam[p[:, None], _FACES[f]]                    # (K, 4, 3) camera frame
+    front = (polys[..., 2] >= _Z_NEAR_M).all(axis=1)
+    outlines: dict[int, np.ndarray] = {}
+    if front.any():
+        uv = _project_polygons(polys[front], geom, calib)     # (F, 4 n, 2)
+        idx = np.flatnonzero(front)
+        big = _area(uv) >= _MIN_FACE_AREA_PX
+        outlines.update(zip(idx[big].tolist(), uv[big]))
+    for k in np.flatnonzero(~front).tolist():
+        poly = _clip_near(polys[k])
+        if len(poly) >= 3:
+            outlines[k] = _project_polygons(poly[None], geom, calib)[0]
+    colour = np.clip(rgb, 0, 255)
+    for k in np.argsort(-dist, kind="stable").tolist():
+        if k in outlines:
+            cv2.fillPoly(image, [np.round(outlines[k] * 16).astype(np.int32)], tuple(colour[k].tolist()),
+                         cv2.LINE_AA, 4)
 
 
-def _outside_view(box_cam: np.ndarray, geom: _CameraGeometry) -> bool:
-    """Conservative test: True when the box is certainly not in the image."""
-    z = box_cam[:, 2]
-    if (z < _Z_NEAR_M).all():
-        return True
-    if (z < _Z_NEAR_M).any():
-        return False
-    xn, yn = box_cam[:, 0] / z, box_cam[:, 1] / z
+def _area(uv: np.ndarray) -> np.ndarray:
+    """(F,) shoelace area (px^2) of (F, V, 2) outlines."""
+    x, y = uv[..., 0], uv[..., 1]
+    return 0.5 * np.abs((x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y).sum(axis=1))
+
+
+def _lamps(rgb: np.ndarray, p: np.ndarray, f: np.ndarray, dist: np.ndarray, parts: Parts,
+           snapshot: WorldSnapshot) -> np.ndarray:
+    """Head lamps (front faces) and tail lamps (rear faces) on the painted bodies of moving vehicles."""
+    moving = np.array([a.category == "vehicle" and detmath.hypot(a.vx, a.vy) > 0.1 for a in snapshot.actors])
+    lit = moving[parts.owner[p]] & (parts.material[p] == PAINT)
+    out = rgb.copy()
+    for face, lamp in ((0, HEAD_LAMP_RGB), (1, TAIL_LAMP_RGB)):
+        sel = lit & (f == face)
+        out[sel] = fogged(np.tile(lamp, (int(sel.sum()), 1)), dist[sel], snapshot.conditions)
+    return out
+
+
+def _outside_view(box_cam: np.ndarray, geom: _CameraGeometry) -> np.ndarray:
+    """(P,) conservative test on (P, 8, 3) camera-frame boxes: True when a box is certainly not in the image."""
+    z = box_cam[..., 2]
+    behind, partly = (z < _Z_NEAR_M).all(axis=1), (z < _Z_NEAR_M).any(axis=1)
+    safe = np.where(z < _Z_NEAR_M, 1.0, z)
+    xn, yn = box_cam[..., 0] / safe, box_cam[..., 1] / safe
     xmin, xmax, ymin, ymax = geom.bounds
-    return bool((xn < xmin).all() or (xn > xmax).all() or (yn < ymin).all() or (yn > ymax).all())
+    off = (xn < xmin).all(axis=1) | (xn > xmax).all(axis=1) | (yn < ymin).all(axis=1) | (yn > ymax).all(axis=1)
+    return behind | (~partly & off)
 
 
 def _clip_near(poly: np.ndarray) -> np.ndarray:
@@ -307,16 +347,16 @@ def _clip_near(poly: np.ndarray) -> np.ndarray:
     return np.array(out).reshape(-1, 3)
 
 
-def _project_polygon(poly: np.ndarray, geom: _CameraGeometry, calib: CameraCalibration) -> np.ndarray:
-    """(V, 3) camera-frame polygon (z >= near) -> (V * n, 2) distorted pixel outline along subdivided edges.
+def _project_polygons(polys: np.ndarray, geom: _CameraGeometry, calib: CameraCalibration) -> np.ndarray:
+    """(F, V, 3) camera-frame polygons (z >= near) -> (F, V * n, 2) distorted pixel outlines along subdivided edges.
 
     Directions beyond the lens model's valid radius are pulled radially onto it, which keeps them outside the
     image instead of letting the folding polynomial bring them back in.
     """
-    steps = np.arange(_EDGE_SUBDIVISIONS)[None, :, None] / _EDGE_SUBDIVISIONS
-    nxt = np.roll(poly, -1, axis=0)
-    pts = (poly[:, None, :] + steps * (nxt - poly)[:, None, :]).reshape(-1, 3)
+    steps = np.arange(_EDGE_SUBDIVISIONS)[None, None, :, None] / _EDGE_SUBDIVISIONS
+    nxt = np.roll(polys, -1, axis=1)
+    pts = (polys[:, :, None, :] + steps * (nxt - polys)[:, :, None, :]).reshape(-1, 3)
     xn, yn = pts[:, 0] / pts[:, 2], pts[:, 1] / pts[:, 2]
-    r = np.hypot(xn, yn)
+    r = detmath.hypot(xn, yn)
     scale = np.minimum(1.0, geom.r_max / np.maximum(r, 1e-12))
-    return normalized_to_pixel(calib, xn * scale, yn * scale)
+    return normalized_to_pixel(calib, xn * scale, yn * scale).reshape(len(polys), -1, 2)

@@ -17,6 +17,7 @@ import numpy as np
 
 from drivepipe.config import CAMERA_CHANNELS
 from drivepipe.schema import CameraCalibration
+from drivepipe.utils import detmath
 from drivepipe.utils.geometry import invert, make_transform
 
 # Reference model: 1920 x 1080 like nuPlan; focal lengths in px at that size (wider FOV for side/back cameras).
@@ -51,7 +52,7 @@ def camera_rotation(yaw_rad: float, pitch_down_rad: float) -> np.ndarray:
 
     Columns are the camera x (right), y (down) and z (optical axis) directions expressed in the ego frame.
     """
-    cy, sy, cp, sp = np.cos(yaw_rad), np.sin(yaw_rad), np.cos(pitch_down_rad), np.sin(pitch_down_rad)
+    cy, sy, cp, sp = detmath.cos(yaw_rad), detmath.sin(yaw_rad), detmath.cos(pitch_down_rad), detmath.sin(pitch_down_rad)
     z_axis = np.array([cy * cp, sy * cp, -sp])
     x_axis = np.array([sy, -cy, 0.0])
     y_axis = np.cross(z_axis, x_axis)
@@ -70,7 +71,7 @@ def default_rig(width: int, height: int) -> Rig:
                       [0.0, f_ref * sy, height * (0.5 + dy)],
                       [0.0, 0.0, 1.0]])
         distortion = np.array(_DISTORTION, dtype=np.float64)
-        R = camera_rotation(np.deg2rad(yaw_deg), np.deg2rad(pitch_deg))
+        R = camera_rotation(detmath.radians(yaw_deg), detmath.radians(pitch_deg))
         cameras[channel] = CameraCalibration(channel=channel, width=int(width), height=int(height), intrinsic=K,
                                              distortion=distortion, T_ego_from_cam=make_transform(R, np.array(pos)))
         _check_invertible(cameras[channel])
@@ -84,7 +85,7 @@ def _check_invertible(calib: CameraCalibration) -> None:
     xd = (corners[:, 0] - K[0, 2]) / K[0, 0]
     yd = (corners[:, 1] - K[1, 2]) / K[1, 1]
     x_lim, y_lim = distort_normalized(np.array([r_max]), np.zeros(1), calib.distortion)
-    assert np.hypot(xd, yd).max() < 0.97 * x_lim[0], f"{calib.channel}: image exceeds the invertible lens region"
+    assert detmath.hypot(xd, yd).max() < 0.97 * x_lim[0], f"{calib.channel}: image exceeds the invertible lens region"
 
 
 @lru_cache(maxsize=64)
@@ -96,7 +97,8 @@ def max_valid_radius(distortion: tuple[float, ...]) -> float:
     """
     k1, k2, _, _, k3 = distortion
     r = np.linspace(0.0, 3.0, 3001)
-    slope = 1 + 3 * k1 * r**2 + 5 * k2 * r**4 + 7 * k3 * r**6
+    r2 = r * r
+    slope = 1 + 3 * k1 * r2 + 5 * k2 * (r2 * r2) + 7 * k3 * (r2 * r2 * r2)
     bad = np.nonzero(slope <= 0.05)[0]
     return float(r[bad[0] - 1]) if bad.size else 3.0
 
@@ -161,12 +163,12 @@ def project_points(calib: CameraCalibration, points_ego: np.ndarray) -> tuple[np
     """
     pts = np.asarray(points_ego, dtype=np.float64).reshape(-1, 3)
     T_cam_from_ego = invert(calib.T_ego_from_cam)
-    pc = pts @ T_cam_from_ego[:3, :3].T + T_cam_from_ego[:3, 3]
+    pc = detmath.rotate(pts, T_cam_from_ego[:3, :3]) + T_cam_from_ego[:3, 3]
     depth = pc[:, 2]
     valid = depth > 1e-3
     safe = np.where(valid, depth, 1.0)
     xn, yn = pc[:, 0] / safe, pc[:, 1] / safe
-    valid &= np.hypot(xn, yn) <= max_valid_radius(tuple(calib.distortion))
+    valid &= detmath.hypot(xn, yn) <= max_valid_radius(tuple(calib.distortion))
     uv = normalized_to_pixel(calib, xn, yn)
     uv[~valid] = np.nan
     return uv, depth

@@ -21,6 +21,7 @@ from shapely.geometry import LineString, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from drivepipe.mapdata import MapFeature, VectorMap
+from drivepipe.utils import detmath
 
 LANE_WIDTH_M = 3.5
 CORNER_MARGIN_M = 4.0      # intersection box half-extent beyond the road edge (turn radius room)
@@ -123,7 +124,7 @@ class City:
 
 def _sample(p0: np.ndarray, p1: np.ndarray, step: float = 2.0) -> np.ndarray:
     """(K, 2) points from p0 to p1 at most `step` m apart."""
-    n = max(2, int(np.ceil(np.linalg.norm(p1 - p0) / step)) + 1)
+    n = max(2, int(np.ceil(detmath.norm(p1 - p0) / step)) + 1)
     return p0 + np.linspace(0.0, 1.0, n)[:, None] * (p1 - p0)
 
 
@@ -133,10 +134,12 @@ def _bezier_turn(p0: np.ndarray, h0: np.ndarray, p3: np.ndarray, h3: np.ndarray,
     if abs(h0[0] * h3[1] - h0[1] * h3[0]) < 1e-6:
         return _sample(p0, p3)
     # tangent lines intersect at x: p0 + t h0 = p3 - u h3
-    t, u = np.linalg.solve(np.stack([h0, h3], axis=1), p3 - p0)
+    d, det = p3 - p0, h0[0] * h3[1] - h3[0] * h0[1]  # Cramer's rule on [h0 h3] (t, u) = d
+    t, u = (d[0] * h3[1] - h3[0] * d[1]) / det, (h0[0] * d[1] - d[0] * h0[1]) / det
     p1, p2 = p0 + 0.552 * t * h0, p3 - 0.552 * u * h3
     tt = np.linspace(0.0, 1.0, n)[:, None]
-    return ((1 - tt) ** 3 * p0 + 3 * (1 - tt) ** 2 * tt * p1 + 3 * (1 - tt) * tt ** 2 * p2 + tt ** 3 * p3)
+    st = 1 - tt
+    return st * st * st * p0 + 3 * (st * st) * tt * p1 + 3 * st * (tt * tt) * p2 + tt * tt * tt * p3
 
 
 def _rect(p0: np.ndarray, p1: np.ndarray, nrm: np.ndarray, lat_lo: float, lat_hi: float) -> Polygon:
@@ -205,11 +208,12 @@ class _MapBuilder:
         for inter in self.intersections:
             self._intersection(inter)
         self._carpark()
+        self._connector_boundaries()
 
     def _road(self, ia: int, ib: int) -> None:
         """Both directions of the street between intersections ia and ib: lanes, groups, boundaries, walkways."""
         ca, cb = self.intersections[ia].center, self.intersections[ib].center
-        u = (cb - ca) / np.linalg.norm(cb - ca)
+        u = (cb - ca) / detmath.norm(cb - ca)
         nrm = np.array([-u[1], u[0]])
         p0, p1 = ca + u * self.a, cb - u * self.a
         bnd = {}
@@ -230,13 +234,13 @@ class _MapBuilder:
     def _lane_group(self, ia: int, ib: int, sgn_ab: float, bnd: dict[int, int]) -> int:
         """Lanes travelling from intersection ia to ib; sgn_ab = +1 if that is the road's reference direction."""
         ca, cb = self.intersections[ia].center, self.intersections[ib].center
-        h = (cb - ca) / np.linalg.norm(cb - ca)
+        h = (cb - ca) / detmath.norm(cb - ca)
         nrm = np.array([-h[1], h[0]])
         p0, p1 = ca + h * self.a, cb - h * self.a
         group_fid = self._next_fid
         self._next_fid += 1
-        arm_a = int(np.argmax(ARM_DIRS @ h))
-        arm_b = int(np.argmax(ARM_DIRS @ -h))
+        arm_a = int(np.argmax(detmath.dot(ARM_DIRS, h)))
+        arm_b = int(np.argmax(detmath.dot(ARM_DIRS, -h)))
         self.outgoing[(ia, arm_a)], self.incoming[(ib, arm_b)] = [], []
         lats, lefts, rights = [], {}, {}
         for k in range(self.n):
@@ -351,6 +355,19 @@ class _MapBuilder:
         self.edges[e]["succ"].append(e_out)
         return poly
 
+    def _connector_boundaries(self) -> None:
+        """Left and right edge polylines of every lane connector, as `boundaries` rows referenced by its
+        `gen_lane_connectors_scaled_width_polygons` row (the devkit looks them up by fid). They are the connector
+        centreline offset by half a lane width, in the direction of travel, i.e. the long sides of its width
+        polygon. Added after everything else, so the fids of the other features do not move."""
+        centre = {f.fid: f.geometry for f in self.layers["lane_connectors"]}
+        for poly in self.layers["gen_lane_connectors_scaled_width_polygons"]:
+            line = centre[poly.props["lane_connector_fid"]]
+            for side, sign in (("left", 1.0), ("right", -1.0)):
+                edge = line.offset_curve(sign * LANE_WIDTH_M / 2)  # shapely >= 2 keeps the line's direction
+                poly.props[f"{side}_boundary_fid"] = self.add("boundaries", edge, boundary_type_fid=3,
+                                                              has_reflectors=0)
+
     def _carpark(self) -> None:
         """One parking lot inside the south-west block plus a driveway (generic drivable area) to its street."""
         x0, x1, y0, y1 = self.xs[0], self.xs[1], self.ys[0], self.ys[1]
@@ -377,8 +394,8 @@ def _graph(edges: list[dict]) -> LaneGraph:
     for e in edges:
         line = e["line"]
         seg = np.diff(line, axis=0)
-        ds = np.linalg.norm(seg, axis=1)
-        h = np.unwrap(np.arctan2(seg[:, 1], seg[:, 0]))
+        ds = detmath.norm_rows(seg)
+        h = np.unwrap(detmath.arctan2(seg[:, 1], seg[:, 0]))
         kappa = np.abs(np.diff(h)) / np.maximum(ds[1:], 1e-3) if len(h) > 1 else np.zeros(1)
         curve.append(min(e["speed"], float(np.sqrt(TURN_LAT_ACCEL / max(kappa.max(initial=0.0), 1e-6)))))
         s = np.concatenate([[0.0], np.cumsum(ds)])

@@ -13,7 +13,9 @@ import numpy as np
 from shapely.geometry import Point
 
 from drivepipe.config import SyntheticConfig
+from drivepipe.utils import detmath
 from drivepipe.vehicle import EGO_FRONT_M, EGO_WIDTH_M
+from drivepipe.world.conditions import draw_conditions
 from drivepipe.world.ego import (
     EGO_CENTER_OFFSET_M,
     EGO_LENGTH_M,
@@ -23,13 +25,15 @@ from drivepipe.world.ego import (
     random_route,
 )
 from drivepipe.world.roads import STOP_SETBACK_M, City
-from drivepipe.world.traffic import GREEN, RED, STATUS_NAMES, YELLOW, EgoObstacle, Traffic, TrafficLights, must_stop
+from drivepipe.world.signals import GREEN, GREEN_S, RED, STATUS_NAMES, YELLOW, TrafficLights, must_stop
+from drivepipe.world.traffic import EgoObstacle, Traffic
 from drivepipe.world_state import EgoKinematics, WorldSnapshot
 
 EXPERT_SPEED_RANGE = (8.0, 11.0)   # m/s, ego target speed drawn per world
 LIGHT_RADIUS_M = 100.0             # snapshot reports lights of intersections whose centre is this close to the ego
 NEAR_RADIUS_M = 15.0               # "near_*" scenario tags
 SPEED_BANDS = (0.3, 4.0, 10.0)     # m/s: stationary < low < medium < high
+GREEN_WAVE_P = 0.6                 # probability that a signal on the ego route is coordinated with its arrival
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class World:
     def __init__(self, city: City, cfg: SyntheticConfig, seed: int, start_time_us: int) -> None:
         self.city, self.graph = city, city.graph
         self.rng = np.random.default_rng(seed)
+        self.conditions = draw_conditions(seed)
         self.reactive = True
         self.start_time_us, self._elapsed_us = int(start_time_us), 0
         lanes = np.flatnonzero(~self.graph.is_connector & (self.graph.length >= 40.0))
@@ -66,9 +71,11 @@ class World:
         x, y, h = (float(a[0]) for a in self.graph.pose_at(np.array([start_edge]), np.array([5.0])))
         self.ego = BicycleState(x, y, h, v=0.7 * self.driver.target_speed, route_s=5.0)
         self.lights = TrafficLights(city, self.rng)
+        self._green_wave()
         counts = {"vehicle": cfg.num_vehicles, "bicycle": cfg.num_bicycles, "pedestrian": cfg.num_pedestrians,
                   "static": cfg.num_static}
-        self.traffic = Traffic(city, self.rng, counts, start_edge, 5.0 + EGO_CENTER_OFFSET_M, set(self.route.edges))
+        self.traffic = Traffic(city, self.rng, counts, start_edge, 5.0 + EGO_CENTER_OFFSET_M, set(self.route.edges),
+                               parked_fill=cfg.parked_fill)
         self._conns_by_inter = [np.flatnonzero(self.graph.is_connector & (self.graph.intersection == i))
                                 for i in range(len(city.intersections))]
 
@@ -104,7 +111,7 @@ class World:
         codes = self.lights.codes(self.time_s)
         return WorldSnapshot(timestamp_us=self.start_time_us + self._elapsed_us, ego=kin,
                              actors=self.traffic.actor_states(), traffic_lights=self._light_status(codes),
-                             scenario_tags=self._scenario_tags(codes))
+                             scenario_tags=self._scenario_tags(codes), conditions=self.conditions)
 
     def route_polyline(self) -> np.ndarray:
         """(R, 2) global centreline of the ego route (UTM m)."""
@@ -121,6 +128,21 @@ class World:
         return out
 
     # ------------------------------------------------------------------------------------------------ ego
+    def _green_wave(self) -> None:
+        """Coordinate the signals along the route like a green wave: at each intersection, with probability
+        GREEN_WAVE_P, the ego's arm turns green shortly before its free-flow arrival; the rest keep random offsets
+        (so the ego still meets reds). Arrival times assume 85 % of the target speed from the start."""
+        g, r, seen = self.graph, self.route, set()
+        speed = 0.85 * self.driver.target_speed
+        for j, e in enumerate(r.edges[:-1]):
+            inter = int(g.intersection[e])
+            if g.is_connector[e] or inter in seen:
+                continue
+            seen.add(inter)
+            t_arrive = (r.start_s[j] + g.length[e] - STOP_SETBACK_M - self.ego.route_s) / speed
+            if self.rng.random() < GREEN_WAVE_P and t_arrive > 0:
+                self.lights.green_at(inter, int(g.arm[e]), t_arrive, float(self.rng.uniform(0.5, GREEN_S - 5.0)))
+
     def _ego_obstacle(self) -> EgoObstacle | None:
         """The ego as an agent on the lane graph (None while it is more than 2 m off its route)."""
         e = self.ego
@@ -129,7 +151,7 @@ class World:
             return None
         s_c = e.route_s + EGO_CENTER_OFFSET_M
         k = self.route.element_at(s_c)
-        xy = np.array([e.x, e.y]) + EGO_CENTER_OFFSET_M * np.array([np.cos(e.yaw), np.sin(e.yaw)])
+        xy = np.array([e.x, e.y]) + EGO_CENTER_OFFSET_M * np.array([detmath.cos(e.yaw), detmath.sin(e.yaw)])
         return EgoObstacle(self.route.edges[k], float(s_c - self.route.start_s[k]), float(e.v), EGO_LENGTH_M, xy,
                            EGO_WIDTH_M)
 
@@ -149,15 +171,15 @@ class World:
             gap = s_c - tr.size[i, 0] / 2 - front
             if s_c > ego.route_s + EGO_CENTER_OFFSET_M and gap < view.get("lead_gap", np.inf):
                 view.update(lead_gap=float(gap), lead_v=float(tr.v[i]), lead_tid=int(tr.tid[i]), lead_cat=tr.cat[i])
-        busy = tr.busy_arms(None)
+        busy = tr.busy_connectors(None)
         for j in range(k, min(k + 4, len(r.edges) - 1)):
             e = r.edges[j]
             d = float(r.start_s[j] + g.length[e] - STOP_SETBACK_M - front)
             if g.is_connector[e] or d < -0.5:
                 continue
-            code, arm = int(codes[g.intersection[e], g.arm[e]]), int(g.arm[e])
+            code = int(codes[g.intersection[e], g.arm[e]])
             view.update(light_code=code, light_gap=d)
-            if must_stop(code, d, ego.v, busy.get(int(g.intersection[e]), set()), arm):
+            if must_stop(code, d, ego.v, tr.conflicted(r.edges[j + 1], busy)):
                 view["stop_gap"] = d - 0.5 + 2.0
             break
         end_gap = r.length - front - 3.0
@@ -177,7 +199,7 @@ class World:
         pts = r.pts[lo:hi + 1]
         if not len(pts):
             return {}
-        d = np.linalg.norm(xy[:, None, :] - pts[None, :, :], axis=2)
+        d = detmath.norm_rows(xy[:, None, :] - pts[None, :, :])
         s_p = r.cum[lo + d.argmin(axis=1)]
         near = (d.min(axis=1) < EGO_WIDTH_M / 2 + 0.8) & (s_p > front - 0.3)  # beside the body: they wait for us
         if not near.any():
@@ -192,7 +214,7 @@ class World:
         out: dict[int, str] = {}
         ego_xy = np.array([self.ego.x, self.ego.y])
         for inter, conns in zip(self.city.intersections, self._conns_by_inter):
-            if np.linalg.norm(inter.center - ego_xy) <= LIGHT_RADIUS_M:
+            if detmath.norm(inter.center - ego_xy) <= LIGHT_RADIUS_M:
                 for c in conns:
                     out[int(self.graph.fid[c])] = STATUS_NAMES[codes[inter.index, self.graph.arm[c]]]
         return out
@@ -206,6 +228,11 @@ class World:
                 else "medium_magnitude_speed" if v < SPEED_BANDS[2] else "high_magnitude_speed")
         tags.append((band, None))
         tags += self._intersection_tags(view)
+        side = self.route.lane_change_at(e.route_s + EGO_CENTER_OFFSET_M)
+        if side is not None:
+            tags += [("changing_lane", None), (f"changing_lane_to_{side}", None)]
+            if view.lead_gap < 30.0:
+                tags.append(("changing_lane_with_lead", view.lead_tid))
         tags += self._near_tags()
         if abs(v * e.yaw_rate) > 3.0:
             tags.append(("high_lateral_acceleration", None))
@@ -254,11 +281,11 @@ class World:
     def _near_tags(self) -> list[tuple[str, int | None]]:
         """Tags about nearby agents and objects within NEAR_RADIUS_M of the ego's box centre."""
         e, tr = self.ego, self.traffic
-        c = np.array([e.x, e.y]) + EGO_CENTER_OFFSET_M * np.array([np.cos(e.yaw), np.sin(e.yaw)])
+        c = np.array([e.x, e.y]) + EGO_CENTER_OFFSET_M * np.array([detmath.cos(e.yaw), detmath.sin(e.yaw)])
         tags: list[tuple[str, int | None]] = []
         if len(tr.edge):
             x, y, _ = self.graph.pose_at(tr.edge, tr.s)
-            near = np.hypot(x - c[0], y - c[1]) < NEAR_RADIUS_M
+            near = detmath.hypot(x - c[0], y - c[1]) < NEAR_RADIUS_M
             cats = np.array(tr.cat)
             if np.sum(near & (cats == "vehicle")) >= 3:
                 tags.append(("near_multiple_vehicles", None))
@@ -266,7 +293,7 @@ class World:
                 tags.append(("near_multiple_bikes", None))
         if len(tr.p_u):
             pxy = tr.pedestrian_xy_yaw_vel()[0]
-            d = np.linalg.norm(pxy - c, axis=1)
+            d = detmath.norm_rows(pxy - c)
             if np.sum(d < NEAR_RADIUS_M) >= 3:
                 tags.append(("near_multiple_pedestrians", None))
             on_cw = tr.on_road_mask() & (d < 20.0)
@@ -276,8 +303,8 @@ class World:
         names = {"czone_sign": "near_construction_zone_sign", "traffic_cone": "near_trafficcone_on_driveable",
                  "barrier": "near_barrier_on_driveable"}
         for cat, name in names.items():
-            hits = [(np.linalg.norm(p[:2] - c), int(t)) for t, k, p in zip(tr.st_tid, tr.st_cat, tr.st_pose)
-                    if k == cat and np.linalg.norm(p[:2] - c) < NEAR_RADIUS_M]
+            hits = [(detmath.norm(p[:2] - c), int(t)) for t, k, p in zip(tr.st_tid, tr.st_cat, tr.st_pose)
+                    if k == cat and detmath.norm(p[:2] - c) < NEAR_RADIUS_M]
             if hits:
                 tags.append((name, min(hits)[1]))
         for f in self.city.vector_map.query("crosswalks", (c[0] - 1.0, c[1] - 1.0, c[0] + 1.0, c[1] + 1.0)):

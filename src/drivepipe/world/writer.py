@@ -27,7 +27,8 @@ from drivepipe.nuplan.pcd import encode_pcd
 from drivepipe.nuplan.tables import INDEX_SQL, SCHEMA_SQL, TABLE_COLUMNS, make_token, token_to_hex
 from drivepipe.schema import CATEGORIES
 from drivepipe.utils.geometry import matrix_to_quat, yaw_to_quat
-from drivepipe.world_state import ActorState, WorldSnapshot
+from drivepipe.world.timeline import wrap_yaw
+from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 
 # Per map location: (log.location, UTM EPSG, map version folder), as in the released nuPlan maps.
 LOCATION_INFO: dict[str, tuple[str, int, str]] = {
@@ -75,15 +76,24 @@ class LogWriter:
         vehicle_name: e.g. "veh-35".
         start_time_us: log start, µs since the Unix epoch (UTC).
         jpeg_quality: JPEG quality of the written camera images.
+        box_range_m: write `lidar_box` rows only for objects within this distance (m, x-y) of the ego, like a
+            lidar-based auto-labeller; a track that leaves the range and comes back starts a new prev/next chain
+            (same track token). None: every actor.
+
+    Ego poses: either one per sweep taken from the snapshot (`add_sweep` without `ego_pose_token`), or written at
+    their own rate with `add_ego_pose` and linked by token (`pose_token(k)` is known before the row is written).
+    Images: with the sweep (same timestamp and pose, `add_sweep(images=...)`) or at their own timestamps
+    (`add_image`).
     """
 
     def __init__(self, data_root: Path, log_name: str, location: str, rig: Any, vehicle_name: str,
-                 start_time_us: int, jpeg_quality: int = 90) -> None:
+                 start_time_us: int, jpeg_quality: int = 90, box_range_m: float | None = None) -> None:
         if location not in LOCATION_INFO:
             raise ValueError(f"unknown location {location!r}; expected one of {sorted(LOCATION_INFO)}")
         self.log_name, self.location, self.rig = log_name, location, rig
         self.epsg = LOCATION_INFO[location][1]
         self.jpeg_quality = int(jpeg_quality)
+        self.box_range_m = None if box_range_m is None else float(box_range_m)
         self.db_path, self.blob_dir = log_paths(Path(data_root), log_name)
         self._tmp_path = self.db_path.with_name(f".{self.db_path.name}.tmp")
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +107,9 @@ class LogWriter:
         self._pending_img: dict[str, list[Any]] = {}
         self._pending_box: dict[int, list[Any]] = {}
         self._tracks: set[int] = set()
+        self._last_seen: dict[int, int] = {}  # track id -> last sweep index with a box
+        self._poses: set[bytes] = set()  # ego_pose tokens written
+        self._linked: set[bytes] = set()  # ego_pose tokens referenced by sweeps and images
         self._scene_sweeps: dict[int, list[int]] = {}  # scene index -> sweep indices
         self._sweep_pose: list[bytes] = []
         self.num_images = 0
@@ -128,21 +141,26 @@ class LogWriter:
 
     # ----------------------------------------------------------------------------------------------- sweeps
     def add_sweep(self, snapshot: WorldSnapshot, points_lidar_N6: np.ndarray,
-                  images: dict[str, np.ndarray] | None, scene_index: int) -> bytes:
-        """Write one 20 Hz tick: ego pose, lidar_pc + its .pcd, boxes, tags, lights and (optionally) images.
+                  images: dict[str, np.ndarray] | None, scene_index: int,
+                  ego_pose_token: bytes | None = None) -> bytes:
+        """Write one 20 Hz tick: lidar_pc + its .pcd, boxes, tags, lights, its ego pose and (optionally) images.
 
         Args:
             snapshot: the world at this tick (timestamps must increase).
             points_lidar_N6: (N, 6) float32 merged cloud in the lidar frame.
-            images: channel -> (H, W, 3) uint8 RGB with H, W equal to the calibration, or None (no camera tick).
+            images: channel -> (H, W, 3) uint8 RGB with H, W equal to the calibration, stamped with the sweep's
+                time and pose; or None (no camera tick, or images written with `add_image`).
             scene_index: index of the scene this sweep belongs to (non-decreasing).
+            ego_pose_token: the pose this sweep links, written before or after with `add_ego_pose`; None writes
+                the snapshot's ego state as this sweep's own pose row.
 
         Returns:
             The lidar_pc token (8 bytes).
         """
         i = self._sweep
         ts = int(snapshot.timestamp_us)
-        pose_token = self._write_ego_pose(snapshot, i)
+        pose_token = self.add_ego_pose(i, ts, snapshot.ego) if ego_pose_token is None else bytes(ego_pose_token)
+        self._linked.add(pose_token)
         pc_token = make_token(self.log_name, "lidar_pc", i)
         scene_token = make_token(self.log_name, "scene", int(scene_index))
         filename = f"{self.log_name}/{LIDAR_CHANNEL}/{token_to_hex(pc_token)}.pcd"
@@ -153,7 +171,7 @@ class LogWriter:
             _insert(self.con, "lidar_pc", prev)
         self._pending_pc = [pc_token, None, prev[0] if prev else None, pose_token, self.lidar_token, scene_token,
                             filename, ts]
-        self._write_boxes(snapshot.actors, pc_token, i)
+        self._write_boxes(self._boxes_in_range(snapshot), pc_token, i)
         for k, (tag, track_id) in enumerate(snapshot.scenario_tags):
             agent = track_token(track_id) if track_id is not None else None
             _insert(self.con, "scenario_tag", (make_token(self.log_name, "tag", i, k), pc_token, tag, agent))
@@ -161,21 +179,36 @@ class LogWriter:
             _insert(self.con, "traffic_light_status",
                     (make_token(self.log_name, "tl", i, fid), pc_token, int(fid), str(status)))
         if images:
-            self._write_images(images, pose_token, ts, i)
+            unknown = sorted(set(images) - set(CAMERA_CHANNELS))
+            if unknown:
+                raise ValueError(f"unknown camera channel(s) {unknown}")
+            for ch in (c for c in CAMERA_CHANNELS if c in images):
+                self.add_image(ch, images[ch], ts, pose_token, i)
         self._scene_sweeps.setdefault(int(scene_index), []).append(i)
         self._sweep_pose.append(pose_token)
         self._sweep += 1
         return pc_token
 
-    def _write_ego_pose(self, snap: WorldSnapshot, i: int) -> bytes:
-        e = snap.ego
-        token = make_token(self.log_name, "ego_pose", i)
+    def pose_token(self, k: int) -> bytes:
+        """Token of ego pose number `k` of this log (`add_ego_pose(k, ...)`)."""
+        return make_token(self.log_name, "ego_pose", int(k))
+
+    def add_ego_pose(self, k: int, timestamp_us: int, e: EgoKinematics) -> bytes:
+        """Write ego pose number `k` (rear axle, global; velocities and accelerations in the ego frame)."""
+        token = self.pose_token(k)
         qw, qx, qy, qz = (float(v) for v in yaw_to_quat(e.yaw))
         _insert(self.con, "ego_pose", (
-            token, int(snap.timestamp_us), float(e.x), float(e.y), float(e.z), qw, qx, qy, qz,
+            token, int(timestamp_us), float(e.x), float(e.y), float(e.z), qw, qx, qy, qz,
             float(e.vx), float(e.vy), 0.0, float(e.ax), float(e.ay), 0.0, 0.0, 0.0, float(e.yaw_rate),
             self.epsg, self.log_token))
+        self._poses.add(token)
         return token
+
+    def _boxes_in_range(self, snap: WorldSnapshot) -> Sequence[ActorState]:
+        if self.box_range_m is None:
+            return snap.actors
+        r2 = self.box_range_m ** 2
+        return [a for a in snap.actors if (a.x - snap.ego.x) ** 2 + (a.y - snap.ego.y) ** 2 <= r2]
 
     def _write_boxes(self, actors: Sequence[ActorState], pc_token: bytes, i: int) -> None:
         for a in sorted(actors, key=lambda a: a.track_id):
@@ -185,40 +218,48 @@ class LogWriter:
                 _insert(self.con, "track", (tt, self.category_tokens[a.category], float(a.width),
                                             float(a.length), float(a.height)))
             token = make_token(self.log_name, "lidar_box", i, a.track_id)
-            prev = self._pending_box.get(a.track_id)
-            if prev is not None:
+            prev = self._pending_box.pop(a.track_id, None)
+            if prev is not None and self._last_seen[a.track_id] == i - 1:
                 prev[3] = token
+            elif prev is not None:  # the track was out of range: its old chain ends, a new one starts
                 _insert(self.con, "lidar_box", prev)
+                prev = None
+            if prev is not None:
+                _insert(self.con, "lidar_box", prev)
+            self._last_seen[a.track_id] = i
             self._pending_box[a.track_id] = [
                 token, pc_token, tt, None, prev[0] if prev else None, float(a.x), float(a.y), float(a.z),
-                float(a.width), float(a.length), float(a.height), float(a.vx), float(a.vy), 0.0, float(a.yaw), 1.0]
+                float(a.width), float(a.length), float(a.height), float(a.vx), float(a.vy), 0.0, wrap_yaw(a.yaw),
+                1.0]
 
-    def _write_images(self, images: dict[str, np.ndarray], pose_token: bytes, ts: int, i: int) -> None:
+    def add_image(self, channel: str, image: np.ndarray, timestamp_us: int, ego_pose_token: bytes,
+                  frame: int) -> bytes:
+        """Write one camera image (JPEG blob + `image` row) taken at `timestamp_us`, linked to `ego_pose_token`;
+        `frame` (e.g. the trigger sweep index) makes its token. Images of a channel must come in time order."""
         import cv2  # heavy import kept local
 
-        for ch in CAMERA_CHANNELS:
-            if ch not in images:
-                continue
-            if ch not in self.camera_tokens:
-                raise ValueError(f"image for {ch} but the rig has no such camera")
-            img, cal = images[ch], self.rig.cameras[ch]
-            if img.dtype != np.uint8 or img.shape != (cal.height, cal.width, 3):
-                raise ValueError(f"{ch}: image must be ({cal.height}, {cal.width}, 3) uint8, got {img.dtype} "
-                                 f"{img.shape}")
-            ok, jpg = cv2.imencode(".jpg", np.ascontiguousarray(img[..., ::-1]),
-                                   [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-            if not ok:
-                raise RuntimeError(f"JPEG encoding failed for {ch}")
-            token = make_token(self.log_name, "image", ch, i)
-            filename = f"{self.log_name}/{ch}/{token_to_hex(token)}.jpg"
-            self._write_blob(filename, jpg.tobytes())
-            prev = self._pending_img.get(ch)
-            if prev is not None:
-                prev[1] = token
-                _insert(self.con, "image", prev)
-            self._pending_img[ch] = [token, None, prev[0] if prev else None, pose_token, self.camera_tokens[ch],
-                                     filename, ts]
-            self.num_images += 1
+        if channel not in self.camera_tokens:
+            raise ValueError(f"image for {channel} but the rig has no such camera")
+        cal = self.rig.cameras[channel]
+        if image.dtype != np.uint8 or image.shape != (cal.height, cal.width, 3):
+            raise ValueError(f"{channel}: image must be ({cal.height}, {cal.width}, 3) uint8, got {image.dtype} "
+                             f"{image.shape}")
+        ok, jpg = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]),
+                               [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        if not ok:
+            raise RuntimeError(f"JPEG encoding failed for {channel}")
+        token = make_token(self.log_name, "image", channel, int(frame))
+        filename = f"{self.log_name}/{channel}/{token_to_hex(token)}.jpg"
+        self._write_blob(filename, jpg.tobytes())
+        prev = self._pending_img.get(channel)
+        if prev is not None:
+            prev[1] = token
+            _insert(self.con, "image", prev)
+        self._linked.add(bytes(ego_pose_token))
+        self._pending_img[channel] = [token, None, prev[0] if prev else None, bytes(ego_pose_token),
+                                      self.camera_tokens[channel], filename, int(timestamp_us)]
+        self.num_images += 1
+        return token
 
     def _write_blob(self, relpath: str, data: bytes) -> None:
         path = self.blob_dir.parent / relpath
@@ -243,6 +284,9 @@ class LogWriter:
                 _insert(self.con, "image", self._pending_img[ch])
         for track_id in sorted(self._pending_box):
             _insert(self.con, "lidar_box", self._pending_box[track_id])
+        missing = self._linked - self._poses
+        if missing:
+            raise ValueError(f"{self.log_name}: {len(missing)} linked ego_pose token(s) were never written")
         self._write_scenes(scene_roadblock_ids or [])
         self.con.executescript(INDEX_SQL)
         self.con.commit()
@@ -267,36 +311,48 @@ class LogWriter:
 
 # ----------------------------------------------------------------------------------------------------------- maps
 MAPS_JSON = "nuplan-maps-v1.0.json"
-RASTER_RESOLUTION_M = 1.0  # m per pixel of the pre-computed drivable_area raster (real maps: 0.1)
+RASTER_RESOLUTION_M = 1.0  # m per pixel of the map rasters (real maps: 0.1)
+# raster layer name (the devkit's) -> the vector layers whose polygons it rasterises
+RASTER_LAYERS: dict[str, tuple[str, ...]] = {
+    "drivable_area": (), "intersection": ("intersections",), "pedestrian_crossing": ("crosswalks",),
+    "walkway": ("walkways",)}
 
 
-def _drivable_raster(vmap: Any) -> tuple[np.ndarray, list[list[float]]] | None:
-    """Rasterise the drivable-area layers: (H, W) uint8 0/1 north-up, and the 4x4 global -> pixel matrix."""
+def _map_rasters(vmap: Any) -> tuple[dict[str, np.ndarray], list[list[float]], tuple[float, float]] | None:
+    """Rasterise the polygon layers of `RASTER_LAYERS` on one north-up grid covering all of them: name -> (H, W)
+    uint8 0/1, the 4x4 global -> pixel matrix (pixel (i, j) is centred on global (x0 + i res, y1 - j res)) and
+    (x0, y1). None if the map has no drivable polygons."""
     import cv2  # heavy import kept local
     import shapely
 
     from drivepipe.mapdata import SEMANTIC_LAYERS
 
-    geoms = [f.geometry for name in SEMANTIC_LAYERS["drivable_area"] for f in vmap.layer(name)]
-    polys = [g for g in shapely.get_parts(geoms) if g.geom_type == "Polygon"]
-    if not polys:
+    def polygons(layers: Sequence[str]) -> list[Any]:
+        geoms = [f.geometry for name in layers for f in vmap.layer(name)]
+        return [g for g in shapely.get_parts(geoms) if g.geom_type == "Polygon"]
+
+    sources = {name: polygons(layers or SEMANTIC_LAYERS["drivable_area"]) for name, layers in RASTER_LAYERS.items()}
+    if not sources["drivable_area"]:
         return None
-    x0, y0, x1, y1 = shapely.total_bounds(polys)
+    x0, y0, x1, y1 = shapely.total_bounds([p for polys in sources.values() for p in polys])
     res = RASTER_RESOLUTION_M
     M = [[1 / res, 0.0, 0.0, -x0 / res], [0.0, -1 / res, 0.0, y1 / res], [0.0, 0.0, 1.0, 0.0],
          [0.0, 0.0, 0.0, 1.0]]
     h, w = int(np.ceil((y1 - y0) / res)) + 1, int(np.ceil((x1 - x0) / res)) + 1
-    raster = np.zeros((h, w), dtype=np.uint8)
 
     def px(ring: Any) -> np.ndarray:
         xy = np.asarray(ring.coords)[:, :2]
         return np.round(np.stack([(xy[:, 0] - x0) / res, (y1 - xy[:, 1]) / res], 1)).astype(np.int32)
 
-    for p in polys:
-        cv2.fillPoly(raster, [px(p.exterior)], 1)
-        if p.interiors:
-            cv2.fillPoly(raster, [px(r) for r in p.interiors], 0)
-    return raster, M
+    rasters = {}
+    for name, polys in sources.items():
+        raster = np.zeros((h, w), dtype=np.uint8)
+        for p in polys:
+            cv2.fillPoly(raster, [px(p.exterior)], 1)
+            if p.interiors:
+                cv2.fillPoly(raster, [px(r) for r in p.interiors], 0)
+        rasters[name] = raster
+    return rasters, M, (float(x0), float(y1))
 
 
 def _write_npz(path: Path, arr: np.ndarray) -> None:
@@ -315,7 +371,9 @@ def _write_npz(path: Path, arr: np.ndarray) -> None:
 
 
 def write_maps(maps_root: Path, cities: Sequence[Any]) -> Path:
-    """Write `nuplan-maps-v1.0.json` and `<location>/<version>/map.gpkg` for all four nuPlan locations.
+    """Write `nuplan-maps-v1.0.json` and `<location>/<version>/map.gpkg` for all four nuPlan locations; each map
+    with a drivable area also gets the `RASTER_LAYERS` as GeoPackage tile tables in the map's UTM CRS (listed with
+    their pixel transform in the json) and the devkit's `drivable_area.npy.npz` cache.
 
     Args:
         maps_root: the maps folder (`$NUPLAN_MAPS_ROOT`).
@@ -327,6 +385,7 @@ def write_maps(maps_root: Path, cities: Sequence[Any]) -> Path:
     """
     from drivepipe.mapdata import VectorMap
     from drivepipe.nuplan.gpkg import write_gpkg
+    from drivepipe.nuplan.gpkg_raster import RasterLayer
     from drivepipe.utils.io import atomic_write_json
 
     maps_root = Path(maps_root)
@@ -335,13 +394,20 @@ def write_maps(maps_root: Path, cities: Sequence[Any]) -> Path:
     for location, (_, epsg, version) in sorted(LOCATION_INFO.items()):
         vmap = by_location.get(location) or VectorMap(location, version, epsg, {"lane_connectors": []})
         folder = maps_root / location / vmap.version
-        write_gpkg(folder / "map.gpkg", vmap)
+        folder.mkdir(parents=True, exist_ok=True)
         entry: dict[str, Any] = {"version": vmap.version, "layers": {}}
-        raster = _drivable_raster(vmap)
-        if raster is not None:
-            _write_npz(folder / "drivable_area.npy.npz", raster[0])
-            entry["layers"]["drivable_area"] = {"shape": list(raster[0].shape), "transform_matrix": raster[1],
-                                                "precision": RASTER_RESOLUTION_M}
+        made = _map_rasters(vmap)
+        tiles = {}
+        if made is not None:
+            rasters, M, (x0, y1) = made
+            half = RASTER_RESOLUTION_M / 2  # the raster's outer edge is half a pixel beyond the first centre
+            for name, raster in rasters.items():
+                tiles[name] = RasterLayer(raster * np.uint8(255), x0 - half, y1 + half, RASTER_RESOLUTION_M,
+                                          vmap.epsg)
+                entry["layers"][name] = {"shape": list(raster.shape), "transform_matrix": M,
+                                         "precision": RASTER_RESOLUTION_M}
+            _write_npz(folder / "drivable_area.npy.npz", rasters["drivable_area"])
+        write_gpkg(folder / "map.gpkg", vmap, rasters=tiles)
         index[location] = entry
     atomic_write_json(maps_root / MAPS_JSON, index)
     return maps_root / MAPS_JSON
