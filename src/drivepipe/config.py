@@ -314,6 +314,8 @@ class CarlaServerConfig:
     routes_file: str = _f("")                  # leaderboard-style XML
     town: str = _f("Town01")
     traffic_manager_port: int = _f(8000, ge=1, le=65535, stages=RUN_ONLY)
+    servers: list[str] = _f([], stages=RUN_ONLY)  # "host:port" servers run in parallel, one scenario each at a time;
+                                               # empty = the one host:port above
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -321,10 +323,15 @@ class ClosedLoopConfig:
     backend: Literal["embedded", "carla"] = _f("embedded")
     on_unavailable: Literal["fail", "record"] = _f("record")  # when the backend cannot be reached
     checkpoint: Literal["best", "latest"] = _f("latest")
-    num_scenarios: int = _f(3, ge=1)
-    duration_s: float = _f(6.0, gt=0.0)        # s per scenario
+    num_scenarios: int = _f(12, ge=1)          # typed scenarios from the test logs (sim/scenarios.py)
+    duration_s: float = _f(15.0, gt=0.0)       # s per scenario (shorter only when a log is shorter)
     step_s: float = _f(0.1, gt=0.0)            # s per tick (10 Hz)
-    agents: Literal["replay", "idm"] = _f("replay")
+    # non-reactive (replay) and/or reactive (idm) agents, each reported; idm doubles the stage time
+    agents: list[Literal["replay", "idm"]] = _f(["replay"])
+    goal_beyond_m: float = _f(30.0, gt=0.0)    # m the route's goal lies past what the expert drove
+    baselines: list[Literal["stationary", "constant_velocity", "expert", "privileged"]] = _f(
+        ["stationary", "constant_velocity", "expert", "privileged"])
+    workers: int = _f(2, ge=1)                 # worker processes (embedded backend)
     planner: Literal["route_follower", "imitation"] = _f("route_follower")
     controller: Literal["pure_pursuit", "lqr"] = _f("pure_pursuit")
     max_failure_rate: float = _f(0.25, ge=0.0, le=1.0)
@@ -335,6 +342,14 @@ class ClosedLoopConfig:
     animation: bool = _f(True)                 # write a top-down GIF per scenario
     seed: int = _f(0)
     carla: CarlaServerConfig = _sub(CarlaServerConfig)
+
+    def __post_init__(self) -> None:
+        if not self.agents or len(set(self.agents)) != len(self.agents):
+            raise ConfigError(f"carla_eval.agents: one or both of replay, idm without repeats, got {self.agents}")
+        for s in self.carla.servers:
+            host, _, port = s.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ConfigError(f"carla_eval.carla.servers: {s!r} is not host:port")
 
 
 @dataclass(frozen=True, kw_only=True)

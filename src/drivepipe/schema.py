@@ -159,6 +159,8 @@ class Annotations:
         the ego (layers: drivable_area, lane, lane_divider, crosswalk, walkway, stop_line, intersection, centerline).
     ego_future: (Tf, 3) (x, y, yaw) in the current ego frame; ego_future_valid: (Tf,) bool.
     route: (R, 2) route centreline ahead of the ego in the ego frame (m), may be empty.
+    route_lights: (L, 3) traffic lights of the route's lane connectors ahead: entry point x, y in the ego frame (m)
+        and status code (LIGHT_CODES index: green, yellow, red, unknown); closed-loop input, like the route.
     """
 
     boxes: Boxes
@@ -167,6 +169,10 @@ class Annotations:
     ego_future: np.ndarray
     ego_future_valid: np.ndarray
     route: np.ndarray
+    route_lights: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+
+
+LIGHT_CODES = ("green", "yellow", "red", "unknown")  # Annotations.route_lights status codes
 
 
 @dataclass(frozen=True)

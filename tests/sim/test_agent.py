@@ -30,6 +30,21 @@ def test_tracker_associates_and_builds_history() -> None:
     assert not tr.tracks  # dropped after TRACK_MAX_MISSES ticks without a detection
 
 
+def test_tracker_many_detections_keep_their_tracks() -> None:
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(-60.0, 60.0, (1000, 2))
+    xy = xy[np.min(np.linalg.norm(xy[:, None] - xy[None], axis=2) + np.eye(len(xy)) * 99, axis=1) > 2.0]
+    boxes = np.column_stack([xy, np.zeros(len(xy)), np.full((len(xy), 3), [4.5, 2.0, 1.6])])
+    labels = np.arange(len(xy)) % 3
+    tr = NearestNeighbourTracker()
+    first = tr.update(0.0, boxes, labels)
+    moved = boxes + [0.6, -0.4, 0, 0, 0, 0]
+    perm = rng.permutation(len(xy))
+    second = tr.update(0.1, moved[perm], labels[perm])
+    assert np.array_equal(second, first[perm])  # every one found its own track, in any order
+    assert len(tr.tracks) == len(xy)
+
+
 def _cfg():
     spec = importlib.util.spec_from_file_location("_root_conftest", Path(__file__).parents[1] / "conftest.py")
     module = importlib.util.module_from_spec(spec)
@@ -39,7 +54,8 @@ def _cfg():
                          "max_points": 4000}
     raw["model"] = {"image_channels": 8, "pillar_channels": 8, "bev_channels": 16, "bev_blocks": 1,
                     "agent_hidden": 16, "planning_head": True, "num_depth_bins": 8}
-    raw["carla_eval"] = {"num_scenarios": 1, "duration_s": 1.0, "planner": "imitation", "max_failure_rate": 0.0}
+    raw["carla_eval"] = {"num_scenarios": 1, "duration_s": 1.0, "planner": "imitation", "max_failure_rate": 0.0,
+                         "agents": ["replay", "idm"]}
     return from_dict(raw)
 
 
@@ -63,7 +79,13 @@ def test_embedded_closed_loop_end_to_end(synthetic_root: Path, tmp_path: Path) -
                 "collision_rate", "nuplan_cls"):
         assert key in metrics
     assert 0.0 <= metrics["driving_score"] <= 100.0
-    steps = list((out / "details" / "steps").glob("*.csv"))
-    assert len(steps) == 1 and len(steps[0].read_text().splitlines()) == 11
-    assert len(list((out / "details" / "replay").glob("*.gif"))) == 1
-    assert json.loads((out / "metrics.json").read_text())["backend"] == "embedded"
+    steps = sorted((out / "details" / "steps").glob("*.csv"))
+    assert len(steps) == 10  # (model + 4 baselines) x (replay, idm) on the one scenario
+    model = [p for p in steps if p.name.startswith("model__replay__")]
+    assert len(model) == 1 and len(model[0].read_text().splitlines()) == 11
+    assert len(list((out / "details" / "replay").glob("*.gif"))) == 2  # the model's replays only
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["backend"] == "embedded"
+    assert set(saved["agents"]) == {"model", "stationary", "constant_velocity", "expert", "privileged"}
+    for agent in saved["agents"].values():
+        assert set(agent) == {"replay", "idm"} and "ci95" in agent["replay"] and "nuplan_cls" in agent["idm"]

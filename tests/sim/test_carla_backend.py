@@ -65,7 +65,13 @@ class FakeVehicle(FakeSensor):
         return _Obj(x=2.0, y=0.0, z=0.0)
 
     def is_at_traffic_light(self):
-        return False
+        return self.world.light is not None
+
+    def get_traffic_light(self):
+        return self.world.light
+
+    def get_traffic_light_state(self):
+        return "TrafficLightState.Red"
 
 
 class FakeBlueprint:
@@ -77,6 +83,8 @@ class FakeBlueprint:
 
 
 class FakeWorld:
+    light = None  # a traffic light governing the ego (is_at_traffic_light), or None
+
     def __init__(self, fail_tick_at=None):
         self.settings = FakeSettings()
         self.applied, self.controls, self.sensors = [], [], []
@@ -277,3 +285,24 @@ def test_camera_rotation_to_carla_frame() -> None:
     T[:3, :3] = camera_rotation(np.deg2rad(90.0), np.deg2rad(5.0))  # our left-looking camera, tilted down 5 deg
     pitch, yaw, roll = _rotation_from_cam(T)
     assert yaw == pytest.approx(-90.0) and pitch == pytest.approx(-5.0) and roll == pytest.approx(0.0, abs=1e-6)
+
+
+def test_same_scenarios_scorer_and_light_input_as_embedded(tmp_path: Path) -> None:
+    """The CARLA backend takes the shared ClosedLoopScenario, hands the server's light to the agent on the route
+    (like the embedded backend) and its step rows carry every scorer column."""
+    from drivepipe.schema import LIGHT_CODES
+    from drivepipe.sim.scorer import STEP_COLUMNS, score_episode
+
+    world = FakeWorld()
+    world.light = _Obj(id=5, get_transform=lambda: _Obj(location=_Obj(x=20.0, y=-4.0, z=0.0)))
+    backend = CarlaBackend(_cfg(), carla_module=make_fake_carla(world), rig=_rig())
+    bundle = backend.reset(_scenario(tmp_path))
+    lights = bundle.annotations.route_lights
+    assert lights.shape == (1, 3) and int(lights[0, 2]) == LIGHT_CODES.index("red")
+    assert abs(lights[0, 1]) < 1.0 and 15.0 < lights[0, 0] < 25.0  # on the route, where the light is
+    rows = [backend.step(Action(accel_mps2=1.0)).info for _ in range(3)]
+    backend.close()
+    assert set(STEP_COLUMNS) <= set(rows[0])
+    ep = score_episode(rows, 0.1, 2.0)
+    assert ep["route_length_m"] == pytest.approx(90.0)  # the whole route to the goal
+    assert ep["route_completion"] == 0.0  # the stand-in server never moves the ego: standing still scores 0

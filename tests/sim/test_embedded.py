@@ -23,7 +23,7 @@ def _cfg(agents: str = "replay"):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     cfg = from_dict(module.tiny_params())
-    return replace(cfg, carla_eval=replace(cfg.carla_eval, duration_s=1.0, agents=agents))
+    return replace(cfg, carla_eval=replace(cfg.carla_eval, duration_s=1.0, agents=[agents]))
 
 
 @pytest.mark.parametrize("agents", ["replay", "idm"])

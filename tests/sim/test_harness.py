@@ -77,7 +77,7 @@ def test_crashing_scenario_is_isolated(tmp_path: Path) -> None:
     assert backend.closed == 2  # closed after the good and the failed scenario
     assert 0 < m["route_completion"] < 100 and m["collisions"] == {"vehicle": 0, "pedestrian": 0, "static": 0}
     csv_text = (tmp_path / "details" / "scenarios.csv").read_text()
-    assert "crash/2,failed,ZeroDivisionError,scripted crash" in csv_text
+    assert "crash/2,,loc,failed,ZeroDivisionError,scripted crash" in csv_text
     steps = (tmp_path / "details" / "steps" / "a__1.csv").read_text().splitlines()
     assert steps[0].startswith("t_s,x_m") and len(steps) == 21
     gif = tmp_path / "details" / "replay" / "a__1.gif"

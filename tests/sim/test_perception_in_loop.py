@@ -18,7 +18,8 @@ def _cfg():
                           "history_steps": 2, "future_steps": 2, "occupancy_future_steps": 1},
            "model": {"image_channels": 8, "pillar_channels": 8, "bev_channels": 16, "bev_blocks": 1,
                      "agent_hidden": 16, "max_detections": 16 * 16, "num_depth_bins": 8},  # every cell of the vehicle class
-           "carla_eval": {"num_scenarios": 1, "duration_s": 2.0, "max_failure_rate": 0.0, "animation": False}}
+           "carla_eval": {"num_scenarios": 1, "duration_s": 2.0, "max_failure_rate": 0.0, "animation": False,
+                          "agents": ["replay"], "baselines": [], "workers": 1}}
     return from_dict(raw)
 
 
@@ -56,7 +57,7 @@ def test_closed_loop_metrics_change_with_the_checkpoint(synthetic_root: Path, tm
     def mean_speed(out: Path) -> float:
         import csv
 
-        (steps,) = (out / "details" / "steps").glob("*.csv")
+        (steps,) = (out / "details" / "steps").glob("model__replay__*.csv")
         rows = list(csv.DictReader(steps.open()))
         return sum(float(r["speed_mps"]) for r in rows) / len(rows)
 

@@ -39,7 +39,11 @@ def run(args: argparse.Namespace) -> int:
     comfortable = (m["comfort"] or {}).get("comfortable_rate")
     print(f"carla-eval [{m['backend']}]: DS {fmt(m['driving_score'])}  RC {fmt(m['route_completion'])}  "
           f"IS {fmt(m['infraction_score'], '.3f')}  collisions {m['collisions']}  interventions {m['interventions']}  "
-          f"comfortable {fmt(comfortable, '.0%')}  failed {m['failed']}/{m['scenarios']}")
+          f"comfortable {fmt(comfortable, '.0%')}  failed {m['failed']}/{m['jobs']}")
+    for agent, modes in m.get("agents", {}).items():
+        for mode, a in modes.items():
+            print(f"  {agent:<18} {mode:<7} DS {fmt(a['driving_score'])}  RC {fmt(a['route_completion'])}  "
+                  f"CLS {fmt(a['nuplan_cls'], '.3f')}  collisions {a['collisions']}  red lights {a['red_lights']}")
     return 0
 
 

@@ -231,6 +231,13 @@ class NuplanLog:
             out.setdefault(bytes(tok).hex(), {})[int(fid)] = str(status)
         return out
 
+    def scenario_tags(self) -> dict[str, set[str]]:
+        """lidar_pc token hex -> every scenario_tag type of that sweep (scenario_types keeps only MAX(type))."""
+        out: dict[str, set[str]] = {}
+        for tok, typ in self._query("SELECT lidar_pc_token, type FROM scenario_tag"):
+            out.setdefault(bytes(tok).hex(), set()).add(str(typ))
+        return out
+
     def _sweep_of_tokens(self, tokens: tuple) -> np.ndarray:
         """Row in `lidar_pcs` of each lidar_pc token (blob), -1 for unknown ones; one numpy lookup when every token
         has the documented 8 bytes."""

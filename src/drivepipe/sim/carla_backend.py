@@ -245,7 +245,38 @@ class CarlaBackend:
                 "accel_mps2": action.accel_mps2, "yaw_rate_rps": 0.0, "steer_rad": action.steer_rad,
                 "collisions": format_collisions(hits), "off_road": wp is None, "route_progress_m": progress,
                 "route_length_m": self._route.length_m, "route_deviation_m": deviation, "red_light": red,
-                "expert_progress_m": None, "done_reason": ""}
+                "expert_progress_m": None, "done_reason": "", "ttc_s": None, "speed_limit_mps": self._speed_limit()}
+
+    def _speed_limit(self) -> float | None:
+        """The server's speed limit for the ego (km/h -> m/s); None when the client cannot say."""
+        try:
+            return float(self._ego.get_speed_limit()) / 3.6
+        except Exception:  # noqa: BLE001 - optional: a missing limit is scored as no violation
+            return None
+
+    def _route_lights(self, ego: EgoKinematics, route_ego: np.ndarray) -> np.ndarray:
+        """The light the server says governs the ego (is_at_traffic_light), placed at the route point nearest the
+        light (ego frame) with its status code (schema.LIGHT_CODES); (0, 3) when none."""
+        from drivepipe.schema import LIGHT_CODES
+        from drivepipe.utils.geometry import global_to_ego_xy_yaw
+
+        if len(route_ego) == 0 or not self._ego.is_at_traffic_light():
+            return np.zeros((0, 3))
+        light = self._ego.get_traffic_light()
+        state = str(self._ego.get_traffic_light_state()).rsplit(".", 1)[-1].lower()
+        if light is None:
+            return np.zeros((0, 3))
+        loc = light.get_transform().location
+        xy, _ = global_to_ego_xy_yaw(np.array([[loc.x, -loc.y]]), np.zeros(1), ego.x, ego.y, ego.yaw)
+        from drivepipe.sim.controller import resample_path
+
+        dense, _ = resample_path(route_ego, 1.0)
+        ahead = dense[dense[:, 0] > 0.0] if len(dense) else dense
+        if len(ahead) == 0:
+            return np.zeros((0, 3))
+        k = int(np.argmin(np.linalg.norm(ahead - xy[0], axis=1)))
+        code = LIGHT_CODES.index(state) if state in LIGHT_CODES else LIGHT_CODES.index("unknown")
+        return np.array([[ahead[k, 0], ahead[k, 1], code]])
 
     def _bundle(self) -> Any:
         from drivepipe.schema import BundleMeta, CameraFrame
@@ -271,7 +302,7 @@ class CarlaBackend:
                                         ego.x, ego.y, ego.yaw)
         meta = BundleMeta(self._scenario.log_name, f"{int(self._t * 1e6):016x}", frame_ts, self._scenario.location)
         hist = self._history.sample(pre.traj_dt_s, pre.history_steps)
-        return assemble_bundle(meta, ego, cams, lidar, hist, route)
+        return assemble_bundle(meta, ego, cams, lidar, hist, route, self._route_lights(ego, route))
 
     def close(self) -> None:
         """Stop then destroy every sensor, destroy the ego, restore the original settings. Idempotent."""

@@ -1,19 +1,20 @@
 """`EmbeddedBackend`: nuPlan-format log replay with a simulated ego, re-rendered sensors and no external process.
 
-Scenario = a val-split window of a log (see `select_scenarios`). Every `carla_eval.step_s` tick:
+Scenarios: typed events of the test logs with a lane-level route to a goal (sim/scenarios.py). Every tick:
 1. the ego moves by the agent's action on the kinematic bicycle (sim/controller.py);
 2. agents: `replay` puts every logged box of the sweep nearest in time where the log has it; `idm` lets the
    vehicles present at the start drive along their own logged path with IDM (nuPlan's reactive-agent values),
    slowing for the ego when it is on their path; other objects replay;
 3. the six cameras and the lidar are re-rendered from the SIMULATED ego pose with the synthetic world's renderers
-   (map from MapsRoot + current agents; rig from the log's calibrations, cameras scaled down to at most
-   data.synthetic.image_width), the lidar moved into the ego frame with the log's T_ego_from_lidar, as the
+   (map from MapsRoot + current agents; rig from the log's calibrations, cameras rendered directly at
+   preprocess.image_width, the size the model sees; actors beyond data.synthetic.lidar_max_range_m are not drawn:
+   the lidar cannot reach them and on camera they cover a few pixels), the lidar moved into the ego frame with the log's T_ego_from_lidar, as the
    reader does, and assembled into a SensorBundle so perception runs inside the loop;
 4. a step-log row (sim/scorer.py STEP_COLUMNS) is computed: collisions (ego footprint vs agent footprints),
    off-drivable-area (a corner > 0.3 m outside), route progress/deviation, red light (entering a lane connector
-   whose light is red in the log's traffic_light_status), expert progress.
-The route is the logged expert path from the start (up to duration + ROUTE_EXTRA_S); route_length_m (for route
-completion) is the length the expert drove within the scenario, 0 when it stood still (then RC = 100).
+   whose light is red in the log's traffic_light_status), expert progress, time-to-collision, speed limit.
+The agent gets the route (ego frame) and the traffic lights of the route's connectors ahead (from the log's
+traffic_light_status); route_length_m is the whole route to the goal, so standing still scores RC 0.
 """
 
 from __future__ import annotations
@@ -32,17 +33,16 @@ from drivepipe.mapdata import SEMANTIC_LAYERS
 from drivepipe.schema import CATEGORIES, BundleMeta, CameraFrame
 from drivepipe.sim.controller import ControlLimits, propagate_bicycle
 from drivepipe.sim.interfaces import Action, ClosedLoopScenario, EgoHistory, RouteProgress, StepResult, assemble_bundle
-from drivepipe.sim.planner import NUPLAN_REACTIVE_IDM, boxes_overlap
+from drivepipe.sim.planner import NUPLAN_REACTIVE_IDM
 from drivepipe.sim.scorer import format_collisions
-from drivepipe.utils.geometry import box_corners_2d, global_to_ego_xy_yaw, quat_to_yaw
+from drivepipe.sim.stepmetrics import SpeedLimits, lights_ahead, overlap_many, time_to_collision
+from drivepipe.utils.geometry import box_corners_2d, global_to_ego_xy_yaw, wrap_angle
 from drivepipe.vehicle import EGO_FRONT_M, EGO_REAR_M, EGO_WIDTH_M
 from drivepipe.world.conditions import conditions_from_row
 from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 
 OFF_ROAD_TOLERANCE_M = 0.3
-ROUTE_EXTRA_S = 10.0
-MIN_DURATION_S = 1.0
-STATIONARY_ROUTE_M = 1.0
+STOP_LINE_ZONE_M = 3.0  # a red light counts when the front enters a connector within this of its start
 REACTIVE_TARGET_MPS = 10.0  # nuPlan's reactive IDM target speed
 COLLISION_KIND = {"vehicle": "vehicle", "pedestrian": "pedestrian", "bicycle": "pedestrian"}  # else static
 
@@ -53,6 +53,21 @@ def ego_corners(ego: EgoKinematics) -> np.ndarray:
     centre = np.array([[ego.x + off * np.cos(ego.yaw), ego.y + off * np.sin(ego.yaw)]])
     return box_corners_2d(centre, np.array([EGO_FRONT_M + EGO_REAR_M]), np.array([EGO_WIDTH_M]),
                           np.array([ego.yaw]))[0]
+
+
+def actors_to_boxes(actors: list[ActorState], ego: EgoKinematics) -> Any:
+    """Ground-truth schema.Boxes of actors in the ego frame (the privileged baseline's perception)."""
+    from drivepipe.schema import CATEGORY_INDEX, Boxes
+
+    if not actors:
+        return Boxes.empty()
+    a = np.array([[o.x, o.y, o.z, o.length, o.width, o.height, o.yaw, o.vx, o.vy] for o in actors])
+    xy, yaw = global_to_ego_xy_yaw(a[:, :2], a[:, 6], ego.x, ego.y, ego.yaw)
+    c, s = np.cos(ego.yaw), np.sin(ego.yaw)
+    vel = np.stack([c * a[:, 7] + s * a[:, 8], -s * a[:, 7] + c * a[:, 8]], 1)
+    return Boxes(np.column_stack([xy, a[:, 2]]), a[:, 3:6], np.asarray(yaw), vel,
+                 np.array([CATEGORY_INDEX[o.category] for o in actors], np.int64),
+                 np.array([o.track_id for o in actors], np.int64))
 
 
 def log_rig(log: Any, max_width: int) -> Any:
@@ -78,8 +93,11 @@ class EmbeddedBackend:
         self._layout: Any = None
         self._maps: Any = None
         self._log: Any = None
+        self._logs: dict[str, Any] = {}
         self._lights: dict[str, dict[int, str]] = {}
         self._limits = ControlLimits()
+        self.render_sensors, self.privileged, self.agent_mode = True, False, cfg.carla_eval.agents[0]
+        self.selection: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------------------- data access
     def _open(self, log_name: str) -> Any:
@@ -90,103 +108,85 @@ class EmbeddedBackend:
         if self._layout is None:
             self._layout = discover(self.data_root)
             self._maps = MapsRoot(self._layout.maps_root)
-        if self._log is not None and self._log.log_name == log_name:
-            return self._log
-        self.close()
-        db = {p.stem: p for p in self._layout.db_files}.get(log_name)
-        if db is None:
-            raise FileNotFoundError(f"{self.data_root}: no log {log_name}.db")
-        self._log = NuplanLog(db, self._layout.sensor_root, self._maps, self.cfg.data.missing_blob_policy)
+        if log_name not in self._logs:
+            db = {p.stem: p for p in self._layout.db_files}.get(log_name)
+            if db is None:
+                raise FileNotFoundError(f"{self.data_root}: no log {log_name}.db")
+            self._logs[log_name] = NuplanLog(db, self._layout.sensor_root, self._maps,
+                                             self.cfg.data.missing_blob_policy)
+        self._log = self._logs[log_name]
         return self._log
 
-    def val_keys(self) -> list[str]:
-        """`<log>/<token>` keys of the held-out TEST split (whole logs never seen in training or checkpoint
-        selection): from the cache header at cache_dir when there is one, else derived from the logs with the same
-        deterministic rule (preprocess/windows.make_windows); when the logs are too short for full windows, every
-        sweep of the test logs is a candidate."""
-        if self.cache_dir is not None and (Path(self.cache_dir) / "data.mdb").is_file():
-            from drivepipe.cache.lmdb_store import LmdbReader
-
-            return sorted(LmdbReader(self.cache_dir).keys("test"))
+    def log_names(self) -> list[str]:
         from drivepipe.nuplan.layout import discover
-        from drivepipe.nuplan.scenarios import enumerate_scenarios
-        from drivepipe.preprocess.windows import assign_log_splits, make_windows
 
-        scenarios, location, span = [], {}, {}
-        for db in discover(self.data_root).db_files:
-            log = self._open(db.stem)
-            scenarios += enumerate_scenarios(log)
-            location[log.log_name] = log.location
-            span[log.log_name] = (int(log.lidar_pcs.timestamp_us[0]), int(log.lidar_pcs.timestamp_us[-1]))
-        keys = [w.key for w in make_windows(scenarios, self.cfg.preprocess, location, span) if w.split == "test"]
-        if not keys:
-            p = self.cfg.preprocess
-            test_logs = set(assign_log_splits(location, p.val_logs, p.test_logs)["test"])
-            keys = [f"{s.log_name}/{s.token}" for s in scenarios if s.log_name in test_logs]
-        return sorted(keys)
+        return sorted(p.stem for p in discover(self.data_root).db_files)
 
     def select_scenarios(self, num: int, seed_of: Any) -> list[ClosedLoopScenario]:
-        """`num` val windows evenly spaced over the sorted keys (deterministic) as closed-loop scenarios; a key
-        with less than MIN_DURATION_S of log after it is replaced by the next usable key."""
-        keys = self.val_keys()
-        if not keys:
-            raise ValueError(f"{self.data_root}: no val-split scenarios for closed-loop evaluation")
-        picks = np.round(np.linspace(0, len(keys) - 1, min(num, len(keys)))).astype(int).tolist()
-        out: list[ClosedLoopScenario] = []
-        used: set[int] = set()
-        for i in picks:
-            for j in [*range(i, len(keys)), *range(0, i)]:
-                if j in used:
-                    continue
-                used.add(j)
-                try:
-                    out.append(self.make_scenario(keys[j], seed_of(keys[j])))
-                    break
-                except ValueError:
-                    continue
+        """`num` typed scenarios from the test logs, balanced over types and locations (sim/scenarios.py);
+        `self.selection` records the source logs and the types found / missing."""
+        from drivepipe.sim import scenarios as S
+
+        logs, source = S.scenario_logs(self.cache_dir, self.log_names())
+        cands = []
+        for name in logs:
+            log = self.prepare(name)
+            cands += S.find_candidates(log, self._vmap, self._lights)
+        if not cands:
+            raise ValueError(f"{self.data_root}: no closed-loop scenario candidates in logs {logs}")
+        dur = self.cfg.carla_eval.duration_s
+        t0 = {}
+        for name in logs:
+            pcs = self._open(name).lidar_pcs
+            t0[name] = (pcs.timestamp_us - pcs.timestamp_us[0]) / 1e6
+        start_of = (lambda c: float(np.clip(t0[c.log_name][c.index] - S.EVENT_LEAD_S, 0.0,
+                                            max(0.0, t0[c.log_name][-1] - dur))))
+        out = []
+        for c in S.balanced_pick(cands, num, start_of):
+            log = self.prepare(c.log_name)
+            out.append(S.make_scenario(log, self._vmap, c.index, c.scenario_type, dur, self.cfg.carla_eval.step_s,
+                                       self.cfg.carla_eval.goal_beyond_m, seed_of))
+        found = sorted({c.scenario_type for c in cands})
+        self.selection = {"scenario_source": source, "logs": logs, "types_found": found,
+                          "types_missing": [t for t in S.SCENARIO_TYPES if t not in found]}
         return out
 
-    def make_scenario(self, key: str, seed: int) -> ClosedLoopScenario:
-        """The scenario that starts at the sweep of `key` = `<log>/<token>`."""
+    def make_scenario(self, key: str, seed: int, scenario_type: str = "manual") -> ClosedLoopScenario:
+        """The scenario around the sweep of `key` = `<log>/<token>` (starts EVENT_LEAD_S before it)."""
+        from drivepipe.sim import scenarios as S
+
         log_name, token = key.rsplit("/", 1)
-        log = self._open(log_name)
-        pcs = log.lidar_pcs
-        i = log.token_index[token]
-        remaining = (int(pcs.timestamp_us[-1]) - int(pcs.timestamp_us[i])) / 1e6
-        duration = min(self.cfg.carla_eval.duration_s, remaining - self.cfg.carla_eval.step_s)
-        if duration < MIN_DURATION_S:
-            raise ValueError(f"{key}: only {remaining:.1f} s of log left after the start")
-        end_t = int(pcs.timestamp_us[i]) + int((duration + ROUTE_EXTRA_S) * 1e6)
-        sel = np.flatnonzero((pcs.timestamp_us >= pcs.timestamp_us[i]) & (pcs.timestamp_us <= end_t))
-        route = pcs.xyz[sel, :2]
-        start = EgoKinematics(x=float(pcs.xyz[i, 0]), y=float(pcs.xyz[i, 1]), yaw=quat_to_yaw(pcs.quat[i]),
-                              vx=float(max(0.0, pcs.velocity[i, 0])), z=float(pcs.xyz[i, 2]))
-        return ClosedLoopScenario(key, log_name, token, int(pcs.timestamp_us[i]), log.location, route, start,
-                                  float(duration), int(seed))
+        log = self.prepare(log_name)
+        return S.make_scenario(log, self._vmap, log.token_index[token], scenario_type, self.cfg.carla_eval.duration_s,
+                               self.cfg.carla_eval.step_s, self.cfg.carla_eval.goal_beyond_m, lambda _k: seed)
 
     # ---------------------------------------------------------------------------------------------- episode
     def reset(self, scenario: ClosedLoopScenario) -> Any:
-        """See base class."""
+        """See base class. Before reset the harness may set `render_sensors` (False: no cameras/lidar, for
+        baselines that do not perceive) and `privileged` (True: ground-truth boxes in the bundle)."""
         log = self.prepare(scenario.log_name)
         self._sc = scenario
         self._t, self._ego = 0.0, scenario.start
         self._route = RouteProgress(scenario.route_xy)
         self._expert = RouteProgress(scenario.route_xy)
-        expert_end = self._expert_pose(scenario.duration_s)
-        self._route_len = RouteProgress(scenario.route_xy).update(*expert_end)[0]
-        if self._route_len < STATIONARY_ROUTE_M:
-            self._route_len = 0.0
+        self._route_len = self._route.length_m
+        self._route_lights = list(scenario.extra.get("route_lights", []))
         self._history = EgoHistory()
         self._inside_red: set[int] = set()
-        self._idm = _IdmAgents(log, self._sweep(0.0)) if self.cfg.carla_eval.agents == "idm" else None
+        self._idm = _IdmAgents(log, self._sweep(0.0)) if self.agent_mode == "idm" else None
         return self._bundle()
 
     def prepare(self, log_name: str) -> Any:
-        """Open a log with its map, render rig and traffic lights; returns the NuplanLog."""
+        """Open a log with its map, render rig, traffic lights and speed limits (cached per log); the NuplanLog."""
         log = self._open(log_name)
-        self._vmap = log.load_map()
-        self._rig = log_rig(log, self.cfg.data.synthetic.image_width)
-        self._lights = log.traffic_lights()
+        if getattr(self, "_prepared", None) != log_name:
+            self._vmap = log.load_map()
+            self._rig = log_rig(log, self.cfg.preprocess.image_width)
+            self._lights = log.traffic_lights()
+            self._limits_map = SpeedLimits(self._vmap)
+            self._conn_lines = {int(f.fid): f.geometry for f in self._vmap.layer("lane_connectors")
+                                if f.geometry.geom_type == "LineString" and f.geometry.length > 0}
+            self._prepared = log_name
         return log
 
     def _sweep(self, t_s: float) -> int:
@@ -216,6 +216,8 @@ class EmbeddedBackend:
         from drivepipe.world.render_lidar import render_lidar
 
         ts = int(timestamp_us)
+        reach = self.cfg.data.synthetic.lidar_max_range_m  # farther actors: no lidar return, a few pixels on camera
+        actors = [a for a in actors if np.hypot(a.x - ego.x, a.y - ego.y) <= reach + a.length / 2]
         snap = WorldSnapshot(timestamp_us=ts, ego=ego, actors=tuple(actors),
                              traffic_lights=self._lights.get(str(self._log.lidar_pcs.token[index]), {}),
                              conditions=conditions_from_row(self._log.conditions))
@@ -237,26 +239,41 @@ class EmbeddedBackend:
         index = self._sweep(self._t)
         self._actors = self._actors_now()
         ts = int(self._sc.start_time_us + round(self._t * 1e6))
-        cams, lidar = self.render(index, self._ego, self._actors, ts)
+        if self.render_sensors:
+            cams, lidar = self.render(index, self._ego, self._actors, ts)
+        else:
+            cams, lidar = {}, np.zeros((0, 6), np.float32)
         self._history.push(self._t, self._ego.x, self._ego.y, self._ego.yaw)
         pre = self.cfg.preprocess
         route, _ = global_to_ego_xy_yaw(self._sc.route_xy, np.zeros(len(self._sc.route_xy)), self._ego.x,
                                         self._ego.y, self._ego.yaw)
+        lights = lights_ahead(self._route_lights, self._lights.get(str(self._log.lidar_pcs.token[index]), {}),
+                              self._ego)
         meta = BundleMeta(self._sc.log_name, str(self._log.lidar_pcs.token[index]), ts, self._sc.location)
+        gt = actors_to_boxes(self._actors, self._ego) if self.privileged else None
         return assemble_bundle(meta, self._ego, cams, lidar, self._history.sample(pre.traj_dt_s, pre.history_steps),
-                               route)
+                               route, lights, gt)
 
     def step(self, action: Action) -> StepResult:
-        """See base class."""
+        """See base class. `action.pose` (the expert baseline) puts the ego at that pose instead of driving."""
         lim, dt = self._limits, self.cfg.carla_eval.step_s
         steer = float(np.clip(action.steer_rad, -lim.max_steer_rad, lim.max_steer_rad))
         accel = float(np.clip(action.accel_mps2, -lim.max_decel_mps2, lim.max_accel_mps2))
-        self._ego = propagate_bicycle(self._ego, steer, accel, dt)
+        if action.pose is not None:
+            x, y, yaw, v = (float(a) for a in action.pose)
+            dyaw = float(wrap_angle(yaw - self._ego.yaw))
+            self._ego = EgoKinematics(x=x, y=y, yaw=yaw, vx=v, ax=(v - self._ego.vx) / dt, yaw_rate=dyaw / dt,
+                                      z=self._ego.z)
+        else:
+            self._ego = propagate_bicycle(self._ego, steer, accel, dt)
         self._t += dt
         done = self._t >= self._sc.duration_s - 1e-6
         bundle = self._bundle()  # moves the agents to the new time, then renders
         row = self._row(steer)
-        row["done_reason"] = "timeout" if done else ""
+        if not done and row["route_progress_m"] >= self._route_len - 0.5:
+            done, row["done_reason"] = True, "route_completed"
+        else:
+            row["done_reason"] = "timeout" if done else ""
         return StepResult(bundle, done, row)
 
     # ------------------------------------------------------------------------------------------- step row
@@ -264,15 +281,17 @@ class EmbeddedBackend:
         ego, corners = self._ego, ego_corners(self._ego)
         progress, deviation = self._route.update(ego.x, ego.y)
         expert, _ = self._expert.update(*self._expert_pose(self._t))
-        hits = [(COLLISION_KIND.get(a.category, "static"), a.track_id) for a in self._actors
-                if boxes_overlap(corners, box_corners_2d(np.array([[a.x, a.y]]), np.array([a.length]),
-                                                    np.array([a.width]), np.array([a.yaw]))[0])]
-        boxes = np.array([[a.x, a.y, a.yaw, a.length, a.width] for a in self._actors]).reshape(-1, 5)
+        acts = np.array([[a.x, a.y, a.yaw, a.length, a.width, a.vx, a.vy] for a in self._actors]).reshape(-1, 7)
+        hit = overlap_many(np.broadcast_to(corners, (len(acts), 4, 2)),
+                           box_corners_2d(acts[:, :2], acts[:, 3], acts[:, 4], acts[:, 2])) if len(acts) else []
+        hits = [(COLLISION_KIND.get(a.category, "static"), a.track_id) for a, h in zip(self._actors, hit) if h]
         return {"t_s": round(self._t, 6), "x_m": ego.x, "y_m": ego.y, "yaw_rad": ego.yaw, "speed_mps": ego.vx,
                 "accel_mps2": ego.ax, "yaw_rate_rps": ego.yaw_rate, "steer_rad": steer,
                 "collisions": format_collisions(hits), "off_road": self._off_road(corners),
                 "route_progress_m": progress, "route_length_m": self._route_len, "route_deviation_m": deviation,
-                "red_light": self._red_light(), "expert_progress_m": expert, "done_reason": "", "_actors": boxes}
+                "red_light": self._red_light(), "expert_progress_m": expert, "done_reason": "",
+                "ttc_s": time_to_collision(ego, acts), "speed_limit_mps": self._limits_map.at(ego.x, ego.y),
+                "_actors": acts[:, :5]}
 
     def _off_road(self, corners: np.ndarray) -> bool:
         x0, y0 = corners.min(0) - 5.0
@@ -285,7 +304,9 @@ class EmbeddedBackend:
         return bool(max(area.distance(shapely.Point(*c)) for c in corners) > OFF_ROAD_TOLERANCE_M)
 
     def _red_light(self) -> bool:
-        """True when the ego's front enters a lane connector whose light is red at the logged sweep."""
+        """True when the ego's front enters a lane connector whose light is red at the logged sweep, through its
+        stop line: the connector runs the ego's way (within 45 deg) and the front is within its first
+        STOP_LINE_ZONE_M (connectors of other directions overlap inside an intersection and do not count)."""
         status = self._lights.get(str(self._log.lidar_pcs.token[self._sweep(self._t)]), {})
         front = shapely.Point(self._ego.x + EGO_FRONT_M * np.cos(self._ego.yaw),
                               self._ego.y + EGO_FRONT_M * np.sin(self._ego.yaw))
@@ -293,11 +314,20 @@ class EmbeddedBackend:
         for f in self._vmap.query("gen_lane_connectors_scaled_width_polygons",
                                   (front.x - 0.1, front.y - 0.1, front.x + 0.1, front.y + 0.1)):
             fid = f.props.get("lane_connector_fid", f.fid)
-            if fid is not None and f.geometry.contains(front):
+            if fid is not None and f.geometry.contains(front) and self._through_stop_line(int(fid), front):
                 inside.add(int(fid))
         entered = inside - self._inside_red
         self._inside_red = inside
         return any(status.get(fid) == "red" for fid in entered)
+
+    def _through_stop_line(self, fid: int, front: Any) -> bool:
+        line = self._conn_lines.get(fid)
+        if line is None:
+            return True
+        s = line.project(front)
+        a, b = line.interpolate(max(0.0, s - 0.5)), line.interpolate(min(line.length, s + 0.5))
+        heading = np.arctan2(b.y - a.y, b.x - a.x)
+        return s <= STOP_LINE_ZONE_M and abs(float(wrap_angle(heading - self._ego.yaw))) < np.pi / 4
 
     def map_outline(self, route_xy: np.ndarray, margin_m: float = 40.0) -> list[np.ndarray]:
         """Exterior rings (N, 2) of the drivable area around a route, for the replay background."""
@@ -314,10 +344,16 @@ class EmbeddedBackend:
         return rings
 
     def close(self) -> None:
-        """Close the open log (maps stay cached). Safe to call twice."""
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        """End the episode. The read-only logs stay open (a worker reuses them across scenarios instead of
+        reloading the box table); `shutdown` closes them. Safe to call twice."""
+        self._log = None
+        self._prepared = None
+
+    def shutdown(self) -> None:
+        """Close every open log (maps stay cached)."""
+        for log in self._logs.values():
+            log.close()
+        self._logs, self._log, self._prepared = {}, None, None
 
 
 class _IdmAgents:

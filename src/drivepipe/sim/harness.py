@@ -33,10 +33,13 @@ from drivepipe.utils.io import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 DETAILS = "details"  # out_dir/details/ holds everything but metrics.json (dvc.yaml: outs reports/carla_eval/details)
-SCENARIO_COLUMNS = ("scenario", "status", "error_type", "error", "seed", "steps", "route_completion",
-                    "infraction_score", "driving_score", "collisions_vehicle", "collisions_pedestrian",
-                    "collisions_static", "red_lights", "off_road_share", "terminated_by", "comfortable",
-                    "nuplan_cls", "wall_s")
+SCENARIO_COLUMNS = ("agent", "mode", "scenario", "scenario_type", "location", "status", "error_type", "error", "seed",
+                    "steps", "route_length_m", "route_completion", "infraction_score", "driving_score",
+                    "collisions_vehicle", "collisions_pedestrian", "collisions_static", "red_lights",
+                    "off_road_share", "min_speed_factor", "terminated_by", "first_infraction", "first_infraction_t_s",
+                    "comfortable", "nuplan_cls", "no_at_fault_collision", "drivable_area_compliance",
+                    "driving_direction_compliance", "making_progress", "progress_ratio", "ttc_within_bound",
+                    "speed_limit_compliance", "replay", "wall_s")
 
 
 class FailureBudgetExceeded(RuntimeError):
@@ -93,19 +96,23 @@ def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]])
 
 def _scenario_row(sc: ClosedLoopScenario, ep: dict[str, Any], steps: int, wall_s: float) -> dict[str, Any]:
     c = ep["collisions"]
-    return {"scenario": sc.scenario_id, "status": "ok", "error_type": "", "error": "", "seed": sc.seed,
-            "steps": steps, "route_completion": ep["route_completion"], "infraction_score": ep["infraction_score"],
-            "driving_score": ep["driving_score"], "collisions_vehicle": c["vehicle"],
-            "collisions_pedestrian": c["pedestrian"], "collisions_static": c["static"], "red_lights": ep["red_lights"],
-            "off_road_share": ep["off_road_share"], "terminated_by": ep["terminated_by"],
-            "comfortable": ep["comfort"]["comfortable"], "nuplan_cls": ep["nuplan_cls"], "wall_s": round(wall_s, 2)}
+    return {**{k: ep.get(k) for k in SCENARIO_COLUMNS if k in ep}, "scenario": sc.scenario_id, "status": "ok",
+            "error_type": "", "error": "", "seed": sc.seed, "steps": steps, "collisions_vehicle": c["vehicle"],
+            "collisions_pedestrian": c["pedestrian"], "collisions_static": c["static"],
+            "comfortable": ep["comfort"]["comfortable"], "wall_s": round(wall_s, 2)}
 
 
 def _run_one(cfg: Config, backend: SimBackend, agent: ClosedLoopAgent, sc: ClosedLoopScenario,
-             out_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """One isolated scenario -> (scenarios.csv row, episode scores or None when it failed)."""
+             out_dir: Path, tag: str = "") -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One isolated scenario -> (scenarios.csv row, episode scores or None when it failed). `tag` (agent and
+    mode) prefixes the step-log and replay file names."""
     t0 = time.monotonic()
-    name = safe_name(sc.scenario_id)
+    name = tag + safe_name(sc.scenario_id)
+    meta = {"scenario_type": sc.extra.get("scenario_type", ""), "location": sc.location,
+            "replay": f"{DETAILS}/replay/{name}.gif" if cfg.carla_eval.animation else ""}
+    for flag, attr in (("render_sensors", "needs_sensors"), ("privileged", "privileged")):
+        if hasattr(backend, flag):
+            setattr(backend, flag, getattr(agent, attr, flag == "render_sensors"))
     try:
         seed_scenario(sc.seed)
         rows, frames = run_episode(backend, agent, sc, cfg.carla_eval.step_s)
@@ -116,11 +123,11 @@ def _run_one(cfg: Config, backend: SimBackend, agent: ClosedLoopAgent, sc: Close
 
             outline = backend.map_outline(sc.route_xy) if hasattr(backend, "map_outline") else None
             write_replay_gif(out_dir / DETAILS / "replay" / f"{name}.gif", frames, sc.route_xy, outline)
-        return _scenario_row(sc, ep, len(rows), time.monotonic() - t0), ep
+        return {**_scenario_row(sc, ep, len(rows), time.monotonic() - t0), **meta}, ep
     except Exception as exc:  # noqa: BLE001 - isolation: any scenario error becomes a failed row
         log.warning("scenario %s failed: %s: %s", sc.scenario_id, type(exc).__name__, exc)
         row = {k: None for k in SCENARIO_COLUMNS}
-        row.update(scenario=sc.scenario_id, status="failed", error_type=type(exc).__name__,
+        row.update(meta, scenario=sc.scenario_id, status="failed", error_type=type(exc).__name__,
                    error=str(exc)[:300], seed=sc.seed, wall_s=round(time.monotonic() - t0, 2))
         return row, None
     finally:
@@ -210,20 +217,17 @@ def run_closed_loop(cfg: Config, checkpoint_dir: str | Path, data_root: str | Pa
             log.warning("backend %s unavailable, recording: %s", backend.name, exc)
             return unavailable_metrics(cfg, backend.name, str(exc), out_dir)
         scenarios = _scenarios_for(cfg, backend)
-        if engine is not None and engine.kind != "local":
+        selection = dict(getattr(backend, "selection", {}) or {})
+        if engine is not None and engine.kind != "local":  # Ray: the model alone (baselines: local suite only)
             from drivepipe.sim.remote import remote_results
 
             results = remote_results(cfg, checkpoint_dir, data_root, cache_dir, scenarios, out_dir, engine)
             return run_scenarios(cfg, backend, None, scenarios, out_dir, results=results)
-        from drivepipe.sim.agent import load_agent
-
-        agent = load_agent(cfg, checkpoint_dir)
-        try:
-            return run_scenarios(cfg, backend, agent, scenarios, out_dir)
-        finally:
-            agent.close()
     finally:
-        backend.close()
+        getattr(backend, "shutdown", backend.close)()
+    from drivepipe.sim.suite import run_suite
+
+    return run_suite(cfg, scenarios, checkpoint_dir, data_root, cache_dir, out_dir, backend.name, selection)
 
 
 def run_for_checkpoint(cfg: Config, ckpt_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:

@@ -23,12 +23,15 @@ class Action:
     waypoints: optional (T, 2) planned positions in the ego frame (m) that produced the command, for the log
         and the replay; backends drive with (steer_rad, accel_mps2).
     info: per-step records of the agent (perception outputs, planner state) copied into the step log / replay.
+    pose: optional (x, y, yaw, speed) global pose the ego is PUT at instead of driving (the log-replay expert
+        baseline only; a backend that cannot teleport raises).
     """
 
     steer_rad: float = 0.0
     accel_mps2: float = 0.0
     waypoints: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    pose: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -151,10 +154,13 @@ class EgoHistory:
 
 
 def assemble_bundle(meta: Any, ego: EgoKinematics, cameras: dict[str, Any], lidar_ego_N6: np.ndarray,
-                    history: tuple[np.ndarray, np.ndarray], route_ego_R2: np.ndarray) -> SensorBundle:
+                    history: tuple[np.ndarray, np.ndarray], route_ego_R2: np.ndarray,
+                    route_lights_L3: np.ndarray | None = None, privileged_boxes: Any = None) -> SensorBundle:
     """A SensorBundle for the agent from simulated sensors: inputs plus an `Annotations` that carries only the
     route (navigation is an input in closed loop); boxes, agents, map layers and the future stay empty so the
-    agent cannot read ground truth. cameras: channel -> CameraFrame; lidar_ego_N6 already in the ego frame."""
+    agent cannot read ground truth. cameras: channel -> CameraFrame; lidar_ego_N6 already in the ego frame.
+    route_lights_L3: the route's traffic lights ahead (schema.Annotations.route_lights). privileged_boxes: ground-
+    truth Boxes (ego frame), set ONLY for the privileged baseline agent."""
     from drivepipe.schema import AgentTracks, Annotations, Boxes, EgoState, LidarSweep
     from drivepipe.utils.geometry import pose_to_transform
 
@@ -166,7 +172,9 @@ def assemble_bundle(meta: Any, ego: EgoKinematics, cameras: dict[str, Any], lida
     th = hist.shape[0] - 1
     agents = AgentTracks(np.zeros(0, np.int64), np.zeros((0, th + 1, 3)), np.zeros((0, th + 1), bool),
                          np.zeros((0, 1, 3)), np.zeros((0, 1), bool))
-    ann = Annotations(boxes=Boxes.empty(), agents=agents, map_layers={}, ego_future=np.zeros((1, 3)),
-                      ego_future_valid=np.zeros(1, bool), route=np.asarray(route_ego_R2, dtype=np.float64))
+    lights = np.zeros((0, 3)) if route_lights_L3 is None else np.asarray(route_lights_L3, np.float64).reshape(-1, 3)
+    ann = Annotations(boxes=Boxes.empty() if privileged_boxes is None else privileged_boxes, agents=agents,
+                      map_layers={}, ego_future=np.zeros((1, 3)), ego_future_valid=np.zeros(1, bool),
+                      route=np.asarray(route_ego_R2, dtype=np.float64), route_lights=lights)
     lidar = LidarSweep(points=np.ascontiguousarray(lidar_ego_N6, dtype=np.float32), timestamp_us=meta.timestamp_us)
     return SensorBundle(meta=meta, cameras=cameras, lidar=lidar, ego=ego_state, annotations=ann)

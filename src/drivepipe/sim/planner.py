@@ -16,11 +16,12 @@ overlaps an object now or an agent's most likely prediction at the same future t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from drivepipe.idm import IdmParams, idm_accel
-from drivepipe.sim.controller import project_on_path, resample_path
+from drivepipe.sim.controller import resample_path
 from drivepipe.utils.geometry import box_corners_2d
 from drivepipe.vehicle import EGO_FRONT_M, EGO_REAR_M, EGO_WIDTH_M
 
@@ -32,6 +33,7 @@ IDM_ACCEL_MPS2 = 1.5
 IDM_DECEL_MPS2 = 3.0
 PLAN_LOOKAHEAD_S = 1.0  # target speed = v + a_idm * this; the PI speed loop then reproduces a_idm
 HORIZON_M = 60.0
+LIGHT_MATCH_M = 3.0  # a route light's entry point this close to the path applies to the ego
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Perception:
     pred_dt_s: float = 0.5
     plan_xy: np.ndarray | None = None
     plan_dt_s: float = 0.5
+    route_lights: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # schema.Annotations.route_lights
 
 
 @dataclass(frozen=True)
@@ -70,54 +73,98 @@ PLANNER_IDM = IdmParams(accel_mps2=IDM_ACCEL_MPS2, decel_mps2=IDM_DECEL_MPS2, mi
 NUPLAN_REACTIVE_IDM = IdmParams(accel_mps2=1.0, decel_mps2=2.0, min_gap_m=1.0, headway_s=1.5)  # nuPlan reactive IDM
 
 
-def _in_corridor(path: np.ndarray, s: np.ndarray, xy: np.ndarray, half_width_m: float) -> tuple[bool, float]:
-    """(is the point inside the corridor ahead, its arc length along the path)."""
-    along, lat, _ = project_on_path(path, s, xy)
-    limit = EGO_WIDTH_M / 2 + half_width_m + CORRIDOR_MARGIN_M
-    ok = 0.0 < along < min(s[-1] + 1.0, HORIZON_M) and abs(lat) < limit
+def project_many(path: np.ndarray, s: np.ndarray, xy_N2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised controller.project_on_path for N points -> (arc length (N,), signed lateral offset (N,))."""
+    xy = np.asarray(xy_N2, dtype=np.float64).reshape(-1, 2)
+    if len(xy) == 0:
+        return np.zeros(0), np.zeros(0)
+    diff = xy[:, None, :] - path[None, :, :]
+    i = np.argmin(np.einsum("nmd,nmd->nm", diff, diff), axis=1)
+    j = np.minimum(i + 1, len(path) - 1)
+    i0 = np.maximum(j - 1, 0)
+    t = path[j] - path[i0]
+    n = np.linalg.norm(t, axis=1)
+    t = t / np.maximum(n, 1e-9)[:, None]
+    rel = xy - path[i]
+    along = s[i] + np.where(n > 1e-9, np.einsum("nd,nd->n", rel, t), 0.0)
+    lat = np.where(n > 1e-9, t[:, 0] * rel[:, 1] - t[:, 1] * rel[:, 0], 0.0)
+    return along, lat
+
+
+def _in_corridor(path: np.ndarray, s: np.ndarray, xy: np.ndarray, half_width_m: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(inside the corridor ahead (N,), arc length along the path (N,), inf where not near the path) of N points;
+    only points inside the path's bounding box grown by the widest corridor are projected."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    limit = np.broadcast_to(EGO_WIDTH_M / 2 + np.asarray(half_width_m, dtype=np.float64) + CORRIDOR_MARGIN_M,
+                            (len(xy),))
+    grow = float(limit.max()) if len(xy) else 0.0
+    near = np.all((xy >= path.min(0) - grow) & (xy <= path.max(0) + grow), axis=1)
+    along, ok = np.full(len(xy), np.inf), np.zeros(len(xy), bool)
+    if near.any():
+        a, lat = project_many(path, s, xy[near])
+        along[near] = a
+        ok[near] = (a > 0.0) & (a < min(s[-1] + 1.0, HORIZON_M)) & (np.abs(lat) < limit[near])
     return ok, along
 
 
 def _detected_leader(path: np.ndarray, s: np.ndarray, per: Perception) -> tuple[float, float]:
-    """(bumper gap, along-route speed) of the closest detected object in the corridor."""
-    best_gap, best_v = np.inf, 0.0
-    for b in per.boxes:
-        ok, along = _in_corridor(path, s, b[:2], b[4] / 2)
-        if not ok:
-            continue
-        gap = along - EGO_FRONT_M - b[3] / 2
-        if gap < best_gap:
-            k = min(int(np.searchsorted(s, along)), len(path) - 1)
-            t = path[min(k + 1, len(path) - 1)] - path[max(k - 1, 0)]
-            t = t / max(np.linalg.norm(t), 1e-9)
-            best_gap, best_v = gap, float(max(0.0, b[7:9] @ t))
-    return best_gap, best_v
+    """(bumper gap, along-route speed) of the closest detected object in the corridor (vectorised)."""
+    b = per.boxes
+    if len(b) == 0:
+        return np.inf, 0.0
+    ok, along = _in_corridor(path, s, b[:, :2], b[:, 4] / 2)
+    if not ok.any():
+        return np.inf, 0.0
+    gaps = np.where(ok, along - EGO_FRONT_M - b[:, 3] / 2, np.inf)
+    m = int(np.argmin(gaps))
+    k = min(int(np.searchsorted(s, along[m])), len(path) - 1)
+    t = path[min(k + 1, len(path) - 1)] - path[max(k - 1, 0)]
+    t = t / max(np.linalg.norm(t), 1e-9)
+    return float(gaps[m]), float(max(0.0, b[m, 7:9] @ t))
 
 
 def _predicted_obstacle(path: np.ndarray, s: np.ndarray, per: Perception) -> float:
     """Bumper gap to the nearest point where a likely predicted trajectory enters the corridor (inf if none)."""
-    best = np.inf
-    for a in range(per.pred_xy.shape[0]):
-        half_w = float(per.pred_width[a]) / 2 if a < len(per.pred_width) else 1.0
-        for k in range(per.pred_xy.shape[1]):
-            if per.pred_prob[a, k] < MIN_MODE_PROB:
-                continue
-            for xy in per.pred_xy[a, k]:
-                ok, along = _in_corridor(path, s, xy, half_w)
-                if ok:
-                    best = min(best, along - EGO_FRONT_M - half_w)
-                    break  # the first entry of this mode is where it blocks
-    return best
+    A, K, T = per.pred_xy.shape[:3]
+    if A == 0:
+        return np.inf
+    half_w = np.ones(A)
+    half_w[: min(A, len(per.pred_width))] = np.asarray(per.pred_width, dtype=np.float64)[:A] / 2
+    likely = per.pred_prob >= MIN_MODE_PROB                                  # (A, K)
+    hw = np.broadcast_to(half_w[:, None, None], (A, K, T)).reshape(-1)
+    ok, along = _in_corridor(path, s, per.pred_xy.reshape(-1, 2), hw)
+    ok = ok.reshape(A, K, T) & likely[:, :, None]
+    gap = (along.reshape(A, K, T) - EGO_FRONT_M - hw.reshape(A, K, T))
+    first = np.argmax(ok, axis=2)                                            # first entry of each mode
+    hit = ok.any(axis=2)
+    if not hit.any():
+        return np.inf
+    return float(np.take_along_axis(gap, first[:, :, None], 2)[..., 0][hit].min())
+
+
+def _light_stop(path: np.ndarray, s: np.ndarray, per: Perception, speed_mps: float) -> float:
+    """Bumper gap to the stop point of a red light on the route ahead, or of a yellow one the ego can still stop
+    for at IDM_DECEL_MPS2 (inf if none)."""
+    L = per.route_lights
+    if len(L) == 0 or len(path) < 2:
+        return np.inf
+    along, lat = project_many(path, s, L[:, :2])
+    gap = along - EGO_FRONT_M
+    can_stop = gap > speed_mps ** 2 / (2 * IDM_DECEL_MPS2)
+    stop = ((L[:, 2] == 2) | ((L[:, 2] == 1) & can_stop)) & (np.abs(lat) < LIGHT_MATCH_M) & (along > 0.0)
+    return float(gap[stop].min()) if stop.any() else np.inf
 
 
 def plan_route(route_ego_R2: np.ndarray, speed_mps: float, desired_mps: float, per: Perception) -> Plan:
-    """Route follower: follow the route, IDM speed against detections and predicted corridor entries."""
+    """Route follower: follow the route, IDM speed against detections, predicted corridor entries and the stop
+    point of a red light on the route."""
     path, s = resample_path(route_ego_R2, 1.0)
     if len(path) < 2:
         return Plan(np.zeros((0, 2)), 0.0, np.inf, "", "route")
-    gap_d, v_lead = _detected_leader(path, s, per)
-    gap_p = _predicted_obstacle(path, s, per)
-    gap, lead_v, source = (gap_d, v_lead, "detection") if gap_d <= gap_p else (gap_p, 0.0, "prediction")
+    gaps = {"detection": _detected_leader(path, s, per), "prediction": (_predicted_obstacle(path, s, per), 0.0),
+            "red_light": (_light_stop(path, s, per, speed_mps), 0.0)}
+    source = min(gaps, key=lambda k: gaps[k][0])
+    gap, lead_v = gaps[source]
     if not np.isfinite(gap):
         source = ""
     accel = float(idm_accel(speed_mps, desired_mps, gap, lead_v, PLANNER_IDM))

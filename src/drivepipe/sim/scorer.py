@@ -5,12 +5,14 @@ A step row (one dict per tick, also the columns of steps/<scenario>.csv; see STE
     collisions        "kind:track_id;..." or a list of (kind, track_id); kind in vehicle | pedestrian | static
                       (bicycles count as pedestrian = vulnerable road user, like the CARLA leaderboard)
     off_road          bool, some ego corner is > 0.3 m outside the drivable area
-    route_progress_m  arc length of the ego's projection on the route; route_length_m the length to complete
-                      (0 = nothing to complete, e.g. the expert stood still: RC = 100)
+    route_progress_m  arc length of the ego's projection on the route; route_length_m the length of the route to
+                      the goal (a zero-length route is invalid and scores RC 0, never 100)
     route_deviation_m distance from the ego to the route centreline
     red_light         bool, the ego entered a red-light lane connector / crossed its stop line at this tick
     expert_progress_m optional, progress of the logged expert after the same elapsed time (nuPlan-CLS progress)
     done_reason       "" or why the backend ended the episode
+    ttc_s             time-to-collision under constant velocity (inf = none within 0.95 s); speed_limit_mps of
+                      the lane under the ego (nan = unknown); both optional (missing = no violation)
 
 Definitions (CARLA leaderboard 2.x and nuPlan CLS, adapted):
 - Route-terminating events (interventions, no coefficient): deviation > DEVIATION_LIMIT_M; blocked (speed below
@@ -20,14 +22,17 @@ Definitions (CARLA leaderboard 2.x and nuPlan CLS, adapted):
   backend, not the scorer, ends an episode when the route is completed or the time is up.
 - Collisions count only while the ego moves (>= BLOCKED_SPEED_MPS, else not at fault); the same actor within
   COLLISION_DEDUP_S, or the same kind within COLLISION_DEDUP_M of a previous counted one, counts once.
-- IS = 0.50^ped * 0.60^veh * 0.65^static * 0.70^red * (1 - off-road share), off-road share = distance driven
-  while off-road / max(route length, distance driven). RC = 100 * min(1, progress / route length). DS = RC * IS.
+- IS = 0.50^ped * 0.60^veh * 0.65^static * 0.70^red * (1 - off-road share) * min-speed, off-road share =
+  distance driven while off-road / max(route length, distance driven); min-speed (CARLA 2.x) = 1 - 0.3 * (1 -
+  ego mean speed / expert mean speed) when the expert averaged >= MIN_SPEED_EXPERT_MPS. RC = 100 * min(1,
+  progress / route length) against the route to the goal. DS = RC * IS.
 - Comfort: Savitzky-Golay derivatives (order 2; window 9 for acceleration, 15 for jerk, yaw rate and yaw
   acceleration: nuPlan's 8 and 15, rounded up to odd); nuPlan bounds in COMFORT_BOUNDS must all hold.
-- nuPlan-CLS-like = NC * DAC * MP * (5 * EP + 2 * C) / 7 with NC no-at-fault-collision (0 vehicle/VRU, 0.5
-  static), DAC drivable-area compliance, MP making progress (EP >= 0.2), EP = min(1, progress / expert
-  progress) (1 when the expert moved < 5 m), C comfort. Not included: TTC, speed-limit and driving-direction
-  compliance (no speed limits in the map contract; the bicycle model cannot reverse).
+- nuPlan-CLS-like = NC * DAC * DDC * MP * (5 EP + 5 TTC + 4 SL + 2 C) / 16 with NC no-at-fault-collision (0
+  vehicle/VRU, 0.5 static), DAC drivable-area compliance, DDC driving direction (backward motion along the
+  heading in 1 s: < 2 m 1, < 6 m 0.5, else 0), MP making progress (EP >= 0.2), EP = min(1, progress / expert
+  progress) (1 when the expert moved < 2 m), TTC (every ttc_s >= 0.95 s), SL = 1 - overspeed integral /
+  (MAX_OVERSPEED_MPS x duration), C comfort. Without an expert (CARLA routes) EP is left out of the mean.
 """
 
 from __future__ import annotations
@@ -38,8 +43,14 @@ import numpy as np
 
 STEP_COLUMNS = ("t_s", "x_m", "y_m", "yaw_rad", "speed_mps", "accel_mps2", "yaw_rate_rps", "steer_rad",
                 "collisions", "off_road", "route_progress_m", "route_length_m", "route_deviation_m", "red_light",
-                "expert_progress_m", "done_reason")
-PENALTY = {"pedestrian": 0.50, "vehicle": 0.60, "static": 0.65, "red_light": 0.70}
+                "expert_progress_m", "done_reason", "ttc_s", "speed_limit_mps")
+PENALTY = {"pedestrian": 0.50, "vehicle": 0.60, "static": 0.65, "red_light": 0.70, "min_speed": 0.70}
+MIN_SPEED_EXPERT_MPS = 1.0   # the min-speed infraction applies when the expert's mean speed is at least this
+EXPERT_MIN_PROGRESS_M = 2.0  # nuPlan: below this expert progress, ego progress counts as complete
+TTC_MIN_S = 0.95
+MAX_OVERSPEED_MPS = 2.23     # speed-limit term: overspeed integral normalised by this x duration
+DIRECTION_WINDOW_S = 1.0
+CLS_WEIGHTS = {"progress": 5.0, "ttc": 5.0, "speed_limit": 4.0, "comfort": 2.0}
 DEVIATION_LIMIT_M = 30.0
 BLOCKED_SPEED_MPS = 0.1
 BLOCKED_FRACTION = 0.5
@@ -190,17 +201,75 @@ def _off_road_share(rows: list[dict[str, Any]], route_length_m: float) -> float:
     return float(min(1.0, seg[off].sum() / denom)) if denom > 0 else 0.0
 
 
-def _cls(rows: list[dict[str, Any]], collisions: dict[str, int], progress_m: float, comfortable: bool) -> dict:
+def _num(v: Any, default: float) -> float:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return default
+    return v if not np.isnan(v) else default
+
+
+def _direction(rows: list[dict[str, Any]], step_s: float) -> float:
+    """nuPlan driving-direction compliance from the worst backward motion (along the earlier heading) in any
+    DIRECTION_WINDOW_S: < 2 m -> 1, < 6 m -> 0.5, else 0."""
+    n = max(1, int(round(DIRECTION_WINDOW_S / step_s)))
+    xy = np.array([[float(r["x_m"]), float(r["y_m"])] for r in rows])
+    yaw = np.array([float(r["yaw_rad"]) for r in rows])
+    if len(xy) <= n:
+        return 1.0
+    d = xy[n:] - xy[:-n]
+    back = float(np.max(np.maximum(0.0, -(d[:, 0] * np.cos(yaw[:-n]) + d[:, 1] * np.sin(yaw[:-n])))))
+    return 1.0 if back < 2.0 else 0.5 if back < 6.0 else 0.0
+
+
+def _cls(rows: list[dict[str, Any]], collisions: dict[str, int], progress_m: float, comfortable: bool,
+         step_s: float) -> dict:
+    """nuPlan-CLS-like score and every term (module docstring)."""
     nc = 0.0 if collisions["vehicle"] + collisions["pedestrian"] else (0.5 if collisions["static"] else 1.0)
     dac = 0.0 if any(_flag(r["off_road"]) for r in rows) else 1.0
+    ddc = _direction(rows, step_s)
     expert = [e for e in (_expert_progress(r) for r in rows) if e is not None]
-    if not expert:
-        return {"nuplan_cls": None, "no_at_fault_collision": nc, "drivable_area_compliance": dac,
-                "progress_ratio": None}
-    ep = 1.0 if expert[-1] < 5.0 else float(min(1.0, max(0.0, progress_m) / expert[-1]))
-    mp = 1.0 if ep >= 0.2 else 0.0
-    score = nc * dac * mp * (5.0 * ep + 2.0 * float(comfortable)) / 7.0
-    return {"nuplan_cls": score, "no_at_fault_collision": nc, "drivable_area_compliance": dac, "progress_ratio": ep}
+    ep = None
+    if expert:
+        ep = 1.0 if max(expert) < EXPERT_MIN_PROGRESS_M else float(min(1.0, max(0.0, progress_m) / max(expert)))
+    mp = 1.0 if ep is None or ep >= 0.2 else 0.0
+    ttc = 1.0 if all(_num(r.get("ttc_s"), np.inf) >= TTC_MIN_S for r in rows) else 0.0
+    over = sum(max(0.0, float(r["speed_mps"]) - _num(r.get("speed_limit_mps"), np.inf)) for r in rows) * step_s
+    sl = float(max(0.0, 1.0 - over / (MAX_OVERSPEED_MPS * max(step_s * len(rows), step_s))))
+    w = CLS_WEIGHTS
+    terms = {"progress": ep, "ttc": ttc, "speed_limit": sl, "comfort": float(comfortable)}
+    used = {k: v for k, v in terms.items() if v is not None}
+    weighted = sum(w[k] * v for k, v in used.items()) / sum(w[k] for k in used)
+    return {"nuplan_cls": nc * dac * ddc * mp * weighted, "no_at_fault_collision": nc, "drivable_area_compliance": dac,
+            "driving_direction_compliance": ddc, "making_progress": mp, "progress_ratio": ep, "ttc_within_bound": ttc,
+            "speed_limit_compliance": sl}
+
+
+def _min_speed_factor(rows: list[dict[str, Any]], step_s: float) -> tuple[float, float | None]:
+    """(CARLA 2.x min-speed penalty 1 - 0.3 * (1 - ego/expert mean speed), the speed ratio) when the expert's
+    mean speed is >= MIN_SPEED_EXPERT_MPS, else (1, None)."""
+    expert = [_expert_progress(r) for r in rows]
+    if any(e is None for e in expert) or len(rows) < 2:
+        return 1.0, None
+    duration = step_s * len(rows)
+    expert_speed = (expert[-1] - 0.0) / duration
+    if expert_speed < MIN_SPEED_EXPERT_MPS:
+        return 1.0, None
+    ratio = float(min(1.0, np.mean([float(r["speed_mps"]) for r in rows]) / expert_speed))
+    return 1.0 - (1.0 - PENALTY["min_speed"]) * (1.0 - ratio), ratio
+
+
+def first_infraction(rows: list[dict[str, Any]], event: str) -> tuple[float | None, str]:
+    """(time s, type) of the first infraction or terminating event of an episode; (None, "") when clean."""
+    for r in rows:
+        kinds = [k for k, _ in parse_collisions(r.get("collisions"))] if float(r["speed_mps"]) >= BLOCKED_SPEED_MPS \
+            else []
+        for name, hit in ((f"collision_{kinds[0]}" if kinds else "", bool(kinds)),
+                          ("red_light", _flag(r.get("red_light", False))), ("off_road", _flag(r["off_road"])),
+                          ("ttc", _num(r.get("ttc_s"), np.inf) < TTC_MIN_S)):
+            if hit:
+                return float(r["t_s"]), name
+    return (float(rows[-1]["t_s"]), event) if event else (None, "")
 
 
 def score_episode(rows: list[dict[str, Any]], step_s: float, duration_s: float) -> dict[str, Any]:
@@ -211,19 +280,23 @@ def score_episode(rows: list[dict[str, Any]], step_s: float, duration_s: float) 
     rows = rows[:n]
     route_len = float(rows[0]["route_length_m"])
     progress = max(float(r["route_progress_m"]) for r in rows)
-    rc = 100.0 * float(np.clip(progress / route_len, 0.0, 1.0)) if route_len > 0 else 100.0
+    rc = 100.0 * float(np.clip(progress / route_len, 0.0, 1.0)) if route_len > 0 else 0.0
     coll = count_collisions(rows)
     red = sum(_flag(r.get("red_light", False)) for r in rows)
     off_share = _off_road_share(rows, route_len)
+    min_speed, speed_ratio = _min_speed_factor(rows, step_s)
     infraction = (PENALTY["pedestrian"] ** coll["pedestrian"] * PENALTY["vehicle"] ** coll["vehicle"]
-                  * PENALTY["static"] ** coll["static"] * PENALTY["red_light"] ** red * (1.0 - off_share))
+                  * PENALTY["static"] ** coll["static"] * PENALTY["red_light"] ** red * (1.0 - off_share) * min_speed)
     xy = np.array([[float(r["x_m"]), float(r["y_m"])] for r in rows])
     km = float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum()) / 1000.0 if len(xy) > 1 else 0.0
     comf = comfort(rows, step_s)
+    t_first, first = first_infraction(rows, event)
     return {"route_completion": rc, "infraction_score": infraction, "driving_score": rc * infraction,
             "collisions": coll, "red_lights": red, "off_road_share": off_share, "terminated_by": event,
-            "interventions": int(bool(event)), "km_driven": km, "comfort": comf,
-            **_cls(rows, coll, progress, comf["comfortable"])}
+            "interventions": int(bool(event)), "km_driven": km, "comfort": comf, "route_length_m": route_len,
+            "min_speed_factor": min_speed, "speed_ratio_to_expert": speed_ratio, "valid_route": route_len > 0,
+            "first_infraction_t_s": t_first, "first_infraction": first,
+            **_cls(rows, coll, progress, comf["comfortable"], step_s)}
 
 
 def aggregate(episodes: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,332 @@
+"""Closed-loop scenario selection from logs: typed events found from the log's tags and geometry, balanced over
+types and locations, each with a lane-level route to a goal past where the expert stops.
+
+Logs: the held-out test logs (`log_splits.test` of the cache header) when the header has them, else every log
+(`scenario_source` says which). Types (SCENARIO_TYPES), each found from nuPlan scenario tags OR geometry, so the
+selection works on logs with and without the tags:
+- lead_braking: a vehicle ahead on the expert's path while the expert slows by > BRAKE_DROP_MPS;
+- traffic_light: a red/yellow connector on the expert's path ahead (traffic_light_status), or a light tag;
+- unprotected_turn: the expert's heading turns > TURN_RAD with an oncoming vehicle near;
+- pedestrian_crossing: a pedestrian within PATH_HALF_WIDTH_M of the expert's path ahead, or a crosswalk tag;
+- parked_blocking: a stationary vehicle/object on the expert's lane ahead, or a near-object tag;
+- lane_change: the expert's lane changes within one lane group (map), or a lane-change tag;
+- cruising: the expert moves faster than CRUISE_MPS with none of the above.
+A scenario starts EVENT_LEAD_S before its event (nuPlan: 3 s), clamped so it fits the log.
+
+Route: the baseline paths (lanes and lane connectors) the expert drove, map-matched, then extended along the lane
+graph (smallest turn first) until the route is `goal_beyond_m` longer than what the expert drove in the scenario;
+the goal is its end. The expert's exact trajectory is never the route (no leak of where it stops).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+
+from drivepipe.schema import CATEGORIES
+from drivepipe.sim.interfaces import ClosedLoopScenario
+from drivepipe.utils.geometry import quat_to_yaw, wrap_angle
+from drivepipe.world_state import EgoKinematics
+
+SCENARIO_TYPES = ("lead_braking", "traffic_light", "unprotected_turn", "pedestrian_crossing", "parked_blocking",
+                  "lane_change", "cruising")
+TAG_TYPES = {"following_lane_with_slow_lead": "lead_braking", "stopping_with_lead": "lead_braking",
+             "stopping_at_traffic_light_with_lead": "traffic_light",
+             "stopping_at_traffic_light_without_lead": "traffic_light",
+             "stationary_at_traffic_light_with_lead": "traffic_light",
+             "stationary_at_traffic_light_without_lead": "traffic_light",
+             "accelerating_at_traffic_light": "traffic_light",
+             "starting_left_turn": "unprotected_turn", "starting_right_turn": "unprotected_turn",
+             "starting_unprotected_cross_turn": "unprotected_turn",
+             "waiting_for_pedestrian_to_cross": "pedestrian_crossing",
+             "near_pedestrian_on_crosswalk": "pedestrian_crossing",
+             "near_trafficcone_on_driveable": "parked_blocking", "near_barrier_on_driveable": "parked_blocking",
+             "near_construction_zone_sign": "parked_blocking", "changing_lane": "lane_change",
+             "changing_lane_to_left": "lane_change", "changing_lane_to_right": "lane_change"}
+SAMPLE_S = 0.5             # s between candidate event sweeps
+LOOK_S = 5.0               # s of expert future that an event is looked for in
+EVENT_LEAD_S = 3.0         # s a scenario starts before its event
+PATH_HALF_WIDTH_M = 2.5    # an object this close to the expert's future path is on it
+AHEAD_M = 40.0             # m ahead that objects and lights count
+BRAKE_DROP_MPS = 2.0
+TURN_RAD = 0.8
+CRUISE_MPS = 4.0
+PARKED_MPS = 0.2
+MIN_START_GAP_S = 2.0      # s between the starts of two scenarios of the same log
+ROUTE_JOIN_TOL_M = 1.5
+MATCH_TOL_M = 2.5          # expert pose to baseline path for map matching
+MIN_DURATION_S = 1.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An event of `scenario_type` at sweep `index` of a log; `strength` ranks candidates of one type."""
+
+    log_name: str
+    location: str
+    index: int
+    scenario_type: str
+    strength: float
+
+
+# ----------------------------------------------------------------------------------------------- which logs
+def scenario_logs(cache_dir: str | Path | None, all_logs: list[str]) -> tuple[list[str], str]:
+    """(log names to draw scenarios from, source note): the cache header's `log_splits.test` when present."""
+    if cache_dir is not None and (Path(cache_dir) / "data.mdb").is_file():
+        from drivepipe.cache.lmdb_store import LmdbReader
+
+        splits = LmdbReader(cache_dir).header.get("log_splits")
+        if isinstance(splits, dict) and splits.get("test"):
+            test = sorted(set(splits["test"]) & set(all_logs))
+            if test:
+                return test, "test_split"
+    return sorted(all_logs), "all_logs (the cache header has no log_splits.test)"
+
+
+# --------------------------------------------------------------------------------------------- event finding
+def _future(pcs: Any, i: int, look_s: float) -> np.ndarray:
+    t = pcs.timestamp_us
+    return np.flatnonzero((t >= t[i]) & (t <= t[i] + look_s * 1e6))
+
+
+def _along_path(path: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(arc length of the nearest path vertex, distance to it) of each point (vectorised, vertex-level)."""
+    if len(path) == 0 or len(pts) == 0:
+        return np.zeros(len(pts)), np.full(len(pts), np.inf)
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(path, axis=0), axis=1))])
+    d = np.linalg.norm(pts[:, None, :] - path[None, :, :], axis=2)
+    k = np.argmin(d, axis=1)
+    return s[k], d[np.arange(len(pts)), k]
+
+
+def _geometry_types(log: Any, i: int, lights: dict[str, dict[int, str]], route_conn: dict[int, Any],
+                    lanes: Any) -> dict[str, float]:
+    """Types whose geometric rule holds at sweep i, with a strength."""
+    pcs, b = log.lidar_pcs, log.boxes
+    fut = _future(pcs, i, LOOK_S)
+    path = pcs.xyz[fut, :2]
+    speed = np.hypot(pcs.velocity[fut, 0], pcs.velocity[fut, 1])
+    out: dict[str, float] = {}
+    rows = b.rows(i)
+    cat = np.array([CATEGORIES[int(c)] for c in b.category[rows]])
+    xy, vel = b.center[rows, :2], b.velocity[rows, :2]
+    along, dist = _along_path(path, xy)
+    on_path = (dist < PATH_HALF_WIDTH_M) & (along > 1.0) & (along < AHEAD_M)
+    vmove = np.hypot(vel[:, 0], vel[:, 1])
+    drop = float(speed[0] - speed.min()) if len(speed) else 0.0
+    if drop > BRAKE_DROP_MPS and np.any(on_path & (cat == "vehicle") & (vmove > PARKED_MPS)):
+        out["lead_braking"] = drop
+    status = lights.get(str(pcs.token[i]), {})
+    reds = [fid for fid, st in status.items() if st in ("red", "yellow") and fid in route_conn]
+    if reds:
+        c_along, c_dist = _along_path(path, np.array([route_conn[f] for f in reds]))
+        if np.any((c_dist < MATCH_TOL_M) & (c_along > 0.5)):
+            out["traffic_light"] = 1.0 + drop
+    yaw = np.unwrap([quat_to_yaw(q) for q in pcs.quat[fut]]) if len(fut) else np.zeros(1)
+    turn = float(np.max(np.abs(yaw - yaw[0])))
+    if turn > TURN_RAD:
+        h0 = yaw[0]
+        oncoming = (cat == "vehicle") & (np.abs(wrap_angle(b.yaw[rows] - h0 - np.pi)) < 0.6) & \
+            (np.linalg.norm(xy - path[0], axis=1) < 2 * AHEAD_M)
+        out["unprotected_turn"] = turn + float(oncoming.sum())
+    near_ped = on_path & np.isin(cat, ("pedestrian", "bicycle"))
+    if near_ped.any():
+        out["pedestrian_crossing"] = float(AHEAD_M - along[near_ped].min())
+    parked = on_path & (vmove < PARKED_MPS) & (cat != "pedestrian") & (dist < 1.5)
+    if parked.any():
+        out["parked_blocking"] = float(AHEAD_M - along[parked].min())
+    if lanes is not None and len(path) > 2:
+        g0, g1 = lanes(path[0]), lanes(path[-1])
+        if g0 and g1 and g0[1] == g1[1] and g0[0] != g1[0]:
+            out["lane_change"] = 1.0
+    if not out and len(speed) and speed.mean() > CRUISE_MPS:
+        out["cruising"] = float(speed.mean())
+    return out
+
+
+def _lane_lookup(vmap: Any) -> Any:
+    """point -> (lane fid, lane group fid) of the lane polygon holding it, or None."""
+    def lookup(p: np.ndarray) -> tuple[int, int] | None:
+        pt = shapely.Point(float(p[0]), float(p[1]))
+        for f in vmap.query("lanes_polygons", (p[0] - 0.1, p[1] - 0.1, p[0] + 0.1, p[1] + 0.1)):
+            if f.geometry.contains(pt) and f.props.get("lane_group_fid") is not None:
+                return int(f.props.get("lane_fid", f.fid) or f.fid), int(f.props["lane_group_fid"])
+        return None
+    return lookup
+
+
+def find_candidates(log: Any, vmap: Any, lights: dict[str, dict[int, str]]) -> list[Candidate]:
+    """Every typed event of a log, sampled every SAMPLE_S (see the module docstring)."""
+    pcs = log.lidar_pcs
+    tags = log.scenario_tags()
+    conn = {}
+    for f in vmap.layer("lane_connectors"):
+        line = f.geometry
+        if hasattr(line, "coords") and len(line.coords):
+            conn[int(f.fid)] = np.asarray(line.coords)[0, :2]
+    lanes = _lane_lookup(vmap) if vmap.layer("lanes_polygons") else None
+    t = (pcs.timestamp_us - pcs.timestamp_us[0]) / 1e6
+    out = []
+    for i in np.unique(np.searchsorted(t, np.arange(0.0, t[-1], SAMPLE_S))):
+        found = _geometry_types(log, int(i), lights, conn, lanes)
+        for tag in tags.get(str(pcs.token[i]), ()):
+            if tag in TAG_TYPES:
+                found[TAG_TYPES[tag]] = found.get(TAG_TYPES[tag], 0.0) + 1.0
+        for typ, strength in found.items():
+            out.append(Candidate(log.log_name, log.location, int(i), typ, float(strength)))
+    return out
+
+
+def balanced_pick(cands: list[Candidate], num: int, start_of: Any) -> list[Candidate]:
+    """Round-robin over types (SCENARIO_TYPES order), within a type over locations, strongest first; starts of
+    one log at least MIN_START_GAP_S apart (relaxed to any distinct start when too few remain)."""
+    by_type: dict[str, dict[str, list[Candidate]]] = defaultdict(lambda: defaultdict(list))
+    for c in sorted(cands, key=lambda c: (-c.strength, c.log_name, c.index)):
+        by_type[c.scenario_type][c.location].append(c)
+    for gap in (MIN_START_GAP_S, 1e-6):
+        picked: list[Candidate] = []
+        starts: dict[str, list[float]] = defaultdict(list)
+        loc_turn = defaultdict(int)
+        progress = True
+        while len(picked) < num and progress:
+            progress = False
+            for typ in SCENARIO_TYPES:
+                locs = sorted(by_type.get(typ, {}))
+                for k in range(len(locs)):
+                    loc = locs[(loc_turn[typ] + k) % len(locs)]
+                    c = next((c for c in by_type[typ][loc] if all(abs(start_of(c) - s) >= gap
+                                                                  for s in starts[c.log_name])), None)
+                    if c is not None:
+                        picked.append(c)
+                        starts[c.log_name].append(start_of(c))
+                        loc_turn[typ] += k + 1
+                        progress = True
+                        break
+                if len(picked) >= num:
+                    break
+        if len(picked) >= num or gap < 1.0:
+            return picked
+    return picked
+
+
+# ------------------------------------------------------------------------------------------------------ route
+def _paths(vmap: Any) -> tuple[list[np.ndarray], list[int | None], Any]:
+    """Baseline path vertex arrays, their lane connector fid (None for lanes), and an STRtree over them."""
+    coords, conns, geoms = [], [], []
+    for f in vmap.layer("baseline_paths"):
+        g = f.geometry
+        if g.geom_type != "LineString" or g.length <= 0:
+            continue
+        coords.append(np.asarray(g.coords)[:, :2])
+        c = f.props.get("lane_connector_fid")
+        conns.append(int(c) if c not in (None, "") else None)
+        geoms.append(g)
+    return coords, conns, shapely.STRtree(geoms) if geoms else None
+
+
+def _match(coords: list[np.ndarray], tree: Any, pts: np.ndarray, yaw: np.ndarray) -> list[int]:
+    """The baseline paths the expert drove, in order (nearest path heading the expert's way per pose)."""
+    order: list[int] = []
+    for p, h in zip(pts, yaw):
+        best, best_d = None, MATCH_TOL_M
+        for k in tree.query(shapely.Point(*p).buffer(MATCH_TOL_M)):
+            c = coords[int(k)]
+            d = np.linalg.norm(c - p, axis=1)
+            j = int(np.argmin(d))
+            seg = c[min(j + 1, len(c) - 1)] - c[max(j - 1, 0)]
+            if np.cos(np.arctan2(seg[1], seg[0]) - h) < 0.5:
+                continue
+            dist = float(shapely.distance(shapely.LineString(c), shapely.Point(*p)))
+            if dist < best_d:
+                best, best_d = int(k), dist
+        if best is not None and (not order or order[-1] != best):
+            order.append(best)
+    return order
+
+
+def _next(coords: list[np.ndarray], tail: np.ndarray, used: set[int]) -> int | None:
+    """The path starting at the tail's end with the smallest turn."""
+    starts = np.array([c[0] for c in coords])
+    ok = np.flatnonzero(np.hypot(*(starts - tail[-1]).T) <= ROUTE_JOIN_TOL_M)
+    ok = [k for k in ok if k not in used]
+    if not ok:
+        return None
+    prev = tail[-1] - tail[-2]
+    dirs = [coords[k][1] - coords[k][0] for k in ok]
+    turn = [abs(np.arctan2(prev[0] * d[1] - prev[1] * d[0], prev @ d)) for d in dirs]
+    return int(ok[int(np.argmin(turn))])
+
+
+def lane_route(vmap: Any, expert_xy: np.ndarray, expert_yaw: np.ndarray, min_length_m: float
+               ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]], str]:
+    """(route (R, 2) global, [(lane connector fid, its entry point)] along the route, source): see the module
+    docstring. Falls back to the expert path extended straight ahead (source "expert_path") when no baseline
+    path matches."""
+    coords, conns, tree = _paths(vmap)
+    matched = _match(coords, tree, expert_xy, expert_yaw) if tree is not None else []
+    if not matched:
+        d = np.array([np.cos(expert_yaw[-1]), np.sin(expert_yaw[-1])])
+        ext = expert_xy[-1] + np.arange(1, int(min_length_m) + 1)[:, None] * d
+        return np.vstack([expert_xy, ext]), [], "expert_path"
+    first = coords[matched[0]]
+    j0 = int(np.argmin(np.linalg.norm(first - expert_xy[0], axis=1)))
+    parts, lights, used = [first[j0:]], [], set(matched)
+    for k in matched[1:]:
+        parts.append(coords[k])
+    route_len = (lambda: float(sum(np.linalg.norm(np.diff(p, axis=0), axis=1).sum() for p in parts)))
+    k = matched[-1]
+    while route_len() < min_length_m:
+        k = _next(coords, np.vstack(parts[-2:]) if len(parts[-1]) < 2 else parts[-1], used)
+        if k is None:
+            break
+        used.add(k)
+        parts.append(coords[k])
+        matched.append(k)
+    for k in matched:
+        if conns[k] is not None:
+            lights.append((conns[k], coords[k][0]))
+    xy = np.vstack(parts)
+    keep = np.concatenate([[True], np.linalg.norm(np.diff(xy, axis=0), axis=1) > 1e-3])
+    return truncate(xy[keep], min_length_m), lights, "lane_graph"
+
+
+def truncate(xy: np.ndarray, length_m: float) -> np.ndarray:
+    """The polyline cut at arc length `length_m` (interpolated end point)."""
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(xy, axis=0), axis=1))])
+    if s[-1] <= length_m:
+        return xy
+    j = int(np.searchsorted(s, length_m))
+    f = (length_m - s[j - 1]) / max(s[j] - s[j - 1], 1e-9)
+    return np.vstack([xy[:j], xy[j - 1] + f * (xy[j] - xy[j - 1])])
+
+
+def make_scenario(log: Any, vmap: Any, index: int, scenario_type: str, duration_s: float, step_s: float,
+                  goal_beyond_m: float, seed_of: Any) -> ClosedLoopScenario:
+    """The scenario of an event at sweep `index` (starts EVENT_LEAD_S before, fits in the log)."""
+    pcs = log.lidar_pcs
+    t = (pcs.timestamp_us - pcs.timestamp_us[0]) / 1e6
+    duration = float(min(duration_s, t[-1] - step_s))
+    if duration < MIN_DURATION_S:
+        raise ValueError(f"{log.log_name}: log of {t[-1]:.1f} s is too short for a closed-loop scenario")
+    t0 = float(np.clip(t[index] - EVENT_LEAD_S, 0.0, t[-1] - step_s - duration))
+    i0 = int(np.searchsorted(t, t0 - 1e-9))
+    sel = np.flatnonzero(t >= t[i0])
+    yaw = np.array([quat_to_yaw(q) for q in pcs.quat[sel]])
+    xy = pcs.xyz[sel, :2]
+    in_sc = t[sel] <= t[i0] + duration
+    driven = float(np.linalg.norm(np.diff(xy[in_sc], axis=0), axis=1).sum()) if in_sc.sum() > 1 else 0.0
+    route, lights, source = lane_route(vmap, xy, yaw, driven + goal_beyond_m)
+    start = EgoKinematics(x=float(xy[0, 0]), y=float(xy[0, 1]), yaw=float(yaw[0]),
+                          vx=float(max(0.0, pcs.velocity[i0, 0])), z=float(pcs.xyz[i0, 2]))
+    token = str(pcs.token[i0])
+    key = f"{log.log_name}/{token}"
+    expert = np.column_stack([xy, yaw, np.hypot(pcs.velocity[sel, 0], pcs.velocity[sel, 1]), t[sel] - t[i0]])
+    extra = {"scenario_type": scenario_type, "route_source": source, "expert_driven_m": driven,
+             "route_lights": lights, "expert": expert, "goal_xy": route[-1].tolist()}
+    return ClosedLoopScenario(key, log.log_name, token, int(pcs.timestamp_us[i0]), log.location, route, start,
+                              duration, int(seed_of(key)), extra)
