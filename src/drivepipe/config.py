@@ -60,9 +60,9 @@ class SyntheticConfig:
     seed: int = _f(1234)                      # world seed; same seed -> byte-identical dataset
     locations: list[str] = _f(list(LOCATIONS))  # one map per location; logs cycle through them
     num_logs: int = _f(8, ge=1)               # number of .db logs
-    scenes_per_log: int = _f(14, ge=5)         # nuPlan drops 2 + 2 scenes per log, so >= 5
+    scenes_per_log: int = _f(10, ge=5)         # nuPlan drops 2 + 2 scenes per log, so >= 5
     # s, length of one scene; >= 4 s gives every scenario >= 8 s of future (2 dropped scenes) and >= 2 s of history
-    scene_duration_s: float = _f(2.0, gt=0.5, le=20.0)
+    scene_duration_s: float = _f(4.0, gt=0.5, le=20.0)
     image_width: int = _f(256, ge=32)         # px, written camera resolution (real nuPlan: 1920)
     image_height: int = _f(144, ge=32)        # px (real nuPlan: 1080)
     jpeg_quality: int = _f(90, ge=10, le=100)

@@ -29,7 +29,7 @@ def small_preprocess(**overrides) -> PreprocessConfig:
     """A tiny preprocess config for fast tests (2 cameras, 64 x 64 BEV at 0.5 m)."""
     base = dict(cameras=["CAM_F0", "CAM_L0"], image_width=80, image_height=48, bev_size=64, bev_resolution_m=0.5,
                 max_points=500, history_steps=2, future_steps=3, occupancy_future_steps=2, max_agents=4,
-                workers=1)
+                workers=1, val_logs=1, test_logs=1)
     base.update(overrides)
     return PreprocessConfig(**base)
 
