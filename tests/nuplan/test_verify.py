@@ -91,7 +91,7 @@ def test_generated_dataset_reads_back(request: pytest.FixtureRequest) -> None:
     from drivepipe.nuplan.scenarios import enumerate_scenarios
 
     report = verify_dataset(synthetic_root)
-    assert report["problems"] == [] and report["logs"] == 2
+    assert report["problems"] == [] and report["logs"] == 3  # the session world (tests/conftest.py)
     layout = discover(synthetic_root)
     maps = MapsRoot(layout.maps_root)
     with NuplanLog(layout.db_files[0], layout.sensor_root, maps) as log:
