@@ -203,8 +203,13 @@ def _grain(raster: GroundRaster) -> np.ndarray:
     M = np.array([[s * res, -c * res, (c - s) * edge + tx],
                   [-c * res, -s * res, (s + c) * edge + ty]]) / _GRAIN_RES_M
     size = raster.labels.shape[0]
-    return cv2.warpAffine(_grain_tile(), M, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REFLECT)
+    # cv2.warpAffine rounds differently with and without AVX2, so the inverse map is built here and sampled with
+    # cv2.remap on fixed-point maps, whose integer arithmetic is the same on every instruction set
+    cols, rows = np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64))
+    map_x = (M[0, 0] * cols + M[0, 1] * rows + M[0, 2]).astype(np.float32)
+    map_y = (M[1, 0] * cols + M[1, 1] * rows + M[1, 2]).astype(np.float32)
+    fixed = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
+    return cv2.remap(_grain_tile(), fixed[0], fixed[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
 def _background(geom: _CameraGeometry, texture: np.ndarray, cond: Conditions) -> np.ndarray:
