@@ -14,7 +14,8 @@ from drivepipe.preprocess.run import merge_shards, run_preprocess
 from drivepipe.sample import collate, validate_sample
 
 PREPROCESS = {"cameras": ["CAM_F0", "CAM_L0"], "image_width": 64, "image_height": 48, "bev_size": 64,
-              "window_stride": 8, "history_steps": 2, "future_steps": 2, "max_points": 2000, "workers": 1}
+              "window_stride": 8, "history_steps": 2, "future_steps": 2, "max_points": 2000, "workers": 1,
+              "val_logs": 1, "test_logs": 1}  # the session world has 3 logs
 
 
 def _cfg(**overrides):
