@@ -16,7 +16,7 @@ from drivepipe.config import Config, from_dict, to_dict
 
 
 def cpu() -> dict[str, Any]:
-    """The embedded default: synthetic data, small images and BEV, a light model; ~10 min `dvc repro` on 2 cores."""
+    """The embedded default: synthetic data, small images and BEV, a light model (its measured `dvc repro` time is in the README)."""
     return {}
 
 
