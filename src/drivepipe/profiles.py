@@ -16,7 +16,8 @@ from drivepipe.config import Config, from_dict, to_dict
 
 
 def cpu() -> dict[str, Any]:
-    """The embedded default: synthetic data, small images and BEV, a light model (its measured `dvc repro` time is in the README)."""
+    """The embedded default: synthetic data, small images and BEV, a light model (measured `dvc repro` time: see
+    the README)."""
     return {}
 
 
