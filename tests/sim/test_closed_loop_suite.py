@@ -91,6 +91,20 @@ def test_scenarios_have_lane_routes_to_a_goal_past_the_expert(synthetic_root: Pa
         assert length == pytest.approx(sc.extra["expert_driven_m"] + cfg.carla_eval.goal_beyond_m, abs=1.0)
         expert_end = sc.extra["expert"][np.searchsorted(sc.extra["expert"][:, 4], sc.duration_s), :2]
         assert np.linalg.norm(sc.route_xy[-1] - expert_end) > 0.5 * cfg.carla_eval.goal_beyond_m
+        steps = np.diff(sc.route_xy, axis=0)
+        steps = steps[np.linalg.norm(steps, axis=1) > 1e-6]
+        assert np.all(np.einsum("nd,nd->n", steps[1:], steps[:-1]) > 0.0), "the route turns back on itself"
+
+
+def test_a_lane_joined_mid_way_continues_from_the_join() -> None:
+    from drivepipe.sim.scenarios import _from_join
+
+    lane = np.column_stack([np.arange(20.0, -21.0, -1.0), np.zeros(41)])  # westbound lane from x=20 to x=-20
+    tail_end = np.array([-3.6, 0.0])                                      # a connector ended inside it
+    part = _from_join(lane, tail_end)
+    assert part[0, 0] < tail_end[0] and part[0, 0] > tail_end[0] - 1.0 and part[-1, 0] == -20.0
+    assert np.all(np.diff(part[:, 0]) < 0)                                 # only westwards: never back to x=20
+    np.testing.assert_array_equal(_from_join(lane, np.array([20.0, 0.3])), lane)  # joined at its start: whole lane
 
 
 def _job(kind: str, sc, cfg, root: Path, out: Path):

@@ -18,7 +18,6 @@ import io
 import logging
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,17 +133,13 @@ def _run_one(cfg: Config, backend: SimBackend, agent: ClosedLoopAgent, sc: Close
         backend.close()
 
 
-def run_scenarios(cfg: Config, backend: SimBackend, agent: ClosedLoopAgent | None,
-                  scenarios: list[ClosedLoopScenario], out_dir: str | Path,
-                  results: Iterator[tuple[dict[str, Any], dict[str, Any] | None]] | None = None) -> dict[str, Any]:
-    """Run, score and report a list of scenarios (see module docstring); returns the metrics dict.
-
-    `results` (one `_run_one` result per scenario, in order) replaces running them here with `agent`: an engine
-    (sim/remote.py) ran them elsewhere."""
+def run_scenarios(cfg: Config, backend: SimBackend, agent: ClosedLoopAgent,
+                  scenarios: list[ClosedLoopScenario], out_dir: str | Path) -> dict[str, Any]:
+    """Run one agent over a list of scenarios here, score and report (see module docstring); returns the metrics
+    dict. The carla_eval stage runs the model and the baselines through sim/suite.py instead."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if results is None:
-        results = (_run_one(cfg, backend, agent, sc, out_dir) for sc in scenarios)
+    results = (_run_one(cfg, backend, agent, sc, out_dir) for sc in scenarios)
     rows, episodes = [], []
     for i, (sc, (row, ep)) in enumerate(zip(scenarios, results, strict=True)):
         rows.append(row)
@@ -203,7 +198,7 @@ def run_closed_loop(cfg: Config, checkpoint_dir: str | Path, data_root: str | Pa
                     cache_dir: str | Path | None = "data/cache", engine: EngineSpec | None = None) -> dict[str, Any]:
     """The carla_eval stage: backend + model agent over val scenarios; returns the metrics written to
     out_dir/metrics.json. checkpoint_dir is one checkpoint directory (step_XXXXXX) or a link to one.
-    `engine` kind ray runs the scenarios as Ray tasks (sim/remote.py); default: one by one here."""
+    `engine` kind ray runs the suite's jobs as Ray tasks (sim/remote.py); default: carla_eval.workers processes."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     backend = make_backend(cfg, data_root, cache_dir)
@@ -218,16 +213,11 @@ def run_closed_loop(cfg: Config, checkpoint_dir: str | Path, data_root: str | Pa
             return unavailable_metrics(cfg, backend.name, str(exc), out_dir)
         scenarios = _scenarios_for(cfg, backend)
         selection = dict(getattr(backend, "selection", {}) or {})
-        if engine is not None and engine.kind != "local":  # Ray: the model alone (baselines: local suite only)
-            from drivepipe.sim.remote import remote_results
-
-            results = remote_results(cfg, checkpoint_dir, data_root, cache_dir, scenarios, out_dir, engine)
-            return run_scenarios(cfg, backend, None, scenarios, out_dir, results=results)
     finally:
         getattr(backend, "shutdown", backend.close)()
     from drivepipe.sim.suite import run_suite
 
-    return run_suite(cfg, scenarios, checkpoint_dir, data_root, cache_dir, out_dir, backend.name, selection)
+    return run_suite(cfg, scenarios, checkpoint_dir, data_root, cache_dir, out_dir, backend.name, selection, engine)
 
 
 def run_for_checkpoint(cfg: Config, ckpt_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:

@@ -262,6 +262,15 @@ def _next(coords: list[np.ndarray], tail: np.ndarray, used: set[int]) -> int | N
     return int(ok[int(np.argmin(turn))])
 
 
+def _from_join(c: np.ndarray, tail_end: np.ndarray) -> np.ndarray:
+    """Path `c` from where the route so far ends: a matched path may be joined mid-way (a lane entered from a
+    connector that ends inside it), and its part before the join would send the route backwards."""
+    j = int(np.argmin(np.linalg.norm(c - tail_end, axis=1)))
+    if j + 1 < len(c) and np.dot(c[j + 1] - c[j], c[j] - tail_end) < 0.0:
+        j += 1  # the nearest vertex lies behind the join: start at the next one
+    return c[j:]
+
+
 def lane_route(vmap: Any, expert_xy: np.ndarray, expert_yaw: np.ndarray, min_length_m: float
                ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]], str]:
     """(route (R, 2) global, [(lane connector fid, its entry point)] along the route, source): see the module
@@ -277,7 +286,7 @@ def lane_route(vmap: Any, expert_xy: np.ndarray, expert_yaw: np.ndarray, min_len
     j0 = int(np.argmin(np.linalg.norm(first - expert_xy[0], axis=1)))
     parts, lights, used = [first[j0:]], [], set(matched)
     for k in matched[1:]:
-        parts.append(coords[k])
+        parts.append(_from_join(coords[k], parts[-1][-1]))
     route_len = (lambda: float(sum(np.linalg.norm(np.diff(p, axis=0), axis=1).sum() for p in parts)))
     k = matched[-1]
     while route_len() < min_length_m:

@@ -5,8 +5,8 @@ A job = (agent kind, agent mode, scenario). `run_job` is pure given its job: it 
 (once per process) the backend and the agent, and returns the scenarios.csv row and the episode scores; so
 `ordered_map` may run jobs in any process and the merged results equal a sequential run. Embedded backend:
 `carla_eval.workers` processes. CARLA: one process per `carla_eval.carla.servers` entry, each bound to its own
-server, so a server runs one scenario at a time. Another engine (an ordered map over a pool or Ray) can replace
-`ordered_map` as long as it keeps the order of the results.
+server, so a server runs one scenario at a time. The Ray engine (sim/remote.py) runs the same jobs through
+`drivepipe.engine.ordered_map`, which keeps their order, so its metrics and files equal a local run's.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from drivepipe.config import Config, to_dict
+from drivepipe.config import Config, config_hash, to_dict
+from drivepipe.engine import EngineSpec
 from drivepipe.sim.interfaces import ClosedLoopScenario
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,15 @@ def _init_worker(servers: Any) -> None:
     """Bind this worker to one CARLA server (popped from a shared queue)."""
     if servers is not None:
         _PROCESS["server"] = servers.get()
+
+
+def _bind(job: Job) -> None:
+    """Drop this process's backend and agents when they were built for another run (a Ray worker outlives one)."""
+    key = (config_hash(job.cfg), job.checkpoint, job.data_root, job.cache_dir)
+    if _PROCESS.get("key") != key:
+        server = _PROCESS.get("server")
+        _close_process()
+        _PROCESS.update(key=key, **({"server": server} if server else {}))
 
 
 def _backend(job: Job) -> Any:
@@ -74,6 +84,7 @@ def run_job(job: Job) -> tuple[dict[str, Any], dict[str, Any] | None]:
 
     from drivepipe.sim.harness import _run_one
 
+    _bind(job)
     backend, agent = _backend(job), _agent(job)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)  # same float reductions in every process -> identical results
@@ -88,25 +99,25 @@ def run_job(job: Job) -> tuple[dict[str, Any], dict[str, Any] | None]:
 
 def ordered_map(fn: Callable[[Job], Any], jobs: Sequence[Job], workers: int, servers: list[str] | None = None
                 ) -> list[Any]:
-    """fn over jobs, results in job order: in this process when workers == 1 (and no servers), else a process
-    pool (fork where available), one worker per CARLA server when `servers` is given."""
+    """fn over jobs, results in job order: in this process when workers == 1 (and no servers); with CARLA
+    `servers`, one spawned worker per server, bound to it; else `drivepipe.engine.ordered_map` over `workers`
+    spawned processes (never fork: a forked child of a process that ran torch can hang in its thread pool)."""
     if servers:
-        workers = len(servers)
+        ctx = mp.get_context("spawn")
+        queue = ctx.Manager().Queue()
+        for s in servers:
+            queue.put(s)
+        with ctx.Pool(len(servers), initializer=_init_worker, initargs=(queue,)) as pool:
+            return list(pool.imap(fn, jobs, chunksize=1))
     if workers <= 1 or len(jobs) <= 1:
         _PROCESS.clear()
         try:
             return [fn(j) for j in jobs]
         finally:
             _close_process()
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    ctx = mp.get_context(method)
-    queue = None
-    if servers:
-        queue = ctx.Manager().Queue()
-        for s in servers:
-            queue.put(s)
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(queue,), maxtasksperchild=None) as pool:
-        return list(pool.imap(fn, jobs, chunksize=1))
+    from drivepipe.engine import ordered_map as engine_map
+
+    return list(engine_map(fn, jobs, EngineSpec(), workers=workers))
 
 
 def _close_process() -> None:
@@ -138,10 +149,11 @@ def _summary(episodes: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict
 
 def run_suite(cfg: Config, scenarios: list[ClosedLoopScenario], checkpoint: str | Path, data_root: str | Path,
               cache_dir: str | Path | None, out_dir: str | Path, backend_name: str,
-              selection: dict[str, Any] | None = None) -> dict[str, Any]:
+              selection: dict[str, Any] | None = None, engine: EngineSpec | None = None) -> dict[str, Any]:
     """Every agent (model first, then carla_eval.baselines) x mode x scenario; writes metrics.json and
     details/scenarios.csv (harness layout) and returns the metrics. The top-level scores are the model's in the
-    first mode (carla_eval.agents[0]); `agents.<agent>.<mode>` holds every agent's, with `ci95` intervals."""
+    first mode (carla_eval.agents[0]); `agents.<agent>.<mode>` holds every agent's, with `ci95` intervals.
+    `engine` kind ray runs the jobs on a Ray cluster (sim/remote.py); otherwise `carla_eval.workers` processes."""
     from drivepipe.sim.harness import DETAILS, SCENARIO_COLUMNS, FailureBudgetExceeded, _write_csv
     from drivepipe.utils.io import atomic_write_json
 
@@ -150,8 +162,12 @@ def run_suite(cfg: Config, scenarios: list[ClosedLoopScenario], checkpoint: str 
     kinds = ["model", *[b for b in ce.baselines if b not in no_log]]
     jobs = [Job(k, m, sc, cfg, str(checkpoint), str(data_root), None if cache_dir is None else str(cache_dir),
                 str(out_dir)) for m in ce.agents for k in kinds for sc in scenarios]
-    servers = ce.carla.servers if backend_name == "carla" else None
-    results = ordered_map(run_job, jobs, ce.workers, servers)
+    if engine is not None and engine.kind != "local":
+        from drivepipe.sim.remote import remote_jobs
+
+        results = remote_jobs(jobs, out_dir, engine, backend_name)
+    else:
+        results = ordered_map(run_job, jobs, ce.workers, ce.carla.servers if backend_name == "carla" else None)
     rows = [r for r, _ in results]
     agents: dict[str, dict[str, Any]] = {}
     for kind in kinds:
