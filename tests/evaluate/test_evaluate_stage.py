@@ -49,7 +49,8 @@ def test_metrics_json_has_every_required_key(evaluated):
     assert on_disk["split"] == "test" and on_disk["baseline"]["empty_detector"]["mAP"] == 0.0
     assert 0.0 <= on_disk["detection"]["mAP"] <= 1.0 and on_disk["counts"]["scenes"] >= 1
     breakdowns = json.loads((out / "breakdowns.json").read_text())
-    assert set(breakdowns["breakdown"]) == {"location", "scenario_type"}
+    assert set(breakdowns["breakdown"]) == {"location", "scenario_type", "time_of_day", "weather"}
+    assert "unknown" not in breakdowns["breakdown"]["weather"]  # synthetic logs carry their conditions
     assert {"detection_per_class", "detection_per_distance_band", "prediction_by_motion"} <= set(breakdowns)
     assert on_disk == json.loads(json.dumps(results))
 

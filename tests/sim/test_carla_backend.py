@@ -35,6 +35,7 @@ class FakeSettings:
 class FakeSensor:
     def __init__(self, world, kind, attrs):
         self.world, self.kind, self.attrs = world, kind, attrs
+        self.id, self.type_id = 1000 + len(world.sensors), kind
         self.callback, self.stopped, self.destroyed = None, False, False
 
     def listen(self, cb):
@@ -85,10 +86,14 @@ class FakeBlueprint:
 class FakeWorld:
     light = None  # a traffic light governing the ego (is_at_traffic_light), or None
 
-    def __init__(self, fail_tick_at=None):
+    def __init__(self, fail_tick_at=None, others=()):
         self.settings = FakeSettings()
         self.applied, self.controls, self.sensors = [], [], []
         self.ticks, self.fail_tick_at = 0, fail_tick_at
+        self.others = list(others)  # other actors on the server (vehicles, walkers)
+
+    def get_actors(self):
+        return [*self.sensors, *self.others]
 
     def get_settings(self):
         return FakeSettings(self.settings.synchronous_mode, self.settings.fixed_delta_seconds)
@@ -213,6 +218,39 @@ def test_episode_runs_and_cleans_up(tmp_path: Path) -> None:
     assert all(s.destroyed for s in world.sensors)
     assert all(s.stopped for s in world.sensors if s.kind.startswith("sensor"))
     assert world.applied[-1] == (False, None)  # original asynchronous settings restored
+
+
+def _other(actor_id, type_id, x, y, yaw_deg=0.0, extent=(2.0, 1.0, 0.8), wheels="4"):
+    """A server actor at CARLA (x, y) (left-handed), standing still."""
+    tf = _Obj(location=_Obj(x=x, y=y, z=0.0), rotation=_Obj(pitch=0.0, yaw=yaw_deg, roll=0.0))
+    return _Obj(id=actor_id, type_id=type_id, attributes={"number_of_wheels": wheels}, get_transform=lambda: tf,
+                get_velocity=lambda: _Obj(x=0.0, y=0.0, z=0.0),
+                bounding_box=_Obj(extent=_Obj(x=extent[0], y=extent[1], z=extent[2])))
+
+
+def test_ttc_and_privileged_boxes_from_the_server_actors(tmp_path: Path) -> None:
+    from drivepipe.schema import CATEGORIES
+    from drivepipe.vehicle import EGO_FRONT_M
+
+    # a stopped car 1 m beyond the ego's front bumper on its lane, a walker 3 m to its right (CARLA y = +3)
+    car = _other(7, "vehicle.tesla.model3", EGO_FRONT_M + 1.0 + 2.0, 0.0)
+    walker = _other(8, "walker.pedestrian.0001", 10.0, 3.0, extent=(0.3, 0.3, 0.9))
+    bike = _other(9, "vehicle.bh.crossbike", 20.0, -4.0, yaw_deg=-90.0, extent=(0.8, 0.4, 0.8), wheels="2")
+    world = FakeWorld(others=[car, walker, bike])
+    backend = CarlaBackend(_cfg(), carla_module=make_fake_carla(world), rig=_rig())
+    backend.reset(_scenario(tmp_path))
+    res = backend.step(Action(steer_rad=0.0, accel_mps2=0.0))
+    assert res.info["ttc_s"] == pytest.approx(0.5, abs=0.11)  # 1 m at the fake ego's 2 m/s
+    assert res.bundle.annotations.boxes.center.shape == (0, 3)  # not privileged: no ground truth for the agent
+    backend.privileged = True
+    boxes = backend.step(Action(steer_rad=0.0, accel_mps2=0.0)).bundle.annotations.boxes
+    by_id = dict(zip(boxes.track_id.tolist(), range(len(boxes))))
+    assert set(by_id) == {7, 8, 9}  # the ego and the sensors are not boxes
+    assert [CATEGORIES[boxes.category[by_id[k]]] for k in (7, 8, 9)] == ["vehicle", "pedestrian", "bicycle"]
+    np.testing.assert_allclose(boxes.center[by_id[8], :2], [10.0, -3.0], atol=1e-9)  # CARLA right -> our -y
+    np.testing.assert_allclose(boxes.size[by_id[7]], [4.0, 2.0, 1.6])
+    assert boxes.yaw[by_id[9]] == pytest.approx(np.pi / 2)  # CARLA yaw -90 deg (clockwise) -> +90 deg ours
+    backend.close()
 
 
 def test_tick_timeout_mid_route_is_a_failed_row_and_cleans_up(tmp_path: Path) -> None:

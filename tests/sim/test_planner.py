@@ -26,6 +26,20 @@ def test_detected_leader_in_lane_slows_but_not_in_other_lane() -> None:
     assert other.lead_source == "" and other.target_speed_mps == 8.0
 
 
+def test_kerb_parked_car_is_passed_but_one_reaching_further_into_the_lane_stops_the_ego() -> None:
+    from drivepipe.vehicle import EGO_WIDTH_M
+    from drivepipe.world.population import PARKED_INTRUSION_M
+    from drivepipe.world.roads import LANE_WIDTH_M
+
+    width = 1.82  # a parked car the way the world parks it: its body PARKED_INTRUSION_M over the lane's edge
+    lat = LANE_WIDTH_M / 2 + width / 2 - PARKED_INTRUSION_M
+    assert lat - width / 2 - EGO_WIDTH_M / 2 > 0.3  # the ego on the lane centre clears it by > 0.3 m
+    parked = np.array([[15.0, lat, 0.8, 4.5, width, 1.6, 0.0, 0.0, 0.0]])
+    assert plan(ROUTE, 6.0, 8.0, Perception(boxes=parked, labels=np.array([0]))).lead_source == ""
+    parked[0, 1] = lat - 0.4  # double-parked, 0.65 m into the lane: the ego would touch it
+    assert plan(ROUTE, 6.0, 8.0, Perception(boxes=parked, labels=np.array([0]))).lead_source == "detection"
+
+
 def test_predicted_crossing_agent_is_an_obstacle() -> None:
     # A pedestrian 6 m to the left, predicted to walk into the lane 15 m ahead.
     traj = np.stack([np.full(6, 15.0), np.linspace(5.0, 0.0, 6)], 1)[None, None]  # (1, 1, 6, 2)

@@ -42,7 +42,7 @@ class Evaluator:
     def __post_init__(self) -> None:
         self.book = SceneBook(CATEGORIES, self.cfg.evaluate.miss_threshold_m, self.cfg.evaluate.moving_threshold_m)
         self.overall = MetricSet.build(self.cfg)
-        self.groups = {"location": {}, "scenario_type": {}}
+        self.groups = {"location": {}, "scenario_type": {}, "time_of_day": {}, "weather": {}}
         e, p = self.cfg.evaluate, self.cfg.preprocess
         self.cv = PredictionMetric(p.traj_dt_s, e.miss_threshold_m, e.mode_score_threshold)
         self.ca = PredictionMetric(p.traj_dt_s, e.miss_threshold_m, e.mode_score_threshold)
@@ -55,8 +55,7 @@ class Evaluator:
             item = unbatch(batch, b)
             if all(preds[k] is not None for k in ("det", "seg", "occ", "traj")):
                 self._book(meta, item, preds, outputs, b)
-            sets = [self.overall, self._group("location", meta["location"]),
-                    self._group("scenario_type", meta["scenario_type"])]
+            sets = [self.overall, *(self._group(kind, str(meta.get(kind, "unknown"))) for kind in self.groups)]
             for ms in sets:
                 ms.update(preds, b, item)
             self._baselines(item)

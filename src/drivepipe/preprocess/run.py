@@ -69,10 +69,14 @@ class LogTask:
 
 
 # ------------------------------------------------------------------------------------------------- per sample
-def window_meta(w: Window) -> dict[str, Any]:
-    """The per-sample meta stored in the value and returned by the dataset."""
+def window_meta(w: Window, conditions: dict | None = None) -> dict[str, Any]:
+    """The per-sample meta stored in the value and returned by the dataset. `conditions` (the log's recording
+    conditions, synthetic logs only) adds `time_of_day` and `weather` so evaluate can break metrics down by them;
+    real nuPlan logs carry "unknown"."""
+    c = conditions or {}
     return {"log": w.log_name, "token": w.token, "timestamp_us": w.timestamp_us, "location": w.location,
-            "scenario_type": w.scenario_type, "split": w.split, "scene": w.scene_token}
+            "scenario_type": w.scenario_type, "split": w.split, "scene": w.scene_token,
+            "time_of_day": str(c.get("time_of_day", "unknown")), "weather": str(c.get("weather", "unknown"))}
 
 
 def _reason(exc: Exception) -> str:
@@ -87,8 +91,9 @@ def process_windows(load: Callable[[Window], SensorBundle], windows: list[Window
     result = LogResult(log_name or (windows[0].log_name if windows else ""))
     for w in sorted(windows, key=lambda w: w.key):
         try:
-            sample = build_sample(load(w), p)
-            meta = window_meta(w)
+            bundle = load(w)
+            sample = build_sample(bundle, p)
+            meta = window_meta(w, bundle.meta.conditions)
             value = encode_sample(sample, meta, p.image_storage, p.jpeg_quality)
         except Exception as exc:  # noqa: BLE001 - the policy decides; "fail" names the sample
             if p.failure_policy == "fail":
@@ -279,7 +284,8 @@ def build_report(infos: list[dict[str, Any]], skipped: Counter, blobs: Counter, 
 
     per_split = {**{k: 0 for k in SPLITS}, **count("split")}
     return {"samples": len(infos), "per_split": per_split, "per_location": count("location"),
-            "per_scenario_type": count("scenario_type"), "skipped": dict(sorted(skipped.items())),
+            "per_scenario_type": count("scenario_type"), "per_time_of_day": count("time_of_day"),
+            "per_weather": count("weather"), "skipped": dict(sorted(skipped.items())),
             "skipped_total": int(sum(skipped.values())), "missing_blobs": dict(sorted(blobs.items())),
             "seconds": round(seconds, 3),
             "samples_per_s": round(len(infos) / seconds, 3) if seconds > 0 else 0.0, **extra}

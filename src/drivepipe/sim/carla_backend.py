@@ -27,8 +27,16 @@ import numpy as np
 from drivepipe.config import Config
 from drivepipe.errors import BackendUnavailable
 from drivepipe.sim.controller import ControlLimits
-from drivepipe.sim.interfaces import Action, ClosedLoopScenario, EgoHistory, RouteProgress, StepResult, assemble_bundle
-from drivepipe.world_state import EgoKinematics
+from drivepipe.sim.interfaces import (
+    Action,
+    ClosedLoopScenario,
+    EgoHistory,
+    RouteProgress,
+    StepResult,
+    actors_to_boxes,
+    assemble_bundle,
+)
+from drivepipe.world_state import ActorState, EgoKinematics
 
 log = logging.getLogger(__name__)
 CLIENT_VERSION = "0.9.16"
@@ -98,6 +106,7 @@ class CarlaBackend:
         self._queues: dict[str, queue.Queue] = {}
         self._collisions: queue.Queue = queue.Queue()
         self._limits = ControlLimits()
+        self.privileged = False  # set by the harness for the privileged baseline: ground-truth boxes in the bundle
 
     # ------------------------------------------------------------------------------------------- connection
     def _module(self) -> Any:
@@ -223,11 +232,29 @@ class CarlaBackend:
         return EgoKinematics(x=tf.location.x, y=-tf.location.y, yaw=yaw, vx=c * vx_g + s * vy_g,
                              vy=-s * vx_g + c * vy_g, z=0.0)
 
+    def _actors(self) -> list[ActorState]:
+        """The server's other vehicles (two-wheelers as bicycles) and walkers, in our frame: centre, size from the
+        bounding box extent, yaw and global velocity (CARLA's y and yaw flipped)."""
+        out = []
+        for a in self._world.get_actors():
+            kind = str(a.type_id)
+            if a.id == self._ego.id or not kind.startswith(("vehicle.", "walker.")):
+                continue
+            wheels = str(getattr(a, "attributes", {}).get("number_of_wheels", "4"))
+            category = "pedestrian" if kind.startswith("walker.") else "bicycle" if wheels == "2" else "vehicle"
+            tf, vel, ext = a.get_transform(), a.get_velocity(), a.bounding_box.extent
+            out.append(ActorState(track_id=int(a.id), category=category, x=tf.location.x, y=-tf.location.y,
+                                  z=float(ext.z), yaw=-math.radians(tf.rotation.yaw), length=2 * ext.x,
+                                  width=2 * ext.y, height=2 * ext.z, vx=vel.x, vy=-vel.y))
+        return out
+
     def _row(self, action: Action) -> dict[str, Any]:
         from drivepipe.sim.scorer import format_collisions
+        from drivepipe.sim.stepmetrics import time_to_collision
 
         ego = self._ego_state()
         progress, deviation = self._route.update(ego.x, ego.y)
+        acts = np.array([[a.x, a.y, a.yaw, a.length, a.width, a.vx, a.vy] for a in self._actors()]).reshape(-1, 7)
         hits = []
         while not self._collisions.empty():
             ev = self._collisions.get_nowait()
@@ -245,7 +272,8 @@ class CarlaBackend:
                 "accel_mps2": action.accel_mps2, "yaw_rate_rps": 0.0, "steer_rad": action.steer_rad,
                 "collisions": format_collisions(hits), "off_road": wp is None, "route_progress_m": progress,
                 "route_length_m": self._route.length_m, "route_deviation_m": deviation, "red_light": red,
-                "expert_progress_m": None, "done_reason": "", "ttc_s": None, "speed_limit_mps": self._speed_limit()}
+                "expert_progress_m": None, "done_reason": "", "ttc_s": time_to_collision(ego, acts),
+                "speed_limit_mps": self._speed_limit()}
 
     def _speed_limit(self) -> float | None:
         """The server's speed limit for the ego (km/h -> m/s); None when the client cannot say."""
@@ -302,7 +330,8 @@ class CarlaBackend:
                                         ego.x, ego.y, ego.yaw)
         meta = BundleMeta(self._scenario.log_name, f"{int(self._t * 1e6):016x}", frame_ts, self._scenario.location)
         hist = self._history.sample(pre.traj_dt_s, pre.history_steps)
-        return assemble_bundle(meta, ego, cams, lidar, hist, route, self._route_lights(ego, route))
+        gt = actors_to_boxes(self._actors(), ego) if self.privileged else None
+        return assemble_bundle(meta, ego, cams, lidar, hist, route, self._route_lights(ego, route), gt)
 
     def close(self) -> None:
         """Stop then destroy every sensor, destroy the ego, restore the original settings. Idempotent."""

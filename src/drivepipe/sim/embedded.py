@@ -32,7 +32,15 @@ from drivepipe.idm import idm_accel
 from drivepipe.mapdata import SEMANTIC_LAYERS
 from drivepipe.schema import CATEGORIES, BundleMeta, CameraFrame
 from drivepipe.sim.controller import ControlLimits, propagate_bicycle
-from drivepipe.sim.interfaces import Action, ClosedLoopScenario, EgoHistory, RouteProgress, StepResult, assemble_bundle
+from drivepipe.sim.interfaces import (
+    Action,
+    ClosedLoopScenario,
+    EgoHistory,
+    RouteProgress,
+    StepResult,
+    actors_to_boxes,
+    assemble_bundle,
+)
 from drivepipe.sim.planner import NUPLAN_REACTIVE_IDM
 from drivepipe.sim.scorer import format_collisions
 from drivepipe.sim.stepmetrics import SpeedLimits, lights_ahead, overlap_many, time_to_collision
@@ -53,21 +61,6 @@ def ego_corners(ego: EgoKinematics) -> np.ndarray:
     centre = np.array([[ego.x + off * np.cos(ego.yaw), ego.y + off * np.sin(ego.yaw)]])
     return box_corners_2d(centre, np.array([EGO_FRONT_M + EGO_REAR_M]), np.array([EGO_WIDTH_M]),
                           np.array([ego.yaw]))[0]
-
-
-def actors_to_boxes(actors: list[ActorState], ego: EgoKinematics) -> Any:
-    """Ground-truth schema.Boxes of actors in the ego frame (the privileged baseline's perception)."""
-    from drivepipe.schema import CATEGORY_INDEX, Boxes
-
-    if not actors:
-        return Boxes.empty()
-    a = np.array([[o.x, o.y, o.z, o.length, o.width, o.height, o.yaw, o.vx, o.vy] for o in actors])
-    xy, yaw = global_to_ego_xy_yaw(a[:, :2], a[:, 6], ego.x, ego.y, ego.yaw)
-    c, s = np.cos(ego.yaw), np.sin(ego.yaw)
-    vel = np.stack([c * a[:, 7] + s * a[:, 8], -s * a[:, 7] + c * a[:, 8]], 1)
-    return Boxes(np.column_stack([xy, a[:, 2]]), a[:, 3:6], np.asarray(yaw), vel,
-                 np.array([CATEGORY_INDEX[o.category] for o in actors], np.int64),
-                 np.array([o.track_id for o in actors], np.int64))
 
 
 def log_rig(log: Any, max_width: int) -> Any:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from drivepipe.schema import SensorBundle
-from drivepipe.world_state import EgoKinematics
+from drivepipe.world_state import ActorState, EgoKinematics
 
 
 @dataclass(frozen=True)
@@ -178,3 +178,19 @@ def assemble_bundle(meta: Any, ego: EgoKinematics, cameras: dict[str, Any], lida
                       route=np.asarray(route_ego_R2, dtype=np.float64), route_lights=lights)
     lidar = LidarSweep(points=np.ascontiguousarray(lidar_ego_N6, dtype=np.float32), timestamp_us=meta.timestamp_us)
     return SensorBundle(meta=meta, cameras=cameras, lidar=lidar, ego=ego_state, annotations=ann)
+
+
+def actors_to_boxes(actors: list[ActorState], ego: EgoKinematics) -> Any:
+    """Ground-truth schema.Boxes of actors in the ego frame (the privileged baseline's perception)."""
+    from drivepipe.schema import CATEGORY_INDEX, Boxes
+    from drivepipe.utils.geometry import global_to_ego_xy_yaw
+
+    if not actors:
+        return Boxes.empty()
+    a = np.array([[o.x, o.y, o.z, o.length, o.width, o.height, o.yaw, o.vx, o.vy] for o in actors])
+    xy, yaw = global_to_ego_xy_yaw(a[:, :2], a[:, 6], ego.x, ego.y, ego.yaw)
+    c, s = np.cos(ego.yaw), np.sin(ego.yaw)
+    vel = np.stack([c * a[:, 7] + s * a[:, 8], -s * a[:, 7] + c * a[:, 8]], 1)
+    return Boxes(np.column_stack([xy, a[:, 2]]), a[:, 3:6], np.asarray(yaw), vel,
+                 np.array([CATEGORY_INDEX[o.category] for o in actors], np.int64),
+                 np.array([o.track_id for o in actors], np.int64))

@@ -25,7 +25,7 @@ from drivepipe.sim.controller import resample_path
 from drivepipe.utils.geometry import box_corners_2d
 from drivepipe.vehicle import EGO_FRONT_M, EGO_REAR_M, EGO_WIDTH_M
 
-CORRIDOR_MARGIN_M = 0.4
+CORRIDOR_MARGIN_M = 0.2  # m: passes a kerb-parked car 0.35 m away (the world parks them 0.25 m into the lane)
 MIN_MODE_PROB = 0.15
 IDM_MIN_GAP_M = 2.0
 IDM_HEADWAY_S = 1.5

@@ -158,7 +158,7 @@ def run_suite(cfg: Config, scenarios: list[ClosedLoopScenario], checkpoint: str 
     from drivepipe.utils.io import atomic_write_json
 
     ce = cfg.carla_eval
-    no_log = ("expert", "privileged") if backend_name == "carla" else ()  # need the log / ground-truth boxes
+    no_log = ("expert",) if backend_name == "carla" else ()  # log replay: a CARLA route has no logged drive
     kinds = ["model", *[b for b in ce.baselines if b not in no_log]]
     jobs = [Job(k, m, sc, cfg, str(checkpoint), str(data_root), None if cache_dir is None else str(cache_dir),
                 str(out_dir)) for m in ce.agents for k in kinds for sc in scenarios]

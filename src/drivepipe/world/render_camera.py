@@ -205,9 +205,11 @@ def _grain(raster: GroundRaster) -> np.ndarray:
     size = raster.labels.shape[0]
     # cv2.warpAffine rounds differently with and without AVX2, so the inverse map is built here and sampled with
     # cv2.remap on fixed-point maps, whose integer arithmetic is the same on every instruction set
-    cols, rows = np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64))
-    map_x = (M[0, 0] * cols + M[0, 1] * rows + M[0, 2]).astype(np.float32)
-    map_y = (M[1, 0] * cols + M[1, 1] * rows + M[1, 2]).astype(np.float32)
+    # (a * col + b * row) + c per pixel, the products formed once per column / row and broadcast: the same
+    # IEEE operations, in the same order, as on full meshgrids, so the same bytes at a third of the work
+    cols, rows = np.arange(size, dtype=np.float64)[None, :], np.arange(size, dtype=np.float64)[:, None]
+    map_x = ((M[0, 0] * cols + M[0, 1] * rows) + M[0, 2]).astype(np.float32)
+    map_y = ((M[1, 0] * cols + M[1, 1] * rows) + M[1, 2]).astype(np.float32)
     fixed = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
     return cv2.remap(_grain_tile(), fixed[0], fixed[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
