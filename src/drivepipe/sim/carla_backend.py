@@ -107,6 +107,7 @@ class CarlaBackend:
         self._collisions: queue.Queue = queue.Queue()
         self._limits = ControlLimits()
         self.privileged = False  # set by the harness for the privileged baseline: ground-truth boxes in the bundle
+        self._tick_actors: list[ActorState] | None = None
 
     # ------------------------------------------------------------------------------------------- connection
     def _module(self) -> Any:
@@ -204,6 +205,7 @@ class CarlaBackend:
 
     def _tick(self) -> int:
         """One synchronous server tick with a timeout (a hung server raises instead of blocking forever)."""
+        self._tick_actors: list[ActorState] | None = None  # `_actors` asks the server again after a tick
         return int(self._world.tick(self._srv.timeout_s))
 
     def step(self, action: Action) -> StepResult:
@@ -234,7 +236,9 @@ class CarlaBackend:
 
     def _actors(self) -> list[ActorState]:
         """The server's other vehicles (two-wheelers as bicycles) and walkers, in our frame: centre, size from the
-        bounding box extent, yaw and global velocity (CARLA's y and yaw flipped)."""
+        bounding box extent, yaw and global velocity (CARLA's y and yaw flipped); read once per tick."""
+        if self._tick_actors is not None:
+            return self._tick_actors
         out = []
         for a in self._world.get_actors():
             kind = str(a.type_id)
@@ -246,6 +250,7 @@ class CarlaBackend:
             out.append(ActorState(track_id=int(a.id), category=category, x=tf.location.x, y=-tf.location.y,
                                   z=float(ext.z), yaw=-math.radians(tf.rotation.yaw), length=2 * ext.x,
                                   width=2 * ext.y, height=2 * ext.z, vx=vel.x, vy=-vel.y))
+        self._tick_actors = out
         return out
 
     def _row(self, action: Action) -> dict[str, Any]:

@@ -36,9 +36,16 @@ def remote_jobs(jobs: Sequence[Any], out_dir: str | Path, engine: EngineSpec, ba
         raise EngineError(f"engine {engine.kind}: carla_eval.backend {backend_name!r} serves one scenario at a time "
                           "per server; run it with the local engine (only the embedded backend runs on Ray)")
     connect(engine)
+    # absolute paths: a Ray worker's working directory is not the driver's
+    jobs = [replace(j, checkpoint=_absolute(j.checkpoint), data_root=_absolute(j.data_root),
+                    cache_dir=_absolute(j.cache_dir)) for j in jobs]
     results = []
     for row, ep, files in ordered_map(run_job_detached, jobs, engine):
         for rel, data in files.items():
             atomic_write_bytes(Path(out_dir) / rel, data)
         results.append((row, ep))
     return results
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else path
