@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,25 @@ def test_local_worker_crash_is_retried(tmp_path: Path) -> None:
     tasks = [(i, marker) for i in range(5)]
     assert list(ordered_map(_crash_once, tasks, EngineSpec(retries=1), workers=2)) == list(range(5))
     assert os.path.exists(marker)  # the crash did happen
+
+
+@pytest.mark.slow  # spawns processes
+def test_submit_after_a_worker_died_fails_that_call_not_the_map() -> None:
+    # The race CI hit: a worker dies, then the map refills before consuming the dead call, and
+    # ProcessPoolExecutor.submit raises BrokenProcessPool. That call must fail like the dead one (so the retry
+    # rebuilds the pool) instead of ending the whole map.
+    pool = eng._LocalPool(1, retries=1)
+    try:
+        dead = pool.submit(_always_crash, [0], None)
+        with pytest.raises(eng._WorkerDied):
+            pool.result(dead)
+        late = pool.submit(_crash_once, [(1, "unused")], None)
+        with pytest.raises(eng._WorkerDied):
+            pool.result(late)
+        pending = pool.resubmit(deque([(1, late, 0)]))
+        assert pool.result(pending[0][1]) == [1]
+    finally:
+        pool.close()
 
 
 @pytest.mark.slow  # spawns processes

@@ -136,7 +136,15 @@ class _LocalPool:
         return ProcessPoolExecutor(self.parallelism, mp_context=mp.get_context("spawn"))
 
     def submit(self, *args: Any) -> Any:
-        return (self._executor.submit(_run_batch, *args), args)
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return (self._executor.submit(_run_batch, *args), args)
+        except BrokenProcessPool as exc:  # a worker died since the last result: fail this call like the others
+            broken: Future = Future()
+            broken.set_exception(exc)
+            return (broken, args)
 
     def result(self, handle: Any) -> Any:
         from concurrent.futures.process import BrokenProcessPool
