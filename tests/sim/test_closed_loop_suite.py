@@ -97,7 +97,7 @@ def test_scenarios_have_lane_routes_to_a_goal_past_the_expert(synthetic_root: Pa
 
 
 def test_a_lane_joined_mid_way_continues_from_the_join() -> None:
-    from drivepipe.sim.scenarios import _from_join
+    from drivepipe.sim.routes import _from_join
 
     lane = np.column_stack([np.arange(20.0, -21.0, -1.0), np.zeros(41)])  # westbound lane from x=20 to x=-20
     tail_end = np.array([-3.6, 0.0])                                      # a connector ended inside it
@@ -105,6 +105,73 @@ def test_a_lane_joined_mid_way_continues_from_the_join() -> None:
     assert part[0, 0] < tail_end[0] and part[0, 0] > tail_end[0] - 1.0 and part[-1, 0] == -20.0
     assert np.all(np.diff(part[:, 0]) < 0)                                 # only westwards: never back to x=20
     np.testing.assert_array_equal(_from_join(lane, np.array([20.0, 0.3])), lane)  # joined at its start: whole lane
+
+
+def _lane_with_neighbour(finder, min_len: float = 60.0):
+    for k in sorted(finder.path_of_lane.values()):
+        c = finder.coords[k]
+        if np.linalg.norm(np.diff(c, axis=0), axis=1).sum() < min_len:
+            continue
+        heading = (c[-1] - c[0]) / np.linalg.norm(c[-1] - c[0])
+        xy = c[0] + np.arange(2.0, 13.0)[:, None] * heading     # an expert driving 10 m down the lane's centre
+        yaw = np.full(len(xy), np.arctan2(heading[1], heading[0]))
+        if finder.pair(xy[-1], float(yaw[-1])) is not None:
+            return k, xy, yaw
+    raise AssertionError("no lane with a neighbour")
+
+
+def test_lane_change_mission_routes_into_the_neighbour_lane() -> None:
+    import shapely
+
+    from drivepipe.sim.routes import LANE_CHANGE_M, LaneChangeFinder, lane_change_route
+    from drivepipe.world.roads import build_city
+
+    vmap = build_city("us-ma-boston", 1234).vector_map          # two lanes per direction
+    finder = LaneChangeFinder(vmap)
+    own, xy, yaw = _lane_with_neighbour(finder)
+    other = finder.pair(xy[-1], float(yaw[-1]))[1]
+    route, lights, source = lane_change_route(vmap, xy, yaw, len(xy) - 1, 80.0)
+    assert source == "lane_graph_lane_change"
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(route, axis=0), axis=1))])
+    assert s[-1] == pytest.approx(80.0, abs=0.5)
+    lane_a, lane_b = (shapely.LineString(finder.coords[k]) for k in (own, other))
+    at = (lambda q: np.array([np.interp(q, s, route[:, 0]), np.interp(q, s, route[:, 1])]))
+    dist = (lambda line, q: line.distance(shapely.Point(*at(q))))
+    s0 = 10.0                                                     # the manoeuvre starts where the expert is
+    gap = lane_a.distance(shapely.Point(*finder.coords[other][0]))
+    assert gap == pytest.approx(3.5, abs=0.1)                     # a neighbour one lane width away
+    assert dist(lane_a, s0 - 1.0) < 0.05                          # still on its own lane
+    assert dist(lane_b, s0 + LANE_CHANGE_M + 2.0) < 0.05          # then on the neighbour
+    assert dist(lane_a, s0 + LANE_CHANGE_M / 2) == pytest.approx(gap / 2, abs=0.2)  # half way at mid-manoeuvre
+    lateral = [dist(lane_a, q) for q in np.arange(s0, s0 + LANE_CHANGE_M, 1.0)]
+    assert np.all(np.diff(lateral) >= -1e-6)                      # moves over monotonically, never back
+    steps = np.diff(route, axis=0)
+    assert np.all(np.einsum("nd,nd->n", steps[1:], steps[:-1]) > 0.0)
+    assert lights and all(fid is not None for fid, _ in lights)   # the connectors after the neighbour lane
+    at_start, _, _ = lane_change_route(vmap, xy, yaw, 0, 80.0)      # manoeuvre from the very first pose
+    assert np.linalg.norm(at_start[0] - xy[0]) < 0.05 and len(at_start) > 20
+
+
+def test_truncate_cuts_at_arc_length_and_keeps_the_start() -> None:
+    from drivepipe.sim.routes import truncate
+
+    xy = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
+    np.testing.assert_allclose(truncate(xy, 2.0), [[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    np.testing.assert_array_equal(truncate(xy, 0.0), xy[:1])     # was extrapolated from the last segment
+    np.testing.assert_array_equal(truncate(xy, 9.0), xy)
+
+
+def test_single_lane_roads_offer_no_lane_change_mission() -> None:
+    from drivepipe.sim.routes import LaneChangeFinder
+    from drivepipe.world.roads import build_city
+
+    finder = LaneChangeFinder(build_city("sg-one-north", 1234).vector_map)  # one lane per direction
+    assert len(finder.path_of_lane) >= 8
+    for k in finder.path_of_lane.values():
+        c = finder.coords[k]
+        mid = c[len(c) // 2]
+        d = c[min(len(c) // 2 + 1, len(c) - 1)] - c[max(len(c) // 2 - 1, 0)]
+        assert finder.pair(mid, float(np.arctan2(d[1], d[0]))) is None
 
 
 def _job(kind: str, sc, cfg, root: Path, out: Path):

@@ -138,7 +138,7 @@ class EmbeddedBackend:
         for c in S.balanced_pick(cands, num, start_of):
             log = self.prepare(c.log_name)
             out.append(S.make_scenario(log, self._vmap, c.index, c.scenario_type, dur, self.cfg.carla_eval.step_s,
-                                       self.cfg.carla_eval.goal_beyond_m, seed_of))
+                                       self.cfg.carla_eval.goal_beyond_m, seed_of, c.mission))
         found = sorted({c.scenario_type for c in cands})
         self.selection = {"scenario_source": source, "logs": logs, "types_found": found,
                           "types_missing": [t for t in S.SCENARIO_TYPES if t not in found]}

@@ -9,13 +9,15 @@ selection works on logs with and without the tags:
 - unprotected_turn: the expert's heading turns > TURN_RAD with an oncoming vehicle near;
 - pedestrian_crossing: a pedestrian within PATH_HALF_WIDTH_M of the expert's path ahead, or a crosswalk tag;
 - parked_blocking: a stationary vehicle/object on the expert's lane ahead, or a near-object tag;
-- lane_change: the expert's lane changes within one lane group (map), or a lane-change tag;
+- lane_change: the expert's lane changes within one lane group (map), or a lane-change tag; where a log has
+  none, a lane-change mission: a sweep where the expert drives on a lane with a same-direction neighbour and room
+  ahead, whose route moves over to the neighbour (`mission` "change_lane", sim/routes.py);
 - cruising: the expert moves faster than CRUISE_MPS with none of the above.
 A scenario starts EVENT_LEAD_S before its event (nuPlan: 3 s), clamped so it fits the log.
 
-Route: the baseline paths (lanes and lane connectors) the expert drove, map-matched, then extended along the lane
-graph (smallest turn first) until the route is `goal_beyond_m` longer than what the expert drove in the scenario;
-the goal is its end. The expert's exact trajectory is never the route (no leak of where it stops).
+Route (sim/routes.py): the baseline paths (lanes and lane connectors) the expert drove, map-matched, then extended
+along the lane graph (smallest turn first) until the route is `goal_beyond_m` longer than what the expert drove in
+the scenario; the goal is its end. The expert's exact trajectory is never the route (no leak of where it stops).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import shapely
 
 from drivepipe.schema import CATEGORIES
 from drivepipe.sim.interfaces import ClosedLoopScenario
+from drivepipe.sim.routes import MATCH_TOL_M, LaneChangeFinder, lane_change_route, lane_route
 from drivepipe.utils.geometry import quat_to_yaw, wrap_angle
 from drivepipe.world_state import EgoKinematics
 
@@ -56,10 +59,10 @@ AHEAD_M = 40.0             # m ahead that objects and lights count
 BRAKE_DROP_MPS = 2.0
 TURN_RAD = 0.8
 CRUISE_MPS = 4.0
+ROUTE_START_TOL_M = 5.0    # a route must start this close to the ego's start pose
+MISSION_STRENGTH = 0.5     # a lane-change mission ranks below every lane change the expert drove
 PARKED_MPS = 0.2
 MIN_START_GAP_S = 2.0      # s between the starts of two scenarios of the same log
-ROUTE_JOIN_TOL_M = 1.5
-MATCH_TOL_M = 2.5          # expert pose to baseline path for map matching
 MIN_DURATION_S = 1.0
 
 
@@ -72,6 +75,7 @@ class Candidate:
     index: int
     scenario_type: str
     strength: float
+    mission: str = "log"  # "log": the route follows the expert's lanes; "change_lane": it moves to the neighbour
 
 
 # ----------------------------------------------------------------------------------------------- which logs
@@ -170,6 +174,7 @@ def find_candidates(log: Any, vmap: Any, lights: dict[str, dict[int, str]]) -> l
         if hasattr(line, "coords") and len(line.coords):
             conn[int(f.fid)] = np.asarray(line.coords)[0, :2]
     lanes = _lane_lookup(vmap) if vmap.layer("lanes_polygons") else None
+    finder = LaneChangeFinder(vmap) if lanes is not None else None
     t = (pcs.timestamp_us - pcs.timestamp_us[0]) / 1e6
     out = []
     for i in np.unique(np.searchsorted(t, np.arange(0.0, t[-1], SAMPLE_S))):
@@ -179,6 +184,10 @@ def find_candidates(log: Any, vmap: Any, lights: dict[str, dict[int, str]]) -> l
                 found[TAG_TYPES[tag]] = found.get(TAG_TYPES[tag], 0.0) + 1.0
         for typ, strength in found.items():
             out.append(Candidate(log.log_name, log.location, int(i), typ, float(strength)))
+        speed = float(np.hypot(pcs.velocity[i, 0], pcs.velocity[i, 1]))
+        if "lane_change" not in found and finder is not None and speed > CRUISE_MPS / 2 and t[i] >= EVENT_LEAD_S and \
+                finder.pair(pcs.xyz[i, :2], quat_to_yaw(pcs.quat[i])) is not None:
+            out.append(Candidate(log.log_name, log.location, int(i), "lane_change", MISSION_STRENGTH, "change_lane"))
     return out
 
 
@@ -214,109 +223,10 @@ def balanced_pick(cands: list[Candidate], num: int, start_of: Any) -> list[Candi
     return picked
 
 
-# ------------------------------------------------------------------------------------------------------ route
-def _paths(vmap: Any) -> tuple[list[np.ndarray], list[int | None], Any]:
-    """Baseline path vertex arrays, their lane connector fid (None for lanes), and an STRtree over them."""
-    coords, conns, geoms = [], [], []
-    for f in vmap.layer("baseline_paths"):
-        g = f.geometry
-        if g.geom_type != "LineString" or g.length <= 0:
-            continue
-        coords.append(np.asarray(g.coords)[:, :2])
-        c = f.props.get("lane_connector_fid")
-        conns.append(int(c) if c not in (None, "") else None)
-        geoms.append(g)
-    return coords, conns, shapely.STRtree(geoms) if geoms else None
-
-
-def _match(coords: list[np.ndarray], tree: Any, pts: np.ndarray, yaw: np.ndarray) -> list[int]:
-    """The baseline paths the expert drove, in order (nearest path heading the expert's way per pose)."""
-    order: list[int] = []
-    for p, h in zip(pts, yaw):
-        best, best_d = None, MATCH_TOL_M
-        for k in tree.query(shapely.Point(*p).buffer(MATCH_TOL_M)):
-            c = coords[int(k)]
-            d = np.linalg.norm(c - p, axis=1)
-            j = int(np.argmin(d))
-            seg = c[min(j + 1, len(c) - 1)] - c[max(j - 1, 0)]
-            if np.cos(np.arctan2(seg[1], seg[0]) - h) < 0.5:
-                continue
-            dist = float(shapely.distance(shapely.LineString(c), shapely.Point(*p)))
-            if dist < best_d:
-                best, best_d = int(k), dist
-        if best is not None and (not order or order[-1] != best):
-            order.append(best)
-    return order
-
-
-def _next(coords: list[np.ndarray], tail: np.ndarray, used: set[int]) -> int | None:
-    """The path starting at the tail's end with the smallest turn."""
-    starts = np.array([c[0] for c in coords])
-    ok = np.flatnonzero(np.hypot(*(starts - tail[-1]).T) <= ROUTE_JOIN_TOL_M)
-    ok = [k for k in ok if k not in used]
-    if not ok:
-        return None
-    prev = tail[-1] - tail[-2]
-    dirs = [coords[k][1] - coords[k][0] for k in ok]
-    turn = [abs(np.arctan2(prev[0] * d[1] - prev[1] * d[0], prev @ d)) for d in dirs]
-    return int(ok[int(np.argmin(turn))])
-
-
-def _from_join(c: np.ndarray, tail_end: np.ndarray) -> np.ndarray:
-    """Path `c` from where the route so far ends: a matched path may be joined mid-way (a lane entered from a
-    connector that ends inside it), and its part before the join would send the route backwards."""
-    j = int(np.argmin(np.linalg.norm(c - tail_end, axis=1)))
-    if j + 1 < len(c) and np.dot(c[j + 1] - c[j], c[j] - tail_end) < 0.0:
-        j += 1  # the nearest vertex lies behind the join: start at the next one
-    return c[j:]
-
-
-def lane_route(vmap: Any, expert_xy: np.ndarray, expert_yaw: np.ndarray, min_length_m: float
-               ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]], str]:
-    """(route (R, 2) global, [(lane connector fid, its entry point)] along the route, source): see the module
-    docstring. Falls back to the expert path extended straight ahead (source "expert_path") when no baseline
-    path matches."""
-    coords, conns, tree = _paths(vmap)
-    matched = _match(coords, tree, expert_xy, expert_yaw) if tree is not None else []
-    if not matched:
-        d = np.array([np.cos(expert_yaw[-1]), np.sin(expert_yaw[-1])])
-        ext = expert_xy[-1] + np.arange(1, int(min_length_m) + 1)[:, None] * d
-        return np.vstack([expert_xy, ext]), [], "expert_path"
-    first = coords[matched[0]]
-    j0 = int(np.argmin(np.linalg.norm(first - expert_xy[0], axis=1)))
-    parts, lights, used = [first[j0:]], [], set(matched)
-    for k in matched[1:]:
-        parts.append(_from_join(coords[k], parts[-1][-1]))
-    route_len = (lambda: float(sum(np.linalg.norm(np.diff(p, axis=0), axis=1).sum() for p in parts)))
-    k = matched[-1]
-    while route_len() < min_length_m:
-        k = _next(coords, np.vstack(parts[-2:]) if len(parts[-1]) < 2 else parts[-1], used)
-        if k is None:
-            break
-        used.add(k)
-        parts.append(coords[k])
-        matched.append(k)
-    for k in matched:
-        if conns[k] is not None:
-            lights.append((conns[k], coords[k][0]))
-    xy = np.vstack(parts)
-    keep = np.concatenate([[True], np.linalg.norm(np.diff(xy, axis=0), axis=1) > 1e-3])
-    return truncate(xy[keep], min_length_m), lights, "lane_graph"
-
-
-def truncate(xy: np.ndarray, length_m: float) -> np.ndarray:
-    """The polyline cut at arc length `length_m` (interpolated end point)."""
-    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(xy, axis=0), axis=1))])
-    if s[-1] <= length_m:
-        return xy
-    j = int(np.searchsorted(s, length_m))
-    f = (length_m - s[j - 1]) / max(s[j] - s[j - 1], 1e-9)
-    return np.vstack([xy[:j], xy[j - 1] + f * (xy[j] - xy[j - 1])])
-
-
 def make_scenario(log: Any, vmap: Any, index: int, scenario_type: str, duration_s: float, step_s: float,
-                  goal_beyond_m: float, seed_of: Any) -> ClosedLoopScenario:
-    """The scenario of an event at sweep `index` (starts EVENT_LEAD_S before, fits in the log)."""
+                  goal_beyond_m: float, seed_of: Any, mission: str = "log") -> ClosedLoopScenario:
+    """The scenario of an event at sweep `index` (starts EVENT_LEAD_S before, fits in the log); mission
+    "change_lane" routes into the neighbour lane from the expert's pose at `index`."""
     pcs = log.lidar_pcs
     t = (pcs.timestamp_us - pcs.timestamp_us[0]) / 1e6
     duration = float(min(duration_s, t[-1] - step_s))
@@ -329,13 +239,21 @@ def make_scenario(log: Any, vmap: Any, index: int, scenario_type: str, duration_
     xy = pcs.xyz[sel, :2]
     in_sc = t[sel] <= t[i0] + duration
     driven = float(np.linalg.norm(np.diff(xy[in_sc], axis=0), axis=1).sum()) if in_sc.sum() > 1 else 0.0
-    route, lights, source = lane_route(vmap, xy, yaw, driven + goal_beyond_m)
+    found = None
+    if mission == "change_lane":
+        found = lane_change_route(vmap, xy, yaw, int(np.clip(index - i0, 0, len(xy) - 1)), driven + goal_beyond_m)
+        if found is None:
+            raise ValueError(f"{log.log_name}: no neighbour lane with room for a lane change at sweep {index}")
+    route, lights, source = found or lane_route(vmap, xy, yaw, driven + goal_beyond_m)
+    if np.linalg.norm(route[0] - xy[0]) > ROUTE_START_TOL_M:
+        raise ValueError(f"{log.log_name}: the route of sweep {index} starts {np.linalg.norm(route[0] - xy[0]):.1f} m "
+                         "from the ego")
     start = EgoKinematics(x=float(xy[0, 0]), y=float(xy[0, 1]), yaw=float(yaw[0]),
                           vx=float(max(0.0, pcs.velocity[i0, 0])), z=float(pcs.xyz[i0, 2]))
     token = str(pcs.token[i0])
     key = f"{log.log_name}/{token}"
     expert = np.column_stack([xy, yaw, np.hypot(pcs.velocity[sel, 0], pcs.velocity[sel, 1]), t[sel] - t[i0]])
-    extra = {"scenario_type": scenario_type, "route_source": source, "expert_driven_m": driven,
+    extra = {"scenario_type": scenario_type, "mission": mission, "route_source": source, "expert_driven_m": driven,
              "route_lights": lights, "expert": expert, "goal_xy": route[-1].tolist()}
     return ClosedLoopScenario(key, log.log_name, token, int(pcs.timestamp_us[i0]), log.location, route, start,
                               duration, int(seed_of(key)), extra)
