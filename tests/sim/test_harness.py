@@ -125,3 +125,24 @@ def test_replay_gif_small(tmp_path: Path) -> None:
 
     imgs = imageio.mimread(path)
     assert len(imgs) == 5 and imgs[0].shape[:2] == (240, 240)
+
+
+def test_replay_frame_puts_things_where_they_are() -> None:
+    from drivepipe.sim.replay import VIEW_HALF_M, draw_frame
+
+    # ego at (100, 50) heading east; a parked car 10 m north of it; the route runs east along y = 50
+    frame = {"row": {"t_s": 1.0, "x_m": 100.0, "y_m": 50.0, "yaw_rad": 0.0, "speed_mps": 5.0, "collisions": ""},
+             "actors": np.array([[100.0, 60.0, 0.0, 4.0, 2.0]]), "agent": {}}
+    route = np.stack([np.arange(60.0, 140.0), np.full(80, 50.0)], 1)
+    img = draw_frame(frame, route, [], size_px=240).astype(int)
+    scale = 240 / (2 * VIEW_HALF_M)                          # 4 px per m, north up, centred on the ego
+
+    def pixel(x: float, y: float) -> np.ndarray:
+        return img[int(round((50.0 + VIEW_HALF_M - y) * scale)), int(round((x - 100.0 + VIEW_HALF_M) * scale))]
+
+    assert tuple(pixel(100.5, 60.0)) == (127, 127, 127)     # the car, 10 m north = 40 px above the centre
+    assert tuple(pixel(100.5, 40.0)) == (255, 255, 255)     # nothing 10 m south
+    assert tuple(pixel(100.0 + 1.4, 50.0)) == (31, 119, 180)  # the ego box (rear axle + 1.4 m = its middle)
+    assert tuple(pixel(125.0, 50.0)) == (158, 202, 225)     # the route 25 m ahead
+    hit = dict(frame, row=dict(frame["row"], collisions="vehicle"))
+    assert tuple(draw_frame(hit, route, [], 240)[120, 126]) == (214, 39, 40)  # a colliding ego is red
