@@ -319,3 +319,18 @@ def test_training_step_avoids_ops_without_deterministic_cuda_kernels(overrides: 
     assert "index_add_.default" in rec.ops or "index_add.default" in rec.ops  # the audit does see our ops
     bad = sorted(op for op in rec.ops if any(name in op for name in NONDETERMINISTIC_CUDA_OPS))
     assert not bad, f"ops without a deterministic CUDA implementation: {bad}"
+
+
+def test_perceive_computes_only_the_heads_asked_for() -> None:
+    cfg = tiny_config(planning_head=True)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    batch = make_batch(cfg)
+    with torch.no_grad():
+        full = model(batch)
+        bev, some = model.perceive(batch, heads=("det", "plan"))
+        out = {**some, **model.predict_agents(bev, batch)}
+    assert not any(k.startswith(("seg.", "occ.")) for k in some)
+    assert any(k.startswith("det.") for k in some) and any(k.startswith("plan.") for k in some)
+    for k, v in out.items():   # the heads asked for give exactly what the whole forward gives
+        torch.testing.assert_close(v, full[k], rtol=0, atol=0)

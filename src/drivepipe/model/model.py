@@ -65,13 +65,15 @@ class DrivingModel(nn.Module):
             lidar_bev = self.pillar_encoder(batch["points"], batch["pillar_index"])
         return self.backbone(camera_bev, lidar_bev)
 
-    def perceive(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(BEV features (B, C, S, S), outputs of every head but agent prediction): the first half of a closed-loop
-        step, whose detections are tracked into the agent arrays that `predict_agents` then reads from the batch."""
+    def perceive(self, batch: dict[str, Any], heads: tuple[str, ...] | None = None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(BEV features (B, C, S, S), outputs of the heads named in `heads` (default: every head) but agent
+        prediction): the first half of a closed-loop step, whose detections are tracked into the agent arrays that
+        `predict_agents` then reads from the batch. The closed-loop agent asks only for what it uses."""
         bev_BCSS = self.bev_features(batch)
         outputs: dict[str, torch.Tensor] = {}
         for name, head in self.heads.items():
-            if name != "pred":
+            if name != "pred" and (heads is None or name in heads):
                 outputs.update(head(bev_BCSS, batch))
         return bev_BCSS, outputs
 

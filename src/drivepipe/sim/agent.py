@@ -27,6 +27,7 @@ from drivepipe.utils.geometry import global_to_ego_xy_yaw, wrap_angle
 TRACK_GATE_M = 3.0               # max centre distance for a detection to continue a track
 TRACK_MAX_MISSES = 3             # ticks a track survives without a detection
 ROUTE_AHEAD_M = 80.0             # route handed to the planner, ahead of the ego
+CLOSED_LOOP_HEADS = ("det", "plan")  # heads the agent reads (prediction runs after tracking)
 AGENT_LABELS = np.array([CATEGORY_INDEX[c] for c in AGENT_CATEGORIES])
 
 
@@ -225,7 +226,7 @@ class ModelAgent(PlannerAgent):
         sample = build_sample(bundle, pre, with_targets=False)
         with torch.no_grad():
             batch = to_device(collate([sample]), self.device)
-            bev, out = self.model.perceive(batch)
+            bev, out = self.model.perceive(batch, heads=CLOSED_LOOP_HEADS)  # seg/occupancy: unused here
             det = decode_detections(out, self.cfg, self.cfg.carla_eval.detection_score_threshold)[0]
             boxes = det["boxes"].cpu().numpy().astype(np.float64)
             labels = det["labels"].cpu().numpy()
