@@ -123,3 +123,14 @@ def test_compare_rule():
     assert rows["detection.mAP"]["verdict"] == "outside noise" and rows["detection.mAP"]["diff"] == pytest.approx(0.3)
     assert rows["detection.NDS"]["verdict"] == "within noise"
     assert verdict((0.1, None), (0.2, [0.1, 0.3])) == "no interval"
+
+
+def test_compare_reads_carla_eval_intervals_per_agent():
+    # carla_eval's metrics.json keeps intervals in a `ci95` dict beside the values (top level and per agent/mode)
+    def run(ds, lo, hi):
+        return {"driving_score": ds, "route_completion": 50.0, "ci95": {"driving_score": [lo, hi]},
+                "agents": {"model": {"replay": {"driving_score": ds, "ci95": {"driving_score": [lo, hi]}}}},
+                "closed_loop_config": {"workers": 2}}
+    rows = {r["metric"]: r for r in compare(run(40.0, 30.0, 50.0), run(70.0, 60.0, 80.0))}
+    assert set(rows) == {"driving_score", "agents.model.replay.driving_score"}  # no interval: no row
+    assert all(r["verdict"] == "outside noise" and r["diff"] == pytest.approx(30.0) for r in rows.values())

@@ -18,8 +18,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-RULE = ("outside the noise = the two 95 % scene-bootstrap intervals do not overlap (test-set noise only; "
-        "compare with the seed-to-seed spread of bench/seeds.py too)")
+RULE = ("outside the noise = the two 95 % bootstrap intervals (over scenes for evaluate, over scenarios for "
+        "carla_eval) do not overlap (test-set noise only; compare with the seed-to-seed spread of bench/seeds.py too)")
 
 
 def _git(args: list[str], cwd: Path) -> str:
@@ -53,13 +53,19 @@ def load_metrics(run: str, metrics_path: str, repo: Path) -> dict[str, Any]:
 
 
 def headline(metrics: dict[str, Any], prefix: str = "") -> dict[str, tuple[float | None, list[float] | None]]:
-    """dotted name -> (value, interval) for every metric that has a `<name>_ci95` sibling."""
+    """dotted name -> (value, interval) for every metric with an interval: a `<name>_ci95` sibling (evaluate's
+    metrics.json) or an entry `<name>` in a sibling `ci95` dict (carla_eval's, per agent and mode)."""
     out: dict[str, tuple[float | None, list[float] | None]] = {}
+    intervals = metrics.get("ci95") if isinstance(metrics.get("ci95"), dict) else {}
     for key, value in metrics.items():
+        if key == "ci95" and intervals:
+            continue
         if isinstance(value, dict):
             out.update(headline(value, f"{prefix}{key}."))
         elif f"{key}_ci95" in metrics:
             out[f"{prefix}{key}"] = (value, metrics[f"{key}_ci95"])
+        elif key in intervals:
+            out[f"{prefix}{key}"] = (value, intervals[key])
     return out
 
 
