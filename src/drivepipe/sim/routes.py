@@ -147,8 +147,8 @@ class LaneChangeFinder:
     with at least LANE_CHANGE_ROOM_M of both lanes ahead."""
 
     def __init__(self, vmap: Any) -> None:
-        self.coords, self.conns, self.tree, lane_of = _paths(vmap)
-        self.path_of_lane = {ln: k for k, ln in enumerate(lane_of) if ln is not None}
+        self.coords, self.conns, self.tree, self.lane_of = _paths(vmap)
+        self.path_of_lane = {ln: k for k, ln in enumerate(self.lane_of) if ln is not None}
         self.group_of: dict[int, int] = {}
         for f in vmap.layer("lanes_polygons"):
             group = f.props.get("lane_group_fid")
@@ -162,7 +162,7 @@ class LaneChangeFinder:
         """(path of the lane at p, path of its nearest neighbour lane, arc of p on each) or None."""
         hit = _match(self.coords, self.tree, p[None], np.array([yaw])) if self.tree is not None else []
         own = hit[0] if hit else None
-        lane = next((ln for ln, k in self.path_of_lane.items() if k == own), None)
+        lane = self.lane_of[own] if own is not None else None
         if lane is None or lane not in self.group_of:
             return None
         best = None
