@@ -3,7 +3,7 @@
 Figure: seconds, sweeps/s and images/s of `drivepipe.world.generate.generate_dataset(cfg.data, tmpdir)`; then the
 split world step / lidar render / camera render / writing, timed component by component on a sample of ticks of the
 first log (same loop as `generate._write_log`). Floor: the sum of the four components on the sample, extrapolated to
-the full sweep count; `ratio_full_vs_components` > 1 is the orchestration overhead (maps, city build, DB close).
+the full sweep count and the written camera frames; `ratio_full_vs_components` > 1 is the orchestration overhead (maps, city build, DB close).
 Target: <= 120 s on 2 cores for the default params.
 """
 
@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from drivepipe.config import CAMERA_CHANNELS
+
 from _common import QUICK_DATA, WORK, Timer, load_config, log, parse_args, ratio, write_result
 
 TARGET_S = 120.0
@@ -23,9 +25,10 @@ TARGET_S = 120.0
 def component_split(cfg, num_ticks: int) -> dict:
     """Time world step, lidar render, camera frames and LogWriter.add_sweep on `num_ticks` ticks of log 0 (the
     loop of `generate._write_log`; "camera_render" is `generate._write_between`: the interpolated camera frame with
-    its JPEG writing, plus the 100 Hz ego-pose rows)."""
+    its JPEG writing, plus the 100 Hz ego-pose rows). Every camera trigger is rendered here, whether or not the
+    config writes that frame, so `camera_frame_s` is the cost of one written frame of 8 images."""
     from drivepipe.world import timeline
-    from drivepipe.world.generate import DT_S, _write_between, plan_logs
+    from drivepipe.world.generate import CAMERA_EVERY, DT_S, _write_between, plan_logs
     from drivepipe.world.render_lidar import render_lidar
     from drivepipe.world.rig import default_rig
     from drivepipe.world.roads import build_city
@@ -48,7 +51,7 @@ def component_split(cfg, num_ticks: int) -> dict:
                 snap = world.snapshot()
             if prev is not None:
                 with t("camera_render"):
-                    _write_between(writer, prev, snap, i - 1, plan, city.vector_map, rig)
+                    _write_between(writer, prev, snap, i - 1, plan, city.vector_map, rig, (i - 1) % CAMERA_EVERY == 0)
             if i == num_ticks:
                 break
             with t("lidar_render"):
@@ -63,7 +66,9 @@ def component_split(cfg, num_ticks: int) -> dict:
             writer.close([[int(r) for r in world.route_roadblock_ids()]])
     per_tick = {k: v / num_ticks for k, v in t.seconds.items() if k != "city_build"}
     total = sum(per_tick.values())
+    frames = len(range(0, num_ticks, CAMERA_EVERY))
     return {"ticks": num_ticks, "seconds_per_tick": {k: round(v, 5) for k, v in per_tick.items()},
+            "camera_frame_s": round(t.seconds["camera_render"] / frames, 5),
             "share": {k: round(v / total, 3) for k, v in per_tick.items()},
             "city_build_s": round(t.seconds["city_build"], 3), "sum_seconds_per_tick": round(total, 5)}
 
@@ -97,7 +102,9 @@ def main() -> None:
     split = component_split(cfg, 40 if args.quick else 120)
     log("full generate_dataset")
     full = full_run(cfg)
-    predicted = split["sum_seconds_per_tick"] * full["sweeps"]
+    per_tick = sum(v for k, v in split["seconds_per_tick"].items() if k != "camera_render")
+    frames = full["images"] / len(CAMERA_CHANNELS)  # written camera frames, 8 images each
+    predicted = per_tick * full["sweeps"] + split["camera_frame_s"] * frames
     share = ", ".join(f"{k} {v:.0%}" for k, v in split["share"].items())
     summary = (f"{full['seconds']:.1f} s for {full['sweeps']} sweeps ({full['sweeps_per_s']:.1f} sweeps/s, "
                f"{full['images_per_s']:.0f} img/s); split: {share}; full/components "

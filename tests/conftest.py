@@ -14,11 +14,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_params() -> dict:
-    """A params dict small enough for CPU tests: 3 logs (train, val, test) x 6 scenes x 1 s, 96x54 images, 16 lidar beams."""
+    """A params dict small enough for CPU tests: 3 logs (train, val, test) x 6 scenes x 1 s, 96x54 images, 16 lidar beams,
+    every camera frame of the 10 Hz cameras written (the full recording: the format tests check its timing; the
+    default's partial release is tested in tests/world/test_format_fidelity.py)."""
     return {
         "data": {"synthetic": {"num_logs": 3, "scenes_per_log": 6, "scene_duration_s": 1.0, "image_width": 96,
                                "image_height": 54, "num_vehicles": 16, "num_bicycles": 1, "num_pedestrians": 8,
                                "num_static": 3, "lidar_beams": 16, "lidar_azimuth_step_deg": 2.0,
+                               "camera_stride": 1, "edge_scene_cameras": True,
                                "locations": ["us-nv-las-vegas-strip", "sg-one-north"]}},
     }
 

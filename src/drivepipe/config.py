@@ -54,18 +54,23 @@ def _sub(cls: type) -> Any:
 class SyntheticConfig:
     seed: int = _f(1234)                      # world seed; same seed -> byte-identical dataset
     locations: list[str] = _f(list(LOCATIONS))  # one map per location; logs cycle through them
-    num_logs: int = _f(8, ge=1)               # number of .db logs
+    num_logs: int = _f(10, ge=1)              # number of .db logs
     scenes_per_log: int = _f(10, ge=5)         # nuPlan drops 2 + 2 scenes per log, so >= 5
     # s, length of one scene; >= 4 s gives every scenario >= 8 s of future (2 dropped scenes) and >= 2 s of history
     scene_duration_s: float = _f(4.0, gt=0.5, le=20.0)
     image_width: int = _f(256, ge=32)         # px, written camera resolution (real nuPlan: 1920)
     image_height: int = _f(144, ge=32)        # px (real nuPlan: 1080)
     jpeg_quality: int = _f(90, ge=10, le=100)
-    num_vehicles: int = _f(72, ge=0)          # moving vehicles per log
+    # camera frames written (the DB's image rows and their JPEGs; lidar stays 20 Hz): every `camera_stride`-th frame of
+    # the 10 Hz cameras, and none in the first/last two scenes of a log unless `edge_scene_cameras` (the devkit never
+    # anchors a scenario there). Like the public sensor release, which holds a part of the recorded frames.
+    camera_stride: int = _f(2, ge=1)
+    edge_scene_cameras: bool = _f(False)
+    num_vehicles: int = _f(112, ge=0)         # moving vehicles per log
     num_bicycles: int = _f(10, ge=0)
-    num_pedestrians: int = _f(80, ge=0)
+    num_pedestrians: int = _f(160, ge=0)
     num_static: int = _f(16, ge=0)             # cones, barriers, czone signs, generic objects
-    parked_fill: float = _f(0.6, ge=0.0, le=1.0)  # fraction of kerb spaces (one car + 0.8-2.5 m) holding a parked car
+    parked_fill: float = _f(1.0, ge=0.0, le=1.0)  # fraction of kerb spaces (one car + 0.8-2.5 m) holding a parked car
     lidar_beams: int = _f(32, ge=4)
     lidar_azimuth_step_deg: float = _f(0.6, gt=0.0, le=10.0)  # deg between rays of one beam
     lidar_max_range_m: float = _f(70.0, gt=5.0)  # m
@@ -126,10 +131,11 @@ class PreprocessConfig:
     future_steps: int = _f(6, ge=1)            # future samples at traj_dt_s
     traj_dt_s: float = _f(0.5, gt=0.0)         # s between trajectory samples
     # scenario candidates between consecutive samples; with cameras the candidates are the sweeps that have images
-    # (every second sweep at 10 Hz cameras), else every sweep
-    window_stride: int = _f(2, ge=1)
+    # (the synthetic default writes 5 Hz frames: every one is a sample; real nuPlan's 10 Hz: every second), else
+    # every sweep
+    window_stride: int = _f(1, ge=1)
     val_logs: int = _f(2, ge=1)                # whole logs held out for val (checkpoint selection, early stopping)
-    test_logs: int = _f(2, ge=1)               # whole logs held out for test (what evaluate / carla_eval report)
+    test_logs: int = _f(4, ge=1)               # whole logs held out for test (what evaluate / carla_eval report)
     max_agents: int = _f(48, ge=1)             # agents kept for prediction (nearest first)
     workers: int = _f(2, ge=1, stages=RUN_ONLY)  # processes over logs
     # skip or stop at a log that fails to read; a finished cache does not depend on it

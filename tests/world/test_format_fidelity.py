@@ -217,3 +217,41 @@ def test_box_yaw_wrapped_and_tracks_within_lidar_range(synthetic_root: Path) -> 
         partial += con.execute("SELECT COUNT(*) FROM (SELECT COUNT(*) AS c FROM lidar_box GROUP BY track_token) "
                                "WHERE c < ?", (n,)).fetchone()[0]
     assert partial > 0  # some track enters or leaves during the log
+
+
+def test_partial_camera_release_writes_exactly_the_frames_samples_anchor_on(tmp_path: Path) -> None:
+    """The default writes every second camera frame outside the edge scenes: preprocess with `window_stride` 1 then
+    anchors on the same sweeps as the full recording with stride 2, and those frames' JPEGs are byte-identical."""
+    from drivepipe.config import from_dict
+    from drivepipe.nuplan.verify import verify_dataset
+    from drivepipe.preprocess.windows import select_candidates
+    from drivepipe.world.generate import generate_dataset
+
+    small = {"num_logs": 1, "scenes_per_log": 5, "scene_duration_s": 1.0, "image_width": 64, "image_height": 36,
+             "num_vehicles": 6, "num_bicycles": 0, "num_pedestrians": 4, "num_static": 1, "lidar_beams": 8,
+             "lidar_azimuth_step_deg": 4.0, "locations": [LOCATION]}
+    roots, anchors = {}, {}
+    for name, release, stride in (("full", {"camera_stride": 1, "edge_scene_cameras": True}, 2), ("partial", {}, 1)):
+        cfg = from_dict({"data": {"synthetic": small | release}, "preprocess": {
+            "history_steps": 2, "future_steps": 2, "traj_dt_s": 0.5, "window_stride": stride}})
+        roots[name] = tmp_path / name
+        generate_dataset(cfg.data, roots[name], progress=False)
+        (db,) = _dbs(roots[name])
+        with NuplanLog(db, roots[name] / "nuplan-v1.1" / "sensor_blobs", None) as log:
+            scenarios = enumerate_scenarios(log, include_cameras=True)
+            sweep_ts = log.lidar_pcs.timestamp_us
+            span = {log.log_name: (int(sweep_ts[0]), int(sweep_ts[-1]))}
+            anchors[name] = [s.token for s in select_candidates(scenarios, cfg.preprocess, span)]
+            ts = log.images["CAM_F0"].timestamp_us
+            scene_of_image = (np.searchsorted(sweep_ts, ts, side="right") - 1) // SWEEP_HZ  # 1 s scenes
+            if name == "partial":  # only the middle scene (2 of 0..4), at 5 Hz
+                assert set(scene_of_image.tolist()) == {SCENES_DROPPED_EACH_END}
+                assert np.abs(np.diff(ts) - 200_000).max() <= 2 * timeline.CAMERA_JITTER_US
+            else:
+                assert set(scene_of_image.tolist()) == set(range(5))
+        assert verify_dataset(roots[name])["num_problems"] == 0
+    assert anchors["partial"] == anchors["full"] and len(anchors["full"]) == 5  # 1 s at 5 Hz
+    jpegs = sorted((roots["partial"] / "nuplan-v1.1" / "sensor_blobs").rglob("*.jpg"))
+    assert len(jpegs) == 5 * len(CAMERA_CHANNELS)
+    for path in jpegs:
+        assert path.read_bytes() == (roots["full"] / path.relative_to(roots["partial"])).read_bytes()

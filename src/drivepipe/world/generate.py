@@ -2,8 +2,11 @@
 
 `generate_dataset(cfg, out_root)` builds one city per configured location, writes the maps tree for all four
 nuPlan locations, then drives `num_logs` worlds at 20 Hz and writes each as a nuPlan log: lidar every sweep, ego
-poses at 100 Hz, 8 cameras at 10 Hz with their own staggered exposure times (`world.timeline`). Everything is derived from `cfg.synthetic.seed` and fixed base dates, and
-files are written in a fixed order, so the same config gives byte-identical files.
+poses at 100 Hz, 8 cameras triggered at 10 Hz with their own staggered exposure times (`world.timeline`), of which
+the frames `camera_frame_written` keeps are rendered and written (a partial sensor release, as nuPlan's public one:
+by default every second frame, outside the edge scenes the devkit never anchors a scenario in). Everything is
+derived from `cfg.synthetic.seed` and fixed base dates, and files are written in a fixed order, so the same config
+gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from drivepipe.config import CAMERA_CHANNELS, DataConfig, SyntheticConfig
+from drivepipe.nuplan.scenarios import SCENES_DROPPED_EACH_END
 from drivepipe.world import timeline
 from drivepipe.world.writer import LOCATION_INFO, LogWriter, log_paths, write_maps
 
@@ -64,6 +68,16 @@ def plan_logs(cfg: SyntheticConfig) -> list[LogPlan]:
     return plans
 
 
+def camera_frame_written(sweep: int, plan: LogPlan, cfg: SyntheticConfig) -> bool:
+    """Whether the cameras triggered by sweep `sweep` are rendered and written: a camera trigger (every
+    `CAMERA_EVERY`-th sweep), every `cfg.camera_stride`-th frame, and, unless `cfg.edge_scene_cameras`, not in the
+    first or last `SCENES_DROPPED_EACH_END` scenes (no scenario anchors there, so preprocess never reads them)."""
+    if sweep % CAMERA_EVERY or (sweep // CAMERA_EVERY) % cfg.camera_stride:
+        return False
+    scene, scenes = sweep // plan.sweeps_per_scene, plan.num_sweeps // plan.sweeps_per_scene
+    return cfg.edge_scene_cameras or SCENES_DROPPED_EACH_END <= scene < scenes - SCENES_DROPPED_EACH_END
+
+
 def _write_log(out_root: Path, plan: LogPlan, city: object, cfg: SyntheticConfig, bar: object | None = None) -> int:
     """Drive one world through the plan and write it (sensor timing: `world.timeline`); returns the number of
     camera images written. The world ticks at 20 Hz, one tick past the last sweep so that the poses and exposures
@@ -85,7 +99,7 @@ def _write_log(out_root: Path, plan: LogPlan, city: object, cfg: SyntheticConfig
         for i in range(plan.num_sweeps + 1):
             snap = world.snapshot()
             if prev is not None:
-                _write_between(writer, prev, snap, i - 1, plan, vmap, rig)
+                _write_between(writer, prev, snap, i - 1, plan, vmap, rig, camera_frame_written(i - 1, plan, cfg))
             if i == plan.num_sweeps:
                 break
             if i % plan.sweeps_per_scene == 0:
@@ -105,8 +119,9 @@ def _write_log(out_root: Path, plan: LogPlan, city: object, cfg: SyntheticConfig
 
 
 def _write_between(writer: LogWriter, a: object, b: object, sweep: int, plan: LogPlan, vmap: object,
-                   rig: object) -> None:
-    """The ego poses in [a, b) and, if sweep `sweep` (at snapshot a) triggers the cameras, their images.
+                   rig: object, cameras: bool) -> None:
+    """The ego poses in [a, b) and, if `cameras` (sweep `sweep`, at snapshot a, triggers a written camera frame),
+    its images.
 
     The 8 images of a camera frame are rendered in one call from the world interpolated to the frame's mean exposure
     time (~12 ms after the trigger), and each is stamped with its own channel's exposure time: the stagger (±9 ms
@@ -118,7 +133,7 @@ def _write_between(writer: LogWriter, a: object, b: object, sweep: int, plan: Lo
     span = b.timestamp_us - a.timestamp_us
     for k, t in timeline.pose_times(a.timestamp_us, b.timestamp_us, plan.start_time_us):
         writer.add_ego_pose(k, t, timeline.interpolate_ego(a.ego, b.ego, (t - a.timestamp_us) / span))
-    if sweep % CAMERA_EVERY:
+    if not cameras:
         return
     pose = writer.pose_token(timeline.linked_pose_index(sweep))
     frame = sweep // CAMERA_EVERY
