@@ -93,18 +93,23 @@ def _match(preds: list, gts: list, thr: float) -> tuple[np.ndarray, dict[str, li
     by_sample: dict[int, list[int]] = defaultdict(list)
     for i, (sid, _) in enumerate(gts):
         by_sample[sid].append(i)
-    taken = np.zeros(len(gts), dtype=bool)
+    # per sample: its GT indices (ascending), their centres and a taken flag; the nearest untaken GT is the first
+    # minimum over the sample's GT in index order, as in a scan of the untaken candidates
+    samples = {sid: (np.array(idx), np.array([gts[j][1][:2] for j in idx]), np.zeros(len(idx), dtype=bool))
+               for sid, idx in by_sample.items()}
     tp = np.zeros(len(preds), dtype=bool)
     errs: dict[str, list[float]] = {k: [] for k in TP_ERRORS}
     for i, (sid, _, _, box) in enumerate(preds):
-        cand = [j for j in by_sample.get(sid, []) if not taken[j]]
-        if not cand:
+        if sid not in samples:
             continue
-        d = [np.hypot(*(gts[j][1][:2] - box[:2])) for j in cand]
+        idx, centres, taken = samples[sid]
+        if taken.all():
+            continue
+        d = np.where(taken, np.inf, np.hypot(centres[:, 0] - box[0], centres[:, 1] - box[1]))
         k = int(np.argmin(d))
         if d[k] < thr:  # strict, as the nuScenes devkit
-            j = cand[k]
-            taken[j], tp[i] = True, True
+            j = int(idx[k])
+            taken[k], tp[i] = True, True
             g = gts[j][1]
             errs["trans_err"].append(float(d[k]))
             errs["scale_err"].append(1.0 - _aligned_iou(box[3:6], g[3:6]))
@@ -252,15 +257,15 @@ def _collisions(traj_AT2: np.ndarray, gt_AT2: np.ndarray, gt_yaw_AT: np.ndarray,
     step = np.diff(traj_AT2, axis=1, prepend=traj_AT2[:, :1])  # (A, T, 2); first step has no direction
     moving = np.linalg.norm(step, axis=-1) > 1e-3
     heading = np.where(moving, np.arctan2(step[..., 1], step[..., 0]), gt_yaw_AT)
+    not_self = ~np.eye(num_agents, dtype=bool)
+    length, width = np.repeat(sizes_A2[:, 0], steps), np.repeat(sizes_A2[:, 1], steps)  # every step at once
+    gt_polys = shapely.polygons(box_corners_2d(gt_AT2.reshape(-1, 2), length, width, gt_yaw_AT.reshape(-1))
+                                ).reshape(num_agents, steps)
+    pred_polys = shapely.polygons(box_corners_2d(traj_AT2.reshape(-1, 2), length, width, heading.reshape(-1))
+                                  ).reshape(num_agents, steps)
     for t in range(steps):
-        gt_polys = shapely.polygons(box_corners_2d(gt_AT2[:, t], sizes_A2[:, 0], sizes_A2[:, 1], gt_yaw_AT[:, t]))
-        pred_polys = shapely.polygons(box_corners_2d(traj_AT2[:, t], sizes_A2[:, 0], sizes_A2[:, 1], heading[:, t]))
-        for a in range(num_agents):
-            if out[a]:
-                continue
-            others = valid_AT[:, t] & (np.arange(num_agents) != a)
-            if others.any() and shapely.intersects(pred_polys[a], gt_polys[others]).any():
-                out[a] = True
+        hits = shapely.intersects(pred_polys[:, t, None], gt_polys[None, :, t])  # (A, A): prediction a vs GT of b
+        out |= (hits & not_self & valid_AT[None, :, t]).any(axis=1)
     return out
 
 
