@@ -69,6 +69,18 @@ def test_balanced_pick_covers_types_and_locations() -> None:
         assert {c.location for c in picked if c.scenario_type == typ} == {"loc0", "loc1"}
 
 
+def test_balanced_pick_gives_a_logged_lane_change_its_slot_before_common_types() -> None:
+    """Log A holds the only logged lane change, 0.5 s after a lead-braking event that both logs hold: visiting the
+    scarce type first keeps the logged lane change instead of falling back to a lane-change mission."""
+    cands = [Candidate("A", "loc0", 500, "lead_braking", 1.0), Candidate("B", "loc1", 500, "lead_braking", 1.0),
+             Candidate("A", "loc0", 510, "lane_change", 2.0),
+             Candidate("B", "loc1", 300, "lane_change", 0.5, "change_lane")]
+    picked = balanced_pick(cands, 2, lambda c: c.index * 0.05)
+    lane = [c for c in picked if c.scenario_type == "lane_change"]
+    assert [(c.log_name, c.mission) for c in lane] == [("A", "log")]
+    assert [c.log_name for c in picked if c.scenario_type == "lead_braking"] == ["B"]
+
+
 def _scenarios(cfg, root: Path, num: int):
     from drivepipe.sim.embedded import EmbeddedBackend
     from drivepipe.sim.harness import scenario_seed

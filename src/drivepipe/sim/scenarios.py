@@ -192,19 +192,26 @@ def find_candidates(log: Any, vmap: Any, lights: dict[str, dict[int, str]]) -> l
 
 
 def balanced_pick(cands: list[Candidate], num: int, start_of: Any) -> list[Candidate]:
-    """Round-robin over types (SCENARIO_TYPES order), within a type over locations, strongest first; starts of
-    one log at least MIN_START_GAP_S apart (relaxed to any distinct start when too few remain)."""
+    """Round-robin over types, within a type over locations, strongest first; starts of one log at least
+    MIN_START_GAP_S apart (relaxed to any distinct start when too few remain).
+
+    The first round visits the types found in the fewest logs first (ties: SCENARIO_TYPES order), so an event that
+    only one log holds (a logged lane change) takes its slot before types that every log offers fill that log's
+    starts; later rounds go in SCENARIO_TYPES order."""
     by_type: dict[str, dict[str, list[Candidate]]] = defaultdict(lambda: defaultdict(list))
     for c in sorted(cands, key=lambda c: (-c.strength, c.log_name, c.index)):
         by_type[c.scenario_type][c.location].append(c)
+    logs_of = {t: len({c.log_name for cs in by_type[t].values() for c in cs if c.mission == "log"}) or float("inf")
+               for t in list(by_type)}  # logs with a logged event of the type; missions only: last
+    scarce_first = sorted(SCENARIO_TYPES, key=lambda t: (logs_of.get(t, 0), SCENARIO_TYPES.index(t)))
     for gap in (MIN_START_GAP_S, 1e-6):
         picked: list[Candidate] = []
         starts: dict[str, list[float]] = defaultdict(list)
         loc_turn = defaultdict(int)
-        progress = True
+        progress, order = True, scarce_first
         while len(picked) < num and progress:
             progress = False
-            for typ in SCENARIO_TYPES:
+            for typ in order:
                 locs = sorted(by_type.get(typ, {}))
                 for k in range(len(locs)):
                     loc = locs[(loc_turn[typ] + k) % len(locs)]
@@ -218,6 +225,7 @@ def balanced_pick(cands: list[Candidate], num: int, start_of: Any) -> list[Candi
                         break
                 if len(picked) >= num:
                     break
+            order = SCENARIO_TYPES
         if len(picked) >= num or gap < 1.0:
             return picked
     return picked
