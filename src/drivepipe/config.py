@@ -258,7 +258,7 @@ class TrainConfig:
     # checkpoints/<experiment>/ and models/<experiment>/
     experiment: str = _f("default", stages=("train", "evaluate", "carla_eval"), identity=False)
     seed: int = _f(0, stages=("train", "evaluate"))
-    epochs: int = _f(4, ge=1)
+    epochs: int = _f(5, ge=1)
     batch_size: int = _f(4, ge=1)
     accumulate: int = _f(1, ge=1)              # micro-batches per optimizer step
     lr: float = _f(2e-3, gt=0.0)
