@@ -3,7 +3,8 @@
 Figure: seconds, sweeps/s and images/s of `drivepipe.world.generate.generate_dataset(cfg.data, tmpdir)`; then the
 split world step / lidar render / camera render / writing, timed component by component on a sample of ticks of the
 first log (same loop as `generate._write_log`). Floor: the sum of the four components on the sample, extrapolated to
-the full sweep count and the written camera frames; `ratio_full_vs_components` > 1 is the orchestration overhead (maps, city build, DB close).
+the full sweep count and the written camera frames; `ratio_full_vs_components` > 1 is the orchestration overhead
+(maps, city build, DB close).
 Target: <= 120 s on 2 cores for the default params.
 """
 
