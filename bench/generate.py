@@ -16,8 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from drivepipe.config import CAMERA_CHANNELS
-
 from _common import QUICK_DATA, WORK, Timer, load_config, log, parse_args, ratio, write_result
 
 TARGET_S = 120.0
@@ -97,6 +95,8 @@ def full_run(cfg) -> dict:
 
 
 def main() -> None:
+    from drivepipe.config import CAMERA_CHANNELS
+
     args = parse_args(__doc__)
     cfg = load_config(QUICK_DATA if args.quick else None)
     log("component split")
