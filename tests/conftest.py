@@ -21,7 +21,7 @@ def tiny_params() -> dict:
         "data": {"synthetic": {"num_logs": 3, "scenes_per_log": 6, "scene_duration_s": 1.0, "image_width": 96,
                                "image_height": 54, "num_vehicles": 16, "num_bicycles": 1, "num_pedestrians": 8,
                                "num_static": 3, "lidar_beams": 16, "lidar_azimuth_step_deg": 2.0,
-                               "camera_stride": 1, "edge_scene_cameras": True,
+                               "camera_stride": 1, "edge_scene_cameras": True, "lidar_release": "all",
                                "locations": ["us-nv-las-vegas-strip", "sg-one-north"]}},
     }
 

@@ -66,6 +66,11 @@ class SyntheticConfig:
     # anchors a scenario there). Like the public sensor release, which holds a part of the recorded frames.
     camera_stride: int = _f(2, ge=1)
     edge_scene_cameras: bool = _f(False)
+    # lidar point clouds written: "camera_frames" only for the sweeps with a written camera frame (every anchor
+    # preprocess can read; the other sweeps keep their lidar_pc row, boxes and tags, and their .pcd is unreleased,
+    # as most of nuPlan's are), or "all" for every 20 Hz sweep. Preprocess with `cameras: []` anchors on every
+    # sweep and needs "all".
+    lidar_release: Literal["camera_frames", "all"] = _f("camera_frames")
     num_vehicles: int = _f(112, ge=0)         # moving vehicles per log
     num_bicycles: int = _f(10, ge=0)
     num_pedestrians: int = _f(160, ge=0)

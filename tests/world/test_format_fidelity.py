@@ -219,9 +219,10 @@ def test_box_yaw_wrapped_and_tracks_within_lidar_range(synthetic_root: Path) -> 
     assert partial > 0  # some track enters or leaves during the log
 
 
-def test_partial_camera_release_writes_exactly_the_frames_samples_anchor_on(tmp_path: Path) -> None:
-    """The default writes every second camera frame outside the edge scenes: preprocess with `window_stride` 1 then
-    anchors on the same sweeps as the full recording with stride 2, and those frames' JPEGs are byte-identical."""
+def test_partial_sensor_release_writes_exactly_the_frames_samples_anchor_on(tmp_path: Path) -> None:
+    """The default writes every second camera frame outside the edge scenes, and point clouds only at those sweeps:
+    preprocess with `window_stride` 1 then anchors on the same sweeps as the full recording with stride 2, those
+    frames' JPEGs and PCDs are byte-identical, and verify counts the other sweeps' clouds as unreleased."""
     from drivepipe.config import from_dict
     from drivepipe.nuplan.verify import verify_dataset
     from drivepipe.preprocess.windows import select_candidates
@@ -231,7 +232,7 @@ def test_partial_camera_release_writes_exactly_the_frames_samples_anchor_on(tmp_
              "num_vehicles": 6, "num_bicycles": 0, "num_pedestrians": 4, "num_static": 1, "lidar_beams": 8,
              "lidar_azimuth_step_deg": 4.0, "locations": [LOCATION]}
     roots, anchors = {}, {}
-    for name, release, stride in (("full", {"camera_stride": 1, "edge_scene_cameras": True}, 2), ("partial", {}, 1)):
+    for name, release, stride in (("full", {"camera_stride": 1, "edge_scene_cameras": True, "lidar_release": "all"}, 2), ("partial", {}, 1)):
         cfg = from_dict({"data": {"synthetic": small | release}, "preprocess": {
             "history_steps": 2, "future_steps": 2, "traj_dt_s": 0.5, "window_stride": stride}})
         roots[name] = tmp_path / name
@@ -249,9 +250,16 @@ def test_partial_camera_release_writes_exactly_the_frames_samples_anchor_on(tmp_
                 assert np.abs(np.diff(ts) - 200_000).max() <= 2 * timeline.CAMERA_JITTER_US
             else:
                 assert set(scene_of_image.tolist()) == set(range(5))
-        assert verify_dataset(roots[name])["num_problems"] == 0
+        report = verify_dataset(roots[name])
+        assert report["num_problems"] == 0
+        assert report["lidar_unreleased"] == (0 if name == "full" else 100 - 5)  # 5 s at 20 Hz, 5 anchors
     assert anchors["partial"] == anchors["full"] and len(anchors["full"]) == 5  # 1 s at 5 Hz
     jpegs = sorted((roots["partial"] / "nuplan-v1.1" / "sensor_blobs").rglob("*.jpg"))
     assert len(jpegs) == 5 * len(CAMERA_CHANNELS)
-    for path in jpegs:
+    clouds = sorted((roots["partial"] / "nuplan-v1.1" / "sensor_blobs").rglob("*.pcd"))
+    assert len(clouds) == 5 and len(list((roots["full"] / "nuplan-v1.1" / "sensor_blobs").rglob("*.pcd"))) == 100
+    for path in jpegs + clouds:
         assert path.read_bytes() == (roots["full"] / path.relative_to(roots["partial"])).read_bytes()
+    clouds[2].unlink()  # a camera sweep's cloud is not optional: its scenario could not be built
+    problems = verify_dataset(roots["partial"])["problems"]
+    assert [p["file"] for p in problems] == [str(clouds[2])] and "lidar_pc.filename" in problems[0]["problem"]

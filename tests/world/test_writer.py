@@ -189,7 +189,8 @@ def test_generate_dataset_is_byte_reproducible(tmp_path: Path) -> None:
         "num_logs": 2, "scenes_per_log": 5, "scene_duration_s": 0.6, "image_width": 64, "image_height": 48,
         "num_vehicles": 3, "num_bicycles": 1, "num_pedestrians": 2, "num_static": 2, "lidar_beams": 8,
         "lidar_azimuth_step_deg": 4.0, "locations": ["sg-one-north"], "workers": 1,
-        "camera_stride": 1, "edge_scene_cameras": True}}}  # the full 10 Hz recording: 60 frames of 8 images
+        # the full recording: 60 frames of 8 images at 10 Hz, a point cloud every sweep
+        "camera_stride": 1, "edge_scene_cameras": True, "lidar_release": "all"}}}
     cfg = from_dict(params).data
     params["data"]["synthetic"]["workers"] = 2  # one process per log must give the same bytes
     cfg2 = from_dict(params).data

@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 def _summary(report: dict) -> str:
     lines = [
         f"dataset root: {report.get('root') or '$NUPLAN_DATA_ROOT'}",
-        f"logs {report['logs']}, scenes {report['scenes']}, lidar sweeps {report['lidar_sweeps']}, "
+        f"logs {report['logs']}, scenes {report['scenes']}, lidar sweeps {report['lidar_sweeps']} "
+        f"({report['lidar_unreleased']} without a released point cloud), "
         f"duration {report['duration_s']:.1f} s, locations {', '.join(report['locations']) or '-'}",
         "images: " + (", ".join(f"{k} {v}" for k, v in report["images"].items()) or "-"),
         "boxes: " + (", ".join(f"{k} {v}" for k, v in report["boxes"].items()) or "-"),

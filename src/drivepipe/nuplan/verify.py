@@ -3,7 +3,10 @@
 Checks: the layout is found; the maps index reads and every log's location has a readable map; every DB opens
 read-only with its 12 tables and required columns, sane calibrations and known categories; every sensor file a row
 references exists and decodes (PCD header + body, full JPEG decode; `decode=False` only checks existence, for large
-real datasets). Problems are collected, never raised, so one run lists everything that is wrong.
+real datasets). In a log with images, a sweep without a camera frame may lack its point cloud: no sensor scenario
+anchors there (the devkit's `include_cameras`), and nuPlan's public sensor release holds a part of the recording.
+Those are counted as `lidar_unreleased`, not problems; a missing cloud at a camera sweep is a problem. Problems are
+collected, never raised, so one run lists everything that is wrong.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from drivepipe.errors import DataError
 from drivepipe.nuplan.bundle import read_jpeg
@@ -57,13 +62,13 @@ def verify_dataset(root: Path | str | None, decode: bool = True, max_listed: int
         max_listed: problems listed per log and kind; the rest are summarised in one entry.
 
     Returns:
-        {"root", "db_files", "sensor_root", "maps_root", "logs", "scenes", "lidar_sweeps", "images" (channel ->
-        count), "boxes" (category -> count), "duration_s", "locations", "warnings", "problems" ([{file, problem}]),
+        {"root", "db_files", "sensor_root", "maps_root", "logs", "scenes", "lidar_sweeps", "lidar_unreleased"
+        (sweeps without a camera frame whose point cloud is absent), "images" (channel -> count), "boxes" (category -> count), "duration_s", "locations", "warnings", "problems" ([{file, problem}]),
         "num_problems" (all problems, including those summarised)}.
     """
     problems = _Problems(max_listed)
     report: dict[str, Any] = {"root": str(root) if root is not None else None, "logs": 0, "scenes": 0,
-                              "lidar_sweeps": 0, "images": {}, "boxes": {}, "duration_s": 0.0, "locations": [],
+                              "lidar_sweeps": 0, "lidar_unreleased": 0, "images": {}, "boxes": {}, "duration_s": 0.0, "locations": [],
                               "warnings": []}
     try:
         layout = discover(root)
@@ -86,7 +91,7 @@ def verify_dataset(root: Path | str | None, decode: bool = True, max_listed: int
         with log:
             _count(log, report, images, boxes)
             locations.add(log.location)
-            _check_blobs(log, problems, decode)
+            report["lidar_unreleased"] += _check_blobs(log, problems, decode)
     for location in sorted(locations):
         _check_map(maps, location, problems)
     report.update(images=dict(sorted(images.items())), boxes={c: boxes[c] for c in CATEGORIES if boxes[c]},
@@ -128,12 +133,17 @@ def _count(log: NuplanLog, report: dict[str, Any], images: Counter[str], boxes: 
         report["warnings"].append(f"{log.db_path}: {n} x {reason}")
 
 
-def _check_blobs(log: NuplanLog, problems: _Problems, decode: bool) -> None:
-    """Every referenced sensor file exists and (if `decode`) decodes; images match their calibrated size."""
+def _check_blobs(log: NuplanLog, problems: _Problems, decode: bool) -> int:
+    """Every referenced sensor file exists and (if `decode`) decodes; images match their calibrated size. Returns
+    the number of unreleased point clouds (absent at sweeps without a camera frame, in a log with images)."""
     group = str(log.db_path)
-    for rel in log.lidar_pcs.filename:
+    optional = ~log.camera_sweeps() if log.images else np.zeros(len(log.lidar_pcs), bool)
+    unreleased = 0
+    for rel, may_lack in zip(log.lidar_pcs.filename, optional):
         path = log.blob_path(str(rel))
-        if not path.is_file():
+        if not path.is_file() and may_lack:
+            unreleased += 1
+        elif not path.is_file():
             problems.add(path, "missing blob referenced by lidar_pc.filename", group, "missing lidar blob")
         elif decode:
             try:
@@ -155,3 +165,4 @@ def _check_blobs(log: NuplanLog, problems: _Problems, decode: bool) -> None:
                 if image.shape[:2] != (calib.height, calib.width):
                     problems.add(path, f"image is {image.shape[1]}x{image.shape[0]}, camera {channel} is "
                                        f"calibrated for {calib.width}x{calib.height}", group, "image size")
+    return unreleased

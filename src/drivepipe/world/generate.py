@@ -1,10 +1,13 @@
 """Synthetic nuPlan-mini generator: world -> renderers -> nuPlan-format writer (the only time loop that writes data).
 
 `generate_dataset(cfg, out_root)` builds one city per configured location, writes the maps tree for all four
-nuPlan locations, then drives `num_logs` worlds at 20 Hz and writes each as a nuPlan log: lidar every sweep, ego
-poses at 100 Hz, 8 cameras triggered at 10 Hz with their own staggered exposure times (`world.timeline`), of which
-the frames `camera_frame_written` keeps are rendered and written (a partial sensor release, as nuPlan's public one:
-by default every second frame, outside the edge scenes the devkit never anchors a scenario in). Everything is
+nuPlan locations, then drives `num_logs` worlds at 20 Hz and writes each as a nuPlan log: a lidar_pc row with its
+boxes, tags and lights every sweep, ego poses at 100 Hz, 8 cameras triggered at 10 Hz with their own staggered
+exposure times (`world.timeline`), of which the frames `camera_frame_written` keeps are rendered and written (a
+partial sensor release, as nuPlan's public one: by default every second frame, outside the edge scenes the devkit
+never anchors a scenario in). By default (`lidar_release: camera_frames`) a point cloud is rendered and written only
+for the sweeps with a written camera frame, the only ones preprocess anchors on; lidar noise is seeded by the
+sweep's timestamp, so those clouds are the same bytes as in the full recording. Everything is
 derived from `cfg.synthetic.seed` and fixed base dates, and files are written in a fixed order, so the same config
 gives byte-identical files.
 """
@@ -104,7 +107,8 @@ def _write_log(out_root: Path, plan: LogPlan, city: object, cfg: SyntheticConfig
                 break
             if i % plan.sweeps_per_scene == 0:
                 routes.append([int(r) for r in world.route_roadblock_ids()])
-            points = render_lidar(vmap, snap, rig, cfg)
+            released = cfg.lidar_release == "all" or camera_frame_written(i, plan, cfg)
+            points = render_lidar(vmap, snap, rig, cfg) if released else None
             writer.add_sweep(snap, points, None, scene_index=i // plan.sweeps_per_scene,
                              ego_pose_token=writer.pose_token(timeline.linked_pose_index(i)))
             world.step(DT_S)

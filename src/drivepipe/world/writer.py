@@ -140,14 +140,15 @@ class LogWriter:
             _insert(self.con, "category", (token, name, _CATEGORY_DESCRIPTIONS[name]))
 
     # ----------------------------------------------------------------------------------------------- sweeps
-    def add_sweep(self, snapshot: WorldSnapshot, points_lidar_N6: np.ndarray,
+    def add_sweep(self, snapshot: WorldSnapshot, points_lidar_N6: np.ndarray | None,
                   images: dict[str, np.ndarray] | None, scene_index: int,
                   ego_pose_token: bytes | None = None) -> bytes:
         """Write one 20 Hz tick: lidar_pc + its .pcd, boxes, tags, lights, its ego pose and (optionally) images.
 
         Args:
             snapshot: the world at this tick (timestamps must increase).
-            points_lidar_N6: (N, 6) float32 merged cloud in the lidar frame.
+            points_lidar_N6: (N, 6) float32 merged cloud in the lidar frame, or None: the row names its .pcd, but
+                the file is not written (an unreleased point cloud, as in nuPlan's partial sensor release).
             images: channel -> (H, W, 3) uint8 RGB with H, W equal to the calibration, stamped with the sweep's
                 time and pose; or None (no camera tick, or images written with `add_image`).
             scene_index: index of the scene this sweep belongs to (non-decreasing).
@@ -164,7 +165,8 @@ class LogWriter:
         pc_token = make_token(self.log_name, "lidar_pc", i)
         scene_token = make_token(self.log_name, "scene", int(scene_index))
         filename = f"{self.log_name}/{LIDAR_CHANNEL}/{token_to_hex(pc_token)}.pcd"
-        self._write_blob(filename, encode_pcd(points_lidar_N6))
+        if points_lidar_N6 is not None:
+            self._write_blob(filename, encode_pcd(points_lidar_N6))
         prev = self._pending_pc
         if prev is not None:
             prev[1] = pc_token
