@@ -68,3 +68,13 @@ def test_linear_algebra_matches_blas_and_is_exact_where_it_should_be():
     # the sum order is fixed (x, then y, then z), so the result is exactly this expression
     q = p[0]
     assert detmath.dot(q, q) == (q[0] * q[0] + q[1] * q[1]) + q[2] * q[2]
+
+
+def test_scalar_fast_paths_give_the_array_paths_bits():
+    ys = np.concatenate([ANGLES[::20], (np.arange(-9, 10) + 0.5) * math.pi / 2, [-0.0, 5e-324, -1e-300]])
+    xs = np.roll(ys, 7)
+    s, c = detmath.sincos(ys)
+    a = detmath.arctan2(ys, xs)
+    fast = np.array([detmath.sincos(float(v)) + (detmath.arctan2(float(v), float(w)),) for v, w in zip(ys, xs)])
+    assert fast.tobytes() == np.stack([s, c, a], axis=1).tobytes()
+    assert detmath.arctan2(-0.0, -0.0) == -math.pi and math.copysign(1.0, detmath.sincos(-0.0)[0]) == 1.0

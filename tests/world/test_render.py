@@ -10,7 +10,7 @@ from shapely.geometry import LineString, box
 from drivepipe.config import CAMERA_CHANNELS, SyntheticConfig
 from drivepipe.mapdata import MapFeature, VectorMap
 from drivepipe.utils.geometry import pose_to_transform, transform_points
-from drivepipe.world import ground, render_camera
+from drivepipe.world import ground, ground_texture, render_camera
 from drivepipe.world.render_camera import actor_colour, render_cameras
 from drivepipe.world.render_lidar import render_lidar
 from drivepipe.world.rig import default_rig, project_points
@@ -212,5 +212,5 @@ def test_ground_grain_is_fixed_in_the_world():
         ego = np.stack([np.cos(yaw) * d[:, 0] + np.sin(yaw) * d[:, 1],
                         -np.sin(yaw) * d[:, 0] + np.cos(yaw) * d[:, 1]], axis=1)
         col, row = np.rint(raster.ego_to_pixel(ego)).astype(int).T
-        samples.append(render_camera._grain(raster)[row, col].astype(int))
+        samples.append(ground_texture._grain(raster)[row, col].astype(int))
     assert samples[0].std() > 3 and np.abs(samples[0] - samples[1]).mean() < 1.5

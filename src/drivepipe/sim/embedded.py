@@ -53,6 +53,7 @@ OFF_ROAD_TOLERANCE_M = 0.3
 STOP_LINE_ZONE_M = 3.0  # a red light counts when the front enters a connector within this of its start
 REACTIVE_TARGET_MPS = 10.0  # nuPlan's reactive IDM target speed
 COLLISION_KIND = {"vehicle": "vehicle", "pedestrian": "pedestrian", "bicycle": "pedestrian"}  # else static
+_EGO_RADIUS_M = 0.5 * float(np.hypot(EGO_FRONT_M + EGO_REAR_M, EGO_WIDTH_M))  # footprint centre -> corner
 
 
 def ego_corners(ego: EgoKinematics) -> np.ndarray:
@@ -88,6 +89,8 @@ class EmbeddedBackend:
         self._log: Any = None
         self._logs: dict[str, Any] = {}
         self._lights: dict[str, dict[int, str]] = {}
+        self._prepared: dict[str, tuple[Any, ...]] = {}  # log -> (map, rig, lights, speed limits, connector lines)
+        self._actors_cache: dict[tuple[str, int], tuple[ActorState, ...]] = {}  # (log, sweep) -> logged actors
         self._limits = ControlLimits()
         self.render_sensors, self.privileged, self.agent_mode = True, False, cfg.carla_eval.agents[0]
         self.selection: dict[str, Any] = {}
@@ -170,16 +173,16 @@ class EmbeddedBackend:
         return self._bundle()
 
     def prepare(self, log_name: str) -> Any:
-        """Open a log with its map, render rig, traffic lights and speed limits (cached per log); the NuplanLog."""
+        """Open a log with its map, render rig, traffic lights and speed limits (built once per log and kept until
+        `shutdown`: a worker runs many episodes on few logs); the NuplanLog."""
         log = self._open(log_name)
-        if getattr(self, "_prepared", None) != log_name:
-            self._vmap = log.load_map()
-            self._rig = log_rig(log, self.cfg.preprocess.image_width)
-            self._lights = log.traffic_lights()
-            self._limits_map = SpeedLimits(self._vmap)
-            self._conn_lines = {int(f.fid): f.geometry for f in self._vmap.layer("lane_connectors")
-                                if f.geometry.geom_type == "LineString" and f.geometry.length > 0}
-            self._prepared = log_name
+        if log_name not in self._prepared:
+            vmap = log.load_map()
+            conn_lines = {int(f.fid): f.geometry for f in vmap.layer("lane_connectors")
+                          if f.geometry.geom_type == "LineString" and f.geometry.length > 0}
+            self._prepared[log_name] = (vmap, log_rig(log, self.cfg.preprocess.image_width), log.traffic_lights(),
+                                        SpeedLimits(vmap), conn_lines)
+        self._vmap, self._rig, self._lights, self._limits_map, self._conn_lines = self._prepared[log_name]
         return log
 
     def _sweep(self, t_s: float) -> int:
@@ -192,14 +195,19 @@ class EmbeddedBackend:
         return float(xyz[0]), float(xyz[1])
 
     def actors_at(self, index: int) -> list[ActorState]:
-        """The logged boxes of sweep `index` as ActorStates (global frame)."""
-        b = self._log.boxes
-        rows = b.rows(index)
-        return [ActorState(track_id=int(b.track_id[k]), category=CATEGORIES[int(b.category[k])],
+        """The logged boxes of sweep `index` as ActorStates (global frame); cached per (log, sweep) until
+        `shutdown` (every agent replays the same sweeps)."""
+        key = (self._log.log_name, int(index))
+        if key not in self._actors_cache:
+            b = self._log.boxes
+            rows = b.rows(index)
+            self._actors_cache[key] = tuple(
+                ActorState(track_id=int(b.track_id[k]), category=CATEGORIES[int(b.category[k])],
                            x=float(b.center[k, 0]), y=float(b.center[k, 1]), z=float(b.center[k, 2]),
                            yaw=float(b.yaw[k]), length=float(b.size[k, 0]), width=float(b.size[k, 1]),
                            height=float(b.size[k, 2]), vx=float(b.velocity[k, 0]), vy=float(b.velocity[k, 1]))
-                for k in range(rows.start, rows.stop)]
+                for k in range(rows.start, rows.stop))
+        return list(self._actors_cache[key])
 
     def render(self, index: int, ego: EgoKinematics, actors: list[ActorState], timestamp_us: int
                ) -> tuple[dict, np.ndarray]:
@@ -275,9 +283,13 @@ class EmbeddedBackend:
         progress, deviation = self._route.update(ego.x, ego.y)
         expert, _ = self._expert.update(*self._expert_pose(self._t))
         acts = np.array([[a.x, a.y, a.yaw, a.length, a.width, a.vx, a.vy] for a in self._actors]).reshape(-1, 7)
-        hit = overlap_many(np.broadcast_to(corners, (len(acts), 4, 2)),
-                           box_corners_2d(acts[:, :2], acts[:, 3], acts[:, 4], acts[:, 2])) if len(acts) else []
-        hits = [(COLLISION_KIND.get(a.category, "static"), a.track_id) for a, h in zip(self._actors, hit) if h]
+        # the overlap test only for actors whose footprint circle reaches the ego's (the others cannot overlap)
+        reach = _EGO_RADIUS_M + 0.5 * np.hypot(acts[:, 3], acts[:, 4]) + 1.0
+        centre = corners.mean(axis=0)
+        near = np.flatnonzero(np.hypot(acts[:, 0] - centre[0], acts[:, 1] - centre[1]) <= reach)
+        hit = near[overlap_many(np.broadcast_to(corners, (len(near), 4, 2)),
+                                box_corners_2d(acts[near, :2], acts[near, 3], acts[near, 4], acts[near, 2]))]
+        hits = [(COLLISION_KIND.get(self._actors[k].category, "static"), self._actors[k].track_id) for k in hit]
         return {"t_s": round(self._t, 6), "x_m": ego.x, "y_m": ego.y, "yaw_rad": ego.yaw, "speed_mps": ego.vx,
                 "accel_mps2": ego.ax, "yaw_rate_rps": ego.yaw_rate, "steer_rad": steer,
                 "collisions": format_collisions(hits), "off_road": self._off_road(corners),
@@ -337,16 +349,17 @@ class EmbeddedBackend:
         return rings
 
     def close(self) -> None:
-        """End the episode. The read-only logs stay open (a worker reuses them across scenarios instead of
-        reloading the box table); `shutdown` closes them. Safe to call twice."""
+        """End the episode. The read-only logs stay open and prepared (a worker reuses them across scenarios
+        instead of reloading the box table and the map); `shutdown` closes them. Safe to call twice."""
         self._log = None
-        self._prepared = None
 
     def shutdown(self) -> None:
-        """Close every open log (maps stay cached)."""
+        """Close every open log and drop the per-log preparations and logged actors (map files stay cached)."""
         for log in self._logs.values():
             log.close()
-        self._logs, self._log, self._prepared = {}, None, None
+        self._logs, self._log = {}, None
+        self._prepared.clear()
+        self._actors_cache.clear()
 
 
 class _IdmAgents:

@@ -66,13 +66,16 @@ def draw_frame(frame: dict[str, Any], route_xy: np.ndarray, background: list[np.
             cv2.polylines(img, polylines, closed, colour, width, aa, _SHIFT)
 
     def fill(polygons: np.ndarray | list[np.ndarray], colour: tuple[int, int, int]) -> None:
-        for poly in polygons:  # one call each: cv2 fills one call's contours even-odd
-            cv2.fillPoly(img, [view.px(poly)], colour, aa, _SHIFT)
+        # (N, V, 2) arrays of boxes converted in one call; one fillPoly each: cv2 fills one call's contours even-odd
+        for poly in (view.px(polygons) if isinstance(polygons, np.ndarray) else map(view.px, polygons)):
+            cv2.fillPoly(img, [poly], colour, aa, _SHIFT)
 
     fill(background, _DRIVABLE)
     lines([np.asarray(route_xy)], _ROUTE, 3)
     fill(_boxes(frame.get("actors", np.zeros((0, 5)))), _ACTOR)
-    lines(list(_boxes(agent.get("detections_global", np.zeros((0, 5))))), _DETECTION, closed=True)
+    detections = view.px(_boxes(agent.get("detections_global", np.zeros((0, 5)))))
+    if len(detections):
+        cv2.polylines(img, list(detections), True, _DETECTION, 1, aa, _SHIFT)
     lines([traj for modes in agent.get("predictions_global", []) for traj in modes], _PREDICTION)
     plan = agent.get("plan_global")
     if plan is not None and len(plan):
@@ -90,17 +93,18 @@ def write_replay_gif(path: str | Path, frames: list[dict[str, Any]], route_xy: n
     "agent" = Action.info with detections_global (D, 5), predictions_global (A, K, Tf, 2), plan_global (N, 2)).
 
     background: optional (N, 2) global polygons (drivable area) drawn under everything. Every `every`-th frame is
-    drawn at `size_px` square. Returns the path.
+    drawn at `size_px` square and reduced to 256 colours (fast octree, no dithering). Returns the path.
     """
-    import imageio.v2 as imageio
+    from PIL import Image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     route = np.asarray(route_xy, dtype=np.float64).reshape(-1, 2)
-    images = [draw_frame(f, route, background or [], size_px) for f in frames[::max(1, every)]]
+    images = [Image.fromarray(draw_frame(f, route, background or [], size_px)).quantize(
+        256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE) for f in frames[::max(1, every)]]
     if not images:
         raise ValueError("write_replay_gif: no frames")
     tmp = path.with_suffix(".tmp.gif")
-    imageio.mimsave(tmp, images, duration=1000.0 / fps, loop=0)
+    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000.0 / fps), loop=0)
     tmp.replace(path)
     return path

@@ -12,6 +12,11 @@ bits alone. Accuracy is within ~1 ulp of the correctly rounded value over the ra
 to ~1e6 rad, exp arguments in the float64 range); Taylor series of enough terms on a reduced argument are used
 instead of tuned minimax polynomials because the error terms are far below float64 resolution anyway.
 
+Scalar fast paths: `sincos` (so `sin`, `cos`, `tan`) and `arctan2` (so `arctan` of a scalar) given Python floats
+(np.float64 included) or ints run the same IEEE operations, in the same order, on Python floats instead of 0-d
+arrays (CPython neither fuses nor reorders float arithmetic, and `math.sqrt` is correctly rounded like np.sqrt),
+so they return the same bits at a tenth of the cost; non-finite arguments take the array path.
+
 `tests/test_detmath.py` checks accuracy against numpy; `tests/test_isa_independence.py` checks that the
 byte-deciding modules call none of numpy's dispatched functions and that forcing numpy, OpenCV and torch onto
 other code paths leaves the dataset and the cache bytes unchanged.
@@ -21,8 +26,11 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal, localcontext
+from typing import TypeVar
 
 import numpy as np
+
+_F = TypeVar("_F", float, np.ndarray)
 
 with localcontext() as _ctx:  # the reduction constants need more digits than a float holds
     _ctx.prec = 60
@@ -49,11 +57,16 @@ def _f64(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _horner(coef: tuple[float, ...], z: np.ndarray) -> np.ndarray:
-    acc = np.full_like(z, coef[0])
-    for c in coef[1:]:
+def _horner(coef: tuple[float, ...], z: _F) -> _F:
+    acc = coef[0] * z + coef[1]
+    for c in coef[2:]:
         acc = acc * z + c
     return acc
+
+
+def _fast_scalar(x) -> bool:
+    """True for a finite Python float or int (not bool): the arguments the pure-Python fast paths take."""
+    return isinstance(x, (float, int)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _out(result: np.ndarray, like):
@@ -68,13 +81,19 @@ def _reduce_pio2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return r, np.remainder(k, 4.0).astype(np.int64)
 
 
-def _sin_cos_reduced(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sin_cos_reduced(r: _F) -> tuple[_F, _F]:
     z = r * r
     return r + r * (z * _horner(_SIN_COEF, z)), 1.0 + z * _horner(_COS_COEF, z)
 
 
 def sincos(x) -> tuple[np.ndarray, np.ndarray]:
     """(sin x, cos x) of angles in radians, as float64 arrays (or floats for scalar input)."""
+    if _fast_scalar(x):
+        x = float(x)
+        kk = x * _INV_PIO2
+        k = math.copysign(float(round(kk)), kk)  # np.rint: half to even, sign kept (rint(-0.3) = -0.0)
+        s, c = _sin_cos_reduced(((x - k * _PIO2_HI) - k * _PIO2_MID) - k * _PIO2_LO)  # as `_reduce_pio2`
+        return ((s, c), (c, -s), (-s, -c), (-c, s))[int(k % 4.0)]  # % as np.remainder: floor modulo
     xa = _f64(x)
     r, q = _reduce_pio2(xa)
     s, c = _sin_cos_reduced(r)
@@ -109,8 +128,26 @@ def _atan_unit(u: np.ndarray) -> np.ndarray:
     return np.where(big, math.pi / 4 + atan_v, atan_v)
 
 
+def _atan_unit_scalar(u: float) -> float:
+    """`_atan_unit` of one float: the same operations."""
+    big = u > _TAN_PI_8
+    v = (u - 1.0) / (u + 1.0) if big else u
+    w = v / (1.0 + math.sqrt(1.0 + v * v))
+    z = w * w
+    atan_v = 2.0 * (w + w * (z * _horner(_ATAN_COEF, z)))
+    return math.pi / 4 + atan_v if big else atan_v
+
+
 def arctan2(y, x):
     """Angle of the vector (x, y) in radians, in [-pi, pi]; arctan2(0, 0) = 0, arctan2(+0, x < 0) = pi."""
+    if _fast_scalar(y) and _fast_scalar(x):
+        y, x = float(y), float(x)
+        ay, ax = abs(y), abs(x)
+        steep = ay > ax
+        a = _atan_unit_scalar(ax / ay if steep else ay / (ax if ax > 0 else 1.0))
+        a = math.pi / 2 - a if steep else a
+        a = math.pi - a if math.copysign(1.0, x) < 0 else a
+        return -a if math.copysign(1.0, y) < 0 else a
     ya, xa = np.broadcast_arrays(_f64(y), _f64(x))
     ay, ax = np.abs(ya), np.abs(xa)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -124,7 +124,8 @@ def _paint_crosswalk(raster: GroundRaster, poly: Polygon, ego_pose: tuple[float,
     u = edges[np.argmax(detmath.norm_rows(edges))]
     u = u / detmath.norm(u)
     ex, ey, yaw = ego_pose
-    ug = np.array([detmath.cos(yaw) * u[0] - detmath.sin(yaw) * u[1], detmath.sin(yaw) * u[0] + detmath.cos(yaw) * u[1]])
+    sin, cos = detmath.sincos(yaw)
+    ug = np.array([cos * u[0] - sin * u[1], sin * u[0] + cos * u[1]])
     if not 0.0 <= detmath.arctan2(ug[1], ug[0]) < np.pi:  # canonical direction so the phase is unique
         u, ug = -u, -ug
     contours = [_to_fixed(raster, ring) for ring in _rings(poly)]

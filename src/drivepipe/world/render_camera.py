@@ -5,15 +5,15 @@ calibration and cached, intersected with the plane z = 0 and coloured from a top
 ego, with distance haze), then the actors' boxes as shaded faces drawn far -> near (painter's algorithm), clipped
 against the near plane and projected with the distortion model along finely subdivided edges.
 
-Frames: ego = rear axle (x forward, y left, z up, on the ground z = 0); camera = OpenCV. The ground texture is an
-ego-frame raster (`GroundRaster`) shared with the lidar renderer. Everything is a pure function of its inputs.
+Frames: ego = rear axle (x forward, y left, z up, on the ground z = 0); camera = OpenCV. The ground texture
+(ground_texture.py) lies on an ego-frame raster (`GroundRaster`) shared with the lidar renderer. Everything is a
+pure function of its inputs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -23,20 +23,14 @@ from drivepipe.utils import detmath
 from drivepipe.utils.geometry import box_corners_2d, global_to_ego_xy_yaw, invert
 from drivepipe.world.camera_effects import HEAD_LAMP_RGB, TAIL_LAMP_RGB, face_colours, fogged, lighting, sensor_effects
 from drivepipe.world.conditions import Conditions, sun_direction
-from drivepipe.world.ground import NUM_LABELS, GroundRaster, ground_raster
+from drivepipe.world.ground import GroundRaster, ground_raster
+from drivepipe.world.ground_texture import ground_texture, sampled_pixels
 from drivepipe.world.rig import Rig, max_valid_radius, normalized_to_pixel, pixel_to_normalized, project_points
 from drivepipe.world.shapes import MATERIAL_SHADE, PAINT, Parts, actor_parts
 from drivepipe.world_state import ActorState, WorldSnapshot
 
 __all__ = ["render_cameras", "project_points", "actor_colour", "actor_corners_ego", "GroundRaster", "ground_raster"]
 
-_GRAIN_TILE_PX, _GRAIN_RES_M, _GRAIN_AMPLITUDE = 256, 0.2, 7.0  # periodic surface grain fixed in the global frame
-LABEL_COLOURS_RGB = np.tile(np.array([96, 112, 74], np.uint8), (256, 1))  # cv2.LUT table; unused labels = terrain
-LABEL_COLOURS_RGB[:NUM_LABELS] = [(96, 112, 74), (166, 164, 158), (72, 72, 75), (80, 80, 83), (232, 232, 224),
-                                  (238, 238, 232)]
-
-_SHADOW_RGB = (38, 38, 40)    # contact shadow drawn into the ground texture around each footprint
-_SHADOW_MARGIN_M = 0.25
 _Z_NEAR_M = 0.1               # near clipping plane in the camera frame
 _EDGE_SUBDIVISIONS = 12       # samples per face edge so straight 3-D edges bend with the lens distortion
 _MAX_ACTOR_DISTANCE_M = 90.0  # actors farther than this from the ego are not drawn (a few px at the written size)
@@ -97,20 +91,22 @@ def render_cameras(vmap: VectorMap, snapshot: WorldSnapshot, rig: Rig,
     raster = ground_raster(vmap, snapshot.ego)
     corners = actor_corners_ego(snapshot)
     near = detmath.hypot(*corners[:, :4, :2].mean(axis=1).T) < raster.radius_m + 10.0 if len(corners) else []
-    texture = _ground_texture(raster, corners[near] if len(corners) else corners)
+    geoms = []
+    for channel in channels:
+        if channel not in rig.cameras:
+            raise ValueError(f"unknown camera channel {channel!r}; rig has {sorted(rig.cameras)}")
+        geoms.append(_camera_geometry(rig.cameras[channel], raster.radius_m, raster.res_m))
+    pixels = sampled_pixels(tuple(g.key for g in geoms), [g.maps[0] for g in geoms], raster.labels.shape[0])
+    texture = ground_texture(raster, corners[near] if len(corners) else corners, pixels)
     parts = actor_parts(snapshot, _MAX_ACTOR_DISTANCE_M, _DETAIL_DISTANCE_M)
     colours = _part_colours(snapshot, parts)
     c, s = detmath.cos(-snapshot.ego.yaw), detmath.sin(-snapshot.ego.yaw)
     sun = sun_direction(snapshot.conditions)
     sun_ego = np.array([c * sun[0] - s * sun[1], s * sun[0] + c * sun[1], sun[2]])
     out = {}
-    for channel in channels:
-        if channel not in rig.cameras:
-            raise ValueError(f"unknown camera channel {channel!r}; rig has {sorted(rig.cameras)}")
-        calib = rig.cameras[channel]
-        geom = _camera_geometry(calib, raster.radius_m, raster.res_m)
+    for channel, geom in zip(channels, geoms):
         image = _background(geom, texture, snapshot.conditions)
-        _draw_parts(image, geom, calib, parts, colours, sun_ego, snapshot)
+        _draw_parts(image, geom, rig.cameras[channel], parts, colours, sun_ego, snapshot)
         out[channel] = sensor_effects(image, snapshot.conditions, snapshot.timestamp_us, channel)
     return out
 
@@ -158,62 +154,6 @@ def actor_corners_ego(snapshot: WorldSnapshot) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------- background
-def _ground_texture(raster: GroundRaster, corners: np.ndarray) -> np.ndarray:
-    """(S, S, 3) uint8 RGB ground texture: label colours plus a contact shadow around every actor footprint."""
-    import cv2
-
-    labels3 = cv2.merge([raster.labels, raster.labels, raster.labels])
-    texture = cv2.LUT(labels3, LABEL_COLOURS_RGB.reshape(256, 1, 3))
-    grain = _grain(raster)
-    texture = cv2.addWeighted(texture, 1.0, cv2.merge([grain, grain, grain]), 1.0, -128.0)
-    if len(corners):
-        foot = corners[:, :4, :2]
-        centre = foot.mean(axis=1, keepdims=True)
-        half = detmath.norm_rows(foot - centre)[..., None]
-        grown = centre + (foot - centre) * (1 + _SHADOW_MARGIN_M / np.maximum(half, 1e-3))
-        pix = raster.ego_to_pixel(grown.reshape(-1, 2)).reshape(-1, 4, 2)
-        for quad in np.round(pix * 16).astype(np.int32):  # one call each: cv2 fills one call's contours even-odd
-            cv2.fillPoly(texture, [quad], _SHADOW_RGB, cv2.LINE_AA, 4)
-    return texture
-
-
-@lru_cache(maxsize=1)
-def _grain_tile() -> np.ndarray:
-    """(5 N, 5 N) uint8 periodic grain around 128 (fine speckle plus soft blotches); fixed seed, always the same."""
-    n = _GRAIN_TILE_PX
-    spectrum = np.fft.fft2(np.random.default_rng(7).standard_normal((n, n)))
-    f2 = np.fft.fftfreq(n)[:, None] ** 2 + np.fft.fftfreq(n)[None, :] ** 2
-    layers = [np.fft.ifft2(spectrum * detmath.exp(-2 * np.pi**2 * sigma**2 * f2)).real for sigma in (0.7, 6.0)]
-    grain = sum(w * g / g.std() for w, g in zip((0.6, 0.8), layers))
-    tile = np.clip(128 + _GRAIN_AMPLITUDE * grain / grain.std(), 0, 255).astype(np.uint8)
-    return np.tile(tile, (5, 5))  # pre-tiled: cv2's BORDER_WRAP path is about 20x slower
-
-
-def _grain(raster: GroundRaster) -> np.ndarray:
-    """(S, S) uint8 grain of the raster area, sampled from the global-frame tile so it stays put as the ego moves."""
-    import cv2
-
-    x, y, yaw = raster.pose
-    period = _GRAIN_TILE_PX * _GRAIN_RES_M
-    # the tile repeats: fold the pose into the middle copy of the 5 x 5 pre-tiled grain (also keeps cv2's
-    # fixed-point coordinates small); the raster's half-diagonal (85 m) stays inside the +-2 copies around it
-    tx, ty = x % period + 2 * period, y % period + 2 * period
-    c, s, res, edge = detmath.cos(yaw), detmath.sin(yaw), raster.res_m, raster.radius_m - 0.5 * raster.res_m
-    # raster (col, row) -> ego (edge - res row, edge - res col) -> global -> tile pixels
-    M = np.array([[s * res, -c * res, (c - s) * edge + tx],
-                  [-c * res, -s * res, (s + c) * edge + ty]]) / _GRAIN_RES_M
-    size = raster.labels.shape[0]
-    # cv2.warpAffine rounds differently with and without AVX2, so the inverse map is built here and sampled with
-    # cv2.remap on fixed-point maps, whose integer arithmetic is the same on every instruction set
-    # (a * col + b * row) + c per pixel, the products formed once per column / row and broadcast: the same
-    # IEEE operations, in the same order, as on full meshgrids, so the same bytes at a third of the work
-    cols, rows = np.arange(size, dtype=np.float64)[None, :], np.arange(size, dtype=np.float64)[:, None]
-    map_x = ((M[0, 0] * cols + M[0, 1] * rows) + M[0, 2]).astype(np.float32)
-    map_y = ((M[1, 0] * cols + M[1, 1] * rows) + M[1, 2]).astype(np.float32)
-    fixed = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
-    return cv2.remap(_grain_tile(), fixed[0], fixed[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-
-
 def _background(geom: _CameraGeometry, texture: np.ndarray, cond: Conditions) -> np.ndarray:
     """Sky plus lit, hazy textured ground for one camera under `cond`, (H, W, 3) uint8."""
     import cv2
@@ -291,21 +231,24 @@ def _draw_parts(image: np.ndarray, geom: _CameraGeometry, calib: CameraCalibrati
         rgb = _lamps(rgb, p, f, dist, parts, snapshot)
     polys = box_cam[p[:, None], _FACES[f]]                    # (K, 4, 3) camera frame
     front = (polys[..., 2] >= _Z_NEAR_M).all(axis=1)
-    outlines: dict[int, np.ndarray] = {}
+    outlines: dict[int, np.ndarray] = {}  # face -> (V, 2) int32 fixed-point (1/16 px) outline
     if front.any():
         uv = _project_polygons(polys[front], geom, calib)     # (F, 4 n, 2)
         idx = np.flatnonzero(front)
         big = _area(uv) >= _MIN_FACE_AREA_PX
-        outlines.update(zip(idx[big].tolist(), uv[big]))
+        outlines.update(zip(idx[big].tolist(), np.round(uv[big] * 16).astype(np.int32)))
+    clipped: dict[int, list[tuple[int, np.ndarray]]] = {}  # near-clipped faces grouped by vertex count
     for k in np.flatnonzero(~front).tolist():
         poly = _clip_near(polys[k])
         if len(poly) >= 3:
-            outlines[k] = _project_polygons(poly[None], geom, calib)[0]
-    colour = np.clip(rgb, 0, 255)
+            clipped.setdefault(len(poly), []).append((k, poly))
+    for group in clipped.values():  # one projection per group (per-point arithmetic: the same as one by one)
+        uv = _project_polygons(np.stack([poly for _, poly in group]), geom, calib)
+        outlines.update(zip([k for k, _ in group], np.round(uv * 16).astype(np.int32)))
+    colour = np.clip(rgb, 0, 255).tolist()
     for k in np.argsort(-dist, kind="stable").tolist():
         if k in outlines:
-            cv2.fillPoly(image, [np.round(outlines[k] * 16).astype(np.int32)], tuple(colour[k].tolist()),
-                         cv2.LINE_AA, 4)
+            cv2.fillPoly(image, [outlines[k]], tuple(colour[k]), cv2.LINE_AA, 4)
 
 
 def _area(uv: np.ndarray) -> np.ndarray:
