@@ -25,6 +25,9 @@ MAX_STEER_RAD = 0.6
 
 LANE_CHANGE_M = 20.0        # m of route over which a lane change blends from one lane into its neighbour
 LANE_CHANGE_P = 0.3         # probability of a discretionary lane change where a neighbour lane also goes the way
+LANE_CHANGE_COMMIT_M = 4.0  # m before the blend's start where the rear axle commits (pure pursuit starts to turn in)
+LANE_CHANGE_MIN_GAP_M = 2.0  # m, bumper gap the ego keeps to both its new leader and its new follower
+LANE_CHANGE_SAFE_DECEL = 2.0  # m/s^2 neither the ego nor its new follower may need to brake harder (MOBIL safety)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,11 @@ class Route:
     cum: np.ndarray
     switch_s: np.ndarray | None = None
     lane_changes: tuple[tuple[float, float, str], ...] = ()
+
+    def changes_by_element(self) -> dict[int, tuple[float, float, str]]:
+        """{index into `edges` of a lane entered by a lane change: (start s, end s, side) of that change}."""
+        into = [j for j in range(1, len(self.edges)) if self.start_s[j] == self.start_s[j - 1]]
+        return dict(zip(into, self.lane_changes))
 
     def lane_change_at(self, s: float) -> str | None:
         """Direction ("left" / "right") of the lane change in progress at route arc length s, else None."""
@@ -169,6 +177,24 @@ def _blend(line_a: np.ndarray, line_b: np.ndarray, length: float) -> tuple[np.nd
     offset = b[0] - a[0]
     side = "left" if heading[0] * offset[1] - heading[1] * offset[0] > 0 else "right"
     return a + w[:, None] * (b - a), float(start), float(end), side
+
+
+def lane_change_safe(v: float, v0: float, lead: tuple[float, float] | None,
+                     lag: tuple[float, float, float] | None) -> bool:
+    """Whether the target lane has a safe gap (MOBIL's safety criterion with the traffic's IDM) for an ego at speed
+    v (m/s, desired speed v0): `lead` (bumper gap m, speed m/s) to the nearest agent ahead in the target lane and
+    `lag` (bumper gap m, speed m/s, desired speed m/s) to the nearest one behind (None: none). Both gaps must be at
+    least LANE_CHANGE_MIN_GAP_M (bodies alongside give negative gaps), and neither the ego behind its new leader nor
+    the new follower behind the ego may need to brake harder than LANE_CHANGE_SAFE_DECEL, so a fast closing follower
+    needs a long gap and a slow one a short one."""
+    if lead is not None:
+        if lead[0] < LANE_CHANGE_MIN_GAP_M or idm_accel(v, v0, lead[0], lead[1], TRAFFIC_IDM) < -LANE_CHANGE_SAFE_DECEL:
+            return False
+    if lag is not None:
+        follower_acc = idm_accel(lag[1], lag[2], lag[0], v, TRAFFIC_IDM)
+        if lag[0] < LANE_CHANGE_MIN_GAP_M or follower_acc < -LANE_CHANGE_SAFE_DECEL:
+            return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,18 @@
 """Traffic of the synthetic world: signal timing, lane-following vehicles and bicycles (IDM), pedestrians on
-crosswalks and walkways, and static objects on the road shoulder.
+crosswalks and walkways, and static objects (parked cars, work zones) at the kerbs.
 
 Vehicles and bicycles ("movers") live on the lane graph as (edge, s): s is the arc length (m) of the box centre
 along the edge centreline. Each mover knows its next edge (a random successor drawn when it enters an edge) and
 keeps its gap with IDM against the nearest agent ahead on its current, next and next-but-one edge. Intersections run
 two signal phases (`drivepipe.world.signals`); a mover also waits at the stop line while a mover (or the ego) is on a
-connector that crosses or merges with the one it is about to take (turning traffic yields).
+connector that crosses or merges with the one it is about to take, or while one with the right of way is about to enter
+such a connector (turning traffic yields to straight traffic, the turn across oncoming traffic to the kerb-side turn).
 
 Pedestrians walk back and forth on one straight path each (a walkway centreline or a crosswalk). A crosswalk is
 started only while its arm's light is red for long enough and no vehicle is on or approaching it; vehicles yield to
-pedestrians on the carriageway ahead of them, and pedestrians yield to a vehicle body across their path.
+pedestrians on the carriageway ahead of them or about to step into their path (PED_ANTICIPATION_S), and pedestrians
+yield to a vehicle body across their path (one they already touch does not stop them: they walk out of its way; one
+that stays in their way for PED_GIVE_WAY_S sends them back to the kerb they came from).
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from drivepipe.world.population import (
     PEDESTRIAN_TYPES,
     VEHICLE_TYPES,
     draw_sizes,
+    mid_block_crossings,
     parked_cars,
-    static_sizes,
+    pedestrian_paths,
+    work_zones,
 )
-from drivepipe.world.roads import STOP_SETBACK_M, WALKWAY_WIDTH_M, City, PedPath
+from drivepipe.world.roads import STOP_SETBACK_M, City
 from drivepipe.world.signals import (
     GREEN,
     RED,
@@ -36,8 +41,16 @@ from drivepipe.world.signals import (
     UNKNOWN,
     YELLOW,
     TrafficLights,
+    busy_connectors,
+    claimed_connectors,
+    conflict_ends,
     connector_conflicts,
+    connector_shadows,
+    connector_splits,
+    movement_ranks,
     must_stop,
+    outranked,
+    ray_box,
 )
 from drivepipe.world_state import ActorState
 
@@ -49,13 +62,16 @@ TRAFFIC_IDM = IdmParams(accel_mps2=1.5, decel_mps2=2.0, min_gap_m=2.0, headway_s
                         max_brake_mps2=MAX_BRAKE)
 STOP_LINE_CLEARANCE = 0.5  # m, front bumper to stop point at standstill
 JAYWALK_EVERY = 8         # one pedestrian in this many crosses mid-block between parked cars
-STATIC_CATEGORIES = ("traffic_cone", "barrier", "czone_sign", "generic_object")
+PED_ANTICIPATION_S = 2.0  # s: vehicles also yield to where a walking crosswalk pedestrian will be this much later
+PED_RADIUS_M = 0.3        # m, a pedestrian's body around its centre when it checks for vehicle bodies in its path
+PED_GIVE_WAY_S = 3.0      # s blocked by a vehicle body on the crosswalk after which a pedestrian walks back
 
 
 @dataclass(frozen=True)
 class EgoObstacle:
     """The ego as other agents see it: box centre on the lane graph (edge, s m) and in UTM (xy, m), speed (m/s),
-    box length and width (m)."""
+    box length and width (m), heading (rad), the connector it takes next from its lane (-1: none / on one) and, during
+    a lane change, (edge, s m) of the other lane its body covers."""
 
     edge: int
     s: float
@@ -63,6 +79,9 @@ class EgoObstacle:
     length: float
     xy: np.ndarray
     width: float = 2.3
+    yaw: float = 0.0
+    next_edge: int = -1
+    also: tuple[tuple[int, float], ...] = ()
 
 
 class Traffic:
@@ -70,14 +89,18 @@ class Traffic:
     first)."""
 
     def __init__(self, city: City, rng: np.random.Generator, counts: dict[str, int], ego_edge: int,
-                 ego_s: float, route_edges: set[int], parked_fill: float = 0.0) -> None:
+                 ego_s: float, zone_lanes: list[int] = (), parked_fill: float = 0.0) -> None:
         self.city, self.graph, self.rng = city, city.graph, rng
         self.hw = city.lanes_per_direction * 3.5
-        self.conflicts = connector_conflicts(self.graph)
+        self.conflicts, self._conflict_ends = connector_conflicts(self.graph), conflict_ends(self.graph)
+        self.ranks = movement_ranks(self.graph, city.left_hand)
+        self._pred = {int(c): int(e) for e in np.flatnonzero(~self.graph.is_connector)
+                      for c in self.graph.successors[e]}  # connector -> the lane it leaves
+        self._splits = connector_splits(self.graph)
         n_veh, n_bic = counts["vehicle"], counts["bicycle"]
         self._spawn_movers(n_veh, n_bic, ego_edge, ego_s)
         self._spawn_pedestrians(counts["pedestrian"])
-        self._spawn_statics(counts["static"], route_edges, parked_fill)
+        self._spawn_statics(counts["static"], list(zone_lanes), parked_fill)
 
     # ------------------------------------------------------------------------------------------------ spawning
     def _spawn_movers(self, n_veh: int, n_bic: int, ego_edge: int, ego_s: float) -> None:
@@ -114,39 +137,11 @@ class Traffic:
         succ = self.graph.successors[e]
         return int(succ[self.rng.integers(len(succ))])
 
-    def _mid_block_crossings(self, n: int) -> list[PedPath]:
-        """n straight paths across the street away from intersections, kerb to kerb (walkway edge to walkway edge),
-        each at a random point of a random walkway long enough; parked cars leave a gap there."""
-        out, walks = [], [w for w in self.city.walkway_paths if detmath.norm(w.end - w.start) >= 30.0]
-        for k in self.rng.choice(len(walks), size=n if walks else 0, replace=True).tolist():
-            w = walks[k]
-            t = (w.end - w.start) / detmath.norm(w.end - w.start)
-            to_road = np.array([t[1], -t[0]])  # walkway paths have the road on their right
-            centre = w.start + t * self.rng.uniform(0.3, 0.7) * detmath.norm(w.end - w.start)
-            across = 2 * (self.hw + WALKWAY_WIDTH_M / 2)
-            out.append(PedPath(-1, centre + to_road * 1.0, centre + to_road * (across - 1.0)))
-        return out
-
     def _spawn_pedestrians(self, n: int) -> None:
-        """Half on crosswalks (waiting at a curb), one in JAYWALK_EVERY crossing mid-block between parked cars, the
-        rest on walkways; <= 3 per path in distinct lateral slots."""
-        n_cw = (n + 1) // 2
-        self.crossings = self._mid_block_crossings(n // JAYWALK_EVERY)
-        paths = self.city.crosswalk_paths + self.city.walkway_paths + self.crossings
-        picks = list(self.rng.choice(len(self.city.crosswalk_paths), n_cw, replace=True))
-        n_walk = n - n_cw - len(self.crossings)
-        picks += list(len(self.city.crosswalk_paths) + self.rng.choice(len(self.city.walkway_paths), n_walk))
-        picks += list(len(paths) - len(self.crossings) + np.arange(len(self.crossings)))
-        used: dict[int, int] = {}
-        self.p_path, self.p_lat = [], []
-        for p in picks:
-            while used.get(p, 0) >= (1 if paths[p].fid < 0 else 3):
-                p = (p + 1) % len(paths)
-            # m left of the path; walkway slots keep clear of the kerb (parked cars, waiting crosswalk pedestrians)
-            slots = (-0.8, 0.8, 0.0) if paths[p].intersection >= 0 or paths[p].fid < 0 else (0.55, 1.0, 1.4)
-            self.p_lat.append(slots[used.get(p, 0)])
-            used[p] = used.get(p, 0) + 1
-            self.p_path.append(paths[p])
+        """`population.pedestrian_paths` (one in JAYWALK_EVERY crossing mid-block between parked cars); crosswalk
+        pedestrians start waiting at a kerb, the others walking."""
+        self.crossings = mid_block_crossings(self.city, self.rng, n // JAYWALK_EVERY, self.hw)
+        self.p_path, self.p_lat = pedestrian_paths(self.city, self.rng, n, self.crossings)
         lens = np.array([detmath.norm(pp.end - pp.start) for pp in self.p_path])
         self.p_len = lens
         self.p_start = np.array([pp.start for pp in self.p_path]).reshape(n, 2)
@@ -159,40 +154,21 @@ class Traffic:
         self.p_walk = self.rng.uniform(1.1, 1.5, n)
         self.p_moving = ~is_cw
         self.p_wait = self.rng.uniform(0.0, 3.0, n)
+        self.p_blocked = np.zeros(n)  # s a crosswalk pedestrian has stood blocked by a vehicle body
         self.p_size = draw_sizes(self.rng, PEDESTRIAN_TYPES, n)
         self.p_tid = len(self.tid) + 1 + np.arange(n)
 
-    def _spawn_statics(self, n: int, route_edges: set[int], parked_fill: float) -> None:
-        """Parked cars along the kerbs, then objects just over the outer lane edge, away from crosswalks and parked
-        cars; big ones never beside the ego route."""
-        g, w = self.graph, 3.5
-        side = 1.0 if self.city.left_hand else -1.0
+    def _spawn_statics(self, n: int, zone_lanes: list[int], parked_fill: float) -> None:
+        """Work zones (`population.work_zones`: n cones, signs, barriers, equipment; kerb lanes `zone_lanes` first),
+        then parked cars along the kerbs outside them and the mid-block crossings; parked cars come first in the
+        track order."""
         clear = [p for c in self.crossings for p in (c.start, c.end)]
-        poses, sizes = parked_cars(g, self.rng, parked_fill, self.city.left_hand, clear)
-        self.st_cat = ["vehicle"] * len(poses)
-        self.st_pose, self.st_size = [p for p in poses], [z for z in sizes]
-        taken = [(p[:2], z[0] / 2 + 1.5) for p, z in zip(poses, sizes)]  # (centre, keep-out radius m)
-        outer = np.flatnonzero(g.outer & ~g.is_connector)
-        tries, placed = 0, 0
-        while placed < n and tries < 50 * (n + 1):
-            tries += 1
-            cat = str(self.rng.choice(STATIC_CATEGORIES, p=[0.4, 0.2, 0.2, 0.2]))
-            e = int(self.rng.choice(outer))
-            if cat in ("barrier", "generic_object") and e in route_edges:
-                continue
-            size = static_sizes(self.rng, cat, 1)[0]
-            s = self.rng.uniform(10.0, g.length[e] - 10.0)
-            x, y, h = (float(a[0]) for a in g.pose_at(np.array([e]), np.array([s])))
-            intrusion = max(0.15, size[1] - 0.25)  # m into the lane; the outer face stays <= 0.25 m past the edge
-            lat = side * (w / 2 + size[1] / 2 - intrusion)
-            xy = np.array([x - detmath.sin(h) * lat, y + detmath.cos(h) * lat])
-            if any(detmath.norm(xy - c) < r + size[0] / 2 for c, r in taken):
-                continue
-            taken.append((xy, 1.5))
-            placed += 1
-            self.st_cat.append(cat)
-            self.st_size.append(size)
-            self.st_pose.append(np.array([xy[0], xy[1], h + self.rng.normal(0.0, 0.05)]))
+        cats, z_poses, z_sizes, stretches = work_zones(self.graph, self.rng, n, zone_lanes, self.city.left_hand,
+                                                       clear)
+        poses, sizes = parked_cars(self.graph, self.rng, parked_fill, self.city.left_hand, clear, stretches)
+        self.st_cat = ["vehicle"] * len(poses) + cats
+        self.st_pose = [p for p in poses] + [p for p in z_poses]
+        self.st_size = [z for z in sizes] + [z for z in z_sizes]
         self.st_tid = len(self.tid) + len(self.p_tid) + 1 + np.arange(len(self.st_cat))
 
     # ------------------------------------------------------------------------------------------------ dynamics
@@ -200,33 +176,52 @@ class Traffic:
              ego: EgoObstacle | None) -> None:
         """Advance movers and pedestrians by dt (s). `codes` = lights.codes(t_s); ego None = ignore the ego."""
         if len(self.edge):
-            self._step_movers(dt, codes, ego)
+            self._step_movers(dt, codes, lights.since_yellow(t_s), ego)
         if len(self.p_u):
             self._step_pedestrians(dt, t_s, lights, codes, ego)
 
-    def busy_connectors(self, ego: EgoObstacle | None) -> set[int]:
-        """Connector edges with an agent (mover or the ego) on them now, plus the next connector of every mover too
-        close to its stop line to stop comfortably (it is committed to enter)."""
-        g = self.graph
-        edges = self.edge.tolist() + ([ego.edge] if ego is not None else [])
-        busy = {int(e) for e in edges if g.is_connector[e]}
-        gap = g.length[self.edge] - STOP_SETBACK_M - self.s - self.size[:, 0] / 2
-        committed = ~g.is_connector[self.edge] & (gap > -0.5) & (gap <= self.v ** 2 / 12.0) & (self.v > 0.5)
-        return busy | {int(e) for e in self.nxt[committed]}
+    def _agents(self, ego: EgoObstacle | None) -> tuple[np.ndarray, ...]:
+        """Edge, s (m), speed (m/s), length (m) and next edge of every mover, plus the ego's (next edge -1 unless it
+        is on a lane before a connector) if given."""
+        out = (self.edge, self.s, self.v, self.size[:, 0], self.nxt)
+        if ego is None:
+            return out
+        return tuple(np.append(a, b) for a, b in zip(out, (ego.edge, ego.s, ego.v, ego.length, ego.next_edge)))
 
-    def conflicted(self, connector: int, busy: set[int]) -> bool:
-        """Whether a connector that crosses or merges with `connector` is occupied."""
-        return bool(self.conflicts.get(int(connector), frozenset()) & busy)
+    def busy_connectors(self, ego: EgoObstacle | None) -> dict[int, float]:
+        """`signals.busy_connectors` of the movers plus the ego if given."""
+        return busy_connectors(self.graph, *self._agents(ego))
+
+    def claims(self, codes: np.ndarray, ego: EgoObstacle | None) -> dict[int, int]:
+        """`signals.claimed_connectors` of the movers plus the ego if given."""
+        return claimed_connectors(self.graph, self.ranks, codes, *self._agents(ego))
+
+    def conflicted(self, connector: int, busy: dict[int, float]) -> bool:
+        """Whether an agent is on (or committed to) a connector that crosses or merges with `connector` and has not
+        yet cleared the part of it within reach of `connector` (`conflict_ends`)."""
+        c = int(connector)
+        return any(busy.get(b, np.inf) < self._conflict_ends[(c, b)] for b in self.conflicts.get(c, ()))
+
+    def must_yield(self, connector: int, busy: dict[int, float], claims: dict[int, int]) -> bool:
+        """Whether an agent about to take `connector` must wait: a conflicting connector is occupied or claimed by an
+        agent with the right of way."""
+        return self.conflicted(connector, busy) or outranked(connector, claims, self.conflicts, self.ranks)
+
+    def shadows(self, edge: int, s: float, length: float) -> list[tuple[int, float]]:
+        """`signals.connector_shadows` of a body of `length` m centred at s (m) on `edge`."""
+        return connector_shadows(self.graph, self._splits, self._pred, edge, s, length)
 
     def _leaders(self, ego: EgoObstacle | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Bumper gap (m), speed (m/s) and index (-1 ego, -2 none) of each mover's leader along its path."""
         g = self.graph
         edges, s, v, length = self.edge.tolist(), self.s.tolist(), self.v.tolist(), self.size[:, 0].tolist()
         occ: dict[int, list[tuple[float, float, float, int]]] = {}
-        for i, e in enumerate(edges):
-            occ.setdefault(e, []).append((s[i], v[i], length[i], i))
+        entries = [(e, s[i], v[i], length[i], i) for i, e in enumerate(edges)]
         if ego is not None:
-            occ.setdefault(ego.edge, []).append((ego.s, ego.v, ego.length, -1))
+            entries += [(e, s_e, ego.v, ego.length, -1) for e, s_e in ((ego.edge, ego.s), *ego.also)]
+        for e, s_e, v_e, len_e, who_e in entries:
+            for e2, s2 in [(e, s_e), *self.shadows(e, s_e, len_e)]:
+                occ.setdefault(e2, []).append((s2, v_e, len_e, who_e))
         gap, v_lead, who = np.full(len(edges), np.inf), np.zeros(len(edges)), np.full(len(edges), -2)
         for i, nxt in enumerate(self.nxt.tolist()):
             path = [edges[i], nxt] + ([g.successors[nxt][0]] if g.is_connector[nxt] else [])
@@ -241,21 +236,26 @@ class Traffic:
                 base += g.length[e]
         return gap, v_lead, who
 
-    def _stop_gaps(self, codes: np.ndarray, busy: set[int]) -> np.ndarray:
-        """Gap (m) to a virtual standing obstacle at the stop line where the mover must wait, else inf."""
+    def _stop_gaps(self, codes: np.ndarray, since_yellow: np.ndarray, busy: dict[int, float], claims: dict[int, int]
+                   ) -> np.ndarray:
+        """Gap (m) to a virtual standing obstacle at the stop line where the mover must wait, else inf
+        (`since_yellow`: `TrafficLights.since_yellow` now)."""
         g = self.graph
         out = np.full(len(self.edge), np.inf)
         for i, e in enumerate(self.edge):
             if g.is_connector[e]:
                 continue
             d = g.length[e] - STOP_SETBACK_M - self.s[i] - self.size[i, 0] / 2
-            if must_stop(codes[g.intersection[e], g.arm[e]], d, self.v[i], self.conflicted(self.nxt[i], busy)):
+            clear_s = float(since_yellow[g.intersection[e], g.arm[e]]) if self.ranks[self.nxt[i]] < 2 else np.inf
+            if must_stop(codes[g.intersection[e], g.arm[e]], d, self.v[i], self.must_yield(self.nxt[i], busy, claims),
+                         clear_s):
                 out[i] = d - STOP_LINE_CLEARANCE + 2.0  # IDM keeps s0 = 2 m to a standing obstacle
         return out
 
     def _pedestrian_gaps(self, xy: np.ndarray, heading: np.ndarray) -> np.ndarray:
-        """Gap (m) from each mover's front to the nearest pedestrian on the road in its corridor, else inf."""
-        peds = self.road_pedestrians()
+        """Gap (m) from each mover's front to the nearest pedestrian on the road in its corridor (now or
+        PED_ANTICIPATION_S later), else inf."""
+        peds = self.road_pedestrians(PED_ANTICIPATION_S)
         if not len(peds):
             return np.full(len(xy), np.inf)
         rel = peds[None, :, :] - xy[:, None, :]
@@ -266,11 +266,12 @@ class Traffic:
         d = np.where(hit, fwd - self.size[:, 0:1] / 2 - 0.3, np.inf).min(axis=1)
         return d
 
-    def _step_movers(self, dt: float, codes: np.ndarray, ego: EgoObstacle | None) -> None:
+    def _step_movers(self, dt: float, codes: np.ndarray, since_yellow: np.ndarray, ego: EgoObstacle | None
+                     ) -> None:
         """IDM against leader, stop line and road pedestrians; trapezoidal integration of s; edge hand-over."""
         g = self.graph
         gap, v_lead, _ = self._leaders(ego)
-        stop = self._stop_gaps(codes, self.busy_connectors(ego))
+        stop = self._stop_gaps(codes, since_yellow, self.busy_connectors(ego), self.claims(codes, ego))
         x, y, h = g.pose_at(self.edge, self.s)
         ped = self._pedestrian_gaps(np.stack([x, y], 1), h)
         d_next = g.length[self.edge] - self.s
@@ -290,7 +291,7 @@ class Traffic:
                 self.nxt[i] = self._choose(int(self.edge[i]))
 
     def _ped_may_cross(self, i: int, t_s: float, lights: TrafficLights, codes: np.ndarray,
-                       ego: EgoObstacle | None) -> bool:
+                       boxes: tuple[np.ndarray, ...]) -> bool:
         """A crosswalk pedestrian starts only while its arm is red long enough and no mover is close; a mid-block
         one only when no mover is within 30 m."""
         pp = self.p_path[i]
@@ -299,31 +300,45 @@ class Traffic:
         if not self.p_jay[i] and lights.time_to_green(t_s, pp.intersection, pp.arm) < self.p_len[i] / self.p_walk[i] + 3.0:
             return False
         reach = 30.0 if self.p_jay[i] else 12.0
-        xy, length, _, v = self._vehicle_boxes(ego)
+        xy, length, _, _, _, v = boxes
         seg = pp.end - pp.start
         t = np.clip(detmath.dot(xy - pp.start, seg) / detmath.dot(seg, seg), 0.0, 1.0)
         on_crossing = detmath.norm_rows(xy - pp.start - t[:, None] * seg) < length / 2 + 1.5
         approaching = (detmath.norm_rows(xy - (pp.start + pp.end) / 2) < reach) & (v > 0.5)
         return not np.any(on_crossing | approaching)
 
-    def _vehicle_boxes(self, ego: EgoObstacle | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Centres (M, 2) m, lengths, widths (M,) m and speeds (M,) m/s of movers plus the ego if given."""
-        x, y, _ = self.graph.pose_at(self.edge, self.s)
+    def _vehicle_boxes(self, ego: EgoObstacle | None) -> tuple[np.ndarray, ...]:
+        """Centres (M, 2) m, lengths, widths (M,) m, heading cosines and sines (M,) and speeds (M,) m/s of movers
+        plus the ego if given."""
+        x, y, h = self.graph.pose_at(self.edge, self.s)
         xy, length, width, v = np.stack([x, y], axis=1), self.size[:, 0], self.size[:, 1], self.v
-        if ego is None:
-            return xy, length, width, v
-        return (np.vstack([xy, ego.xy[None]]), np.append(length, ego.length), np.append(width, ego.width),
-                np.append(v, ego.v))
+        if ego is not None:
+            xy, length = np.vstack([xy, ego.xy[None]]), np.append(length, ego.length)
+            width = np.append(width, ego.width)
+            h, v = np.append(h, ego.yaw), np.append(v, ego.v)
+        return xy, length, width, detmath.cos(h), detmath.sin(h), v
 
     def _ped_clearance(self, i: int, boxes: tuple[np.ndarray, ...]) -> float:
-        """Distance (m) crosswalk pedestrian i may still walk before a vehicle body across its path ahead."""
-        xy, length, _, _ = boxes
-        ped_xy = self.p_start[i] + self.p_t[i] * self.p_u[i]
-        fwd_dir = self.p_t[i] * self.p_dir[i]
-        rel = xy - ped_xy
-        along, across = detmath.dot(rel, fwd_dir), detmath.dot(rel, np.array([-fwd_dir[1], fwd_dir[0]]))
-        hit = (np.abs(across) < length / 2 + 0.4) & (along > -0.3) & (along < length / 2 + 4.0)
-        return float(np.maximum(along[hit] - length[hit] / 2 - 0.5, 0.0).min()) if hit.any() else np.inf
+        """Distance (m) crosswalk pedestrian i may still walk before its body (PED_RADIUS_M) meets a vehicle box
+        across its path within 4 m ahead; 0 while it touches a box its path runs into, inf when it touches one its
+        path leaves or misses (it walks out of the way of a vehicle that stopped at it)."""
+        xy, length, width, c, s, _ = boxes
+        t = self.p_t[i]
+        ped_xy = self.p_start[i] + t * self.p_u[i] + np.array([-t[1], t[0]]) * self.p_lat[i]
+        rel, d = ped_xy - xy, t * self.p_dir[i]
+        k = np.flatnonzero(np.abs(rel).max(axis=1) < (length + width) / 2 + 4.5)  # boxes that can reach the path
+        if not len(k):
+            return np.inf
+        rel, c, s, hl, hw = rel[k], c[k], s[k], length[k] / 2, width[k] / 2
+        px, py = rel[:, 0] * c + rel[:, 1] * s, -rel[:, 0] * s + rel[:, 1] * c  # pedestrian in each vehicle's frame
+        dx, dy = d[0] * c + d[1] * s, -d[0] * s + d[1] * c
+        t_in, t_out = ray_box(px, py, dx, dy, hl + PED_RADIUS_M, hw + PED_RADIUS_M)
+        ahead = (t_in >= 0.0) & (t_in < t_out) & (t_in < 4.0)
+        touching = (t_in < 0.0) & (t_out > 0.0)
+        b_in, b_out = ray_box(px, py, dx, dy, hl, hw)
+        into_body = touching & (b_in >= 0.0) & (b_in < b_out)
+        clear = np.where(ahead, np.maximum(t_in - 0.1, 0.0), np.where(into_body, 0.0, np.inf))
+        return float(clear.min()) if len(clear) else np.inf
 
     def _step_pedestrians(self, dt: float, t_s: float, lights: TrafficLights, codes: np.ndarray,
                           ego: EgoObstacle | None) -> None:
@@ -333,14 +348,19 @@ class Traffic:
             if not self.p_moving[i]:
                 self.p_wait[i] -= dt
                 cw = self.p_is_cw[i]
-                if self.p_wait[i] <= 0 and (not cw or self._ped_may_cross(i, t_s, lights, codes, ego)):
+                if self.p_wait[i] <= 0 and (not cw or self._ped_may_cross(i, t_s, lights, codes, boxes)):
                     self.p_moving[i] = True
                 continue
             d_end = self.p_len[i] - self.p_u[i] if self.p_dir[i] > 0 else self.p_u[i]
             # accelerate at <= 1 m/s^2 to the walking speed; brake on a 0.8 m/s^2 profile to stop at the path end
             brake = (1.6 * max(d_end - self.p_v[i] * dt, 0.0)) ** 0.5
-            if self.p_is_cw[i]:  # yield to a vehicle body across the crosswalk ahead
-                brake = min(brake, (1.6 * max(self._ped_clearance(i, boxes) - self.p_v[i] * dt, 0.0)) ** 0.5)
+            if self.p_is_cw[i]:  # yield to a vehicle body across the crosswalk ahead; step back if it stays there
+                clear = self._ped_clearance(i, boxes)
+                brake = min(brake, (1.6 * max(clear - self.p_v[i] * dt, 0.0)) ** 0.5)
+                self.p_blocked[i] = self.p_blocked[i] + dt if clear < 0.3 and self.p_v[i] < 0.1 else 0.0
+                if self.p_blocked[i] > PED_GIVE_WAY_S:
+                    self.p_dir[i], self.p_blocked[i] = -self.p_dir[i], 0.0
+                    continue
             v_new = min(self.p_v[i] + 1.0 * dt, self.p_walk[i], brake)
             step = min(0.5 * (self.p_v[i] + v_new) * dt, d_end)
             self.p_u[i] += self.p_dir[i] * step
@@ -362,10 +382,18 @@ class Traffic:
         """(P,) bool: pedestrian is on the carriageway part of a crosswalk (vehicles must yield)."""
         return self.p_is_cw & (np.abs(self.p_u - self.p_len / 2) < self.hw + 0.2)
 
-    def road_pedestrians(self) -> np.ndarray:
-        """(K, 2) positions of pedestrians currently on the carriageway part of a crosswalk."""
-        xy, _, _ = self.pedestrian_xy_yaw_vel()
-        return xy[self.on_road_mask()] if len(xy) else np.zeros((0, 2))
+    def road_pedestrians(self, ahead_s: float = 0.0) -> np.ndarray:
+        """(K, 2) positions of pedestrians on the carriageway part of a crosswalk now, plus (ahead_s > 0) where those
+        walking will be ahead_s s later if that is on the carriageway."""
+        xy, _, vel = self.pedestrian_xy_yaw_vel()
+        if not len(xy):
+            return np.zeros((0, 2))
+        now = xy[self.on_road_mask()]
+        if ahead_s <= 0.0:
+            return now
+        u = self.p_u + self.p_dir * self.p_v * ahead_s
+        later = self.p_is_cw & (self.p_v > 0.0) & (np.abs(u - self.p_len / 2) < self.hw + 0.2)
+        return np.concatenate([now, xy[later] + vel[later] * ahead_s])
 
     def actor_states(self) -> tuple[ActorState, ...]:
         """All actors as ActorState (box centre z = height / 2, global velocity)."""
@@ -381,5 +409,3 @@ class Traffic:
         cats = self.cat + ["pedestrian"] * len(self.p_u) + self.st_cat
         return tuple(ActorState(t, c, px, py, H / 2, yaw, L, W, H, vx, vy)
                      for t, c, px, py, yaw, vx, vy, (L, W, H) in zip(tids, cats, *cols, size))
-
-

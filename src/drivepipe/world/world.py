@@ -19,11 +19,14 @@ from drivepipe.world.conditions import draw_conditions
 from drivepipe.world.ego import (
     EGO_CENTER_OFFSET_M,
     EGO_LENGTH_M,
+    LANE_CHANGE_COMMIT_M,
     BicycleState,
     ExpertDriver,
     bicycle_step,
+    lane_change_safe,
     random_route,
 )
+from drivepipe.world.population import lanes_beside
 from drivepipe.world.roads import STOP_SETBACK_M, City
 from drivepipe.world.signals import GREEN, GREEN_S, RED, STATUS_NAMES, YELLOW, TrafficLights, must_stop
 from drivepipe.world.traffic import EgoObstacle, Traffic
@@ -33,7 +36,12 @@ EXPERT_SPEED_RANGE = (8.0, 11.0)   # m/s, ego target speed drawn per world
 LIGHT_RADIUS_M = 100.0             # snapshot reports lights of intersections whose centre is this close to the ego
 NEAR_RADIUS_M = 15.0               # "near_*" scenario tags
 SPEED_BANDS = (0.3, 4.0, 10.0)     # m/s: stationary < low < medium < high
-GREEN_WAVE_P = 0.6                 # probability that a signal on the ego route is coordinated with its arrival
+GREEN_WAVE_P = 0.8                 # probability that a signal on the ego route is coordinated with its arrival
+WAVE_START_LOSS_S = 2.0            # s the ego loses pulling away after a red (green-wave arrival estimate)
+WAVE_INTO_GREEN_S = (0.5, GREEN_S - 5.0)  # s a coordinated signal has been green at the ego's estimated arrival
+ZONE_ROUTE_M = 200.0               # m: work zones go to the kerbs beside this much of the route first
+EXTEND_DETECT_M = 50.0             # m: the ego's front this close to a green stop line extends the green ...
+EXTEND_MAX_S = 8.0                 # ... by at most this much per cycle (vehicle-actuated signal)
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,8 @@ class World:
         self._green_wave()
         counts = {"vehicle": cfg.num_vehicles, "bicycle": cfg.num_bicycles, "pedestrian": cfg.num_pedestrians,
                   "static": cfg.num_static}
-        self.traffic = Traffic(city, self.rng, counts, start_edge, 5.0 + EGO_CENTER_OFFSET_M, set(self.route.edges),
+        beside = lanes_beside(self.graph, self.route.pts[self.route.cum <= ZONE_ROUTE_M])
+        self.traffic = Traffic(city, self.rng, counts, start_edge, 5.0 + EGO_CENTER_OFFSET_M, beside,
                                parked_fill=cfg.parked_fill)
         self._conns_by_inter = [np.flatnonzero(self.graph.is_connector & (self.graph.intersection == i))
                                 for i in range(len(city.intersections))]
@@ -101,6 +110,7 @@ class World:
         s, _ = self.route.project(np.array([new.x, new.y]), self.ego.route_s)
         self.ego = replace(new, route_s=max(s, self.ego.route_s - 1.0))
         self.traffic.step(dt_s, self.time_s, self.lights, codes, obstacle)
+        self._actuate(dt_s)
         self._elapsed_us += round(dt_s * 1e6)
 
     def snapshot(self) -> WorldSnapshot:
@@ -130,18 +140,40 @@ class World:
     # ------------------------------------------------------------------------------------------------ ego
     def _green_wave(self) -> None:
         """Coordinate the signals along the route like a green wave: at each intersection, with probability
-        GREEN_WAVE_P, the ego's arm turns green shortly before its free-flow arrival; the rest keep random offsets
-        (so the ego still meets reds). Arrival times assume 85 % of the target speed from the start."""
+        GREEN_WAVE_P, the ego's arm turns green shortly before its estimated arrival; the rest keep random offsets
+        (so the ego still meets reds). The arrival estimate drives the route at 85 % of the expert's free-road speed
+        profile (curve speeds included) and waits out the reds of the uncoordinated signals on the way (plus
+        WAVE_START_LOSS_S to pull away), so a wave stays in step after a stop."""
         g, r, seen = self.graph, self.route, set()
-        speed = 0.85 * self.driver.target_speed
+        t_s, s_prev = 0.0, self.ego.route_s
         for j, e in enumerate(r.edges[:-1]):
             inter = int(g.intersection[e])
             if g.is_connector[e] or inter in seen:
                 continue
             seen.add(inter)
-            t_arrive = (r.start_s[j] + g.length[e] - STOP_SETBACK_M - self.ego.route_s) / speed
-            if self.rng.random() < GREEN_WAVE_P and t_arrive > 0:
-                self.lights.green_at(inter, int(g.arm[e]), t_arrive, float(self.rng.uniform(0.5, GREEN_S - 5.0)))
+            s_stop = float(r.start_s[j] + g.length[e] - STOP_SETBACK_M - EGO_FRONT_M)
+            grid = np.arange(s_prev, s_stop, 1.0)
+            t_s += float(sum(1.0 / max(0.85 * self.driver.desired_speed(float(s)), 2.0) for s in grid))
+            s_prev = max(s_stop, s_prev)
+            if self.rng.random() < GREEN_WAVE_P and t_s > 0:
+                self.lights.green_at(inter, int(g.arm[e]), t_s, float(self.rng.uniform(*WAVE_INTO_GREEN_S)))
+            elif t_s > 0:
+                wait = self.lights.time_to_green(t_s, inter, int(g.arm[e]))
+                t_s += wait + (WAVE_START_LOSS_S if wait > 0 else 0.0)
+
+    def _actuate(self, dt_s: float) -> None:
+        """Detector-actuated signals: the next signal on the route holds its green (`TrafficLights.extend_green`)
+        while the ego's front is within EXTEND_DETECT_M of its stop line (the stop line of the ego's arm)."""
+        r, g = self.route, self.graph
+        k, front = r.element_at(self.ego.route_s), self.ego.route_s + EGO_FRONT_M
+        for j in range(k, min(k + 4, len(r.edges) - 1)):
+            e = r.edges[j]
+            d = float(r.start_s[j] + g.length[e] - STOP_SETBACK_M - front)
+            if g.is_connector[e] or d < -0.5:
+                continue
+            if d < EXTEND_DETECT_M:
+                self.lights.extend_green(int(g.intersection[e]), int(g.arm[e]), self.time_s, dt_s, EXTEND_MAX_S)
+            return
 
     def _ego_obstacle(self) -> EgoObstacle | None:
         """The ego as an agent on the lane graph (None while it is more than 2 m off its route)."""
@@ -150,43 +182,103 @@ class World:
         if abs(lat) > 2.0:
             return None
         s_c = e.route_s + EGO_CENTER_OFFSET_M
-        k = self.route.element_at(s_c)
+        r, k = self.route, self.route.element_at(s_c)
         xy = np.array([e.x, e.y]) + EGO_CENTER_OFFSET_M * np.array([detmath.cos(e.yaw), detmath.sin(e.yaw)])
-        return EgoObstacle(self.route.edges[k], float(s_c - self.route.start_s[k]), float(e.v), EGO_LENGTH_M, xy,
-                           EGO_WIDTH_M)
+        nxt = r.edges[k + 1] if k + 1 < len(r.edges) and self.graph.is_connector[r.edges[k + 1]] else -1
+        also = tuple((r.edges[j], float(s_c - r.start_s[j])) for j in self._lanes_ahead(e).values()
+                     if j != k and r.start_s[j] == r.start_s[k])  # the other lane of a lane change in progress
+        return EgoObstacle(r.edges[k], float(s_c - r.start_s[k]), float(e.v), EGO_LENGTH_M, xy, EGO_WIDTH_M,
+                           float(e.yaw), -1 if self.graph.is_connector[r.edges[k]] else int(nxt), also)
 
     def _perceive(self, ego: BicycleState, codes: np.ndarray) -> EgoView:
         """Leader, next stop line and road pedestrians along the route ahead of the ego."""
         r, g, tr = self.route, self.graph, self.traffic
         k, front = r.element_at(ego.route_s), ego.route_s + EGO_FRONT_M
-        window: dict[int, int] = {}
-        for j in range(k, min(k + 5, len(r.edges))):
-            window.setdefault(r.edges[j], j)
+        window = self._lanes_ahead(ego)
         view: dict = {}
         for i, e in enumerate(tr.edge.tolist()):
-            j = window.get(e)
-            if j is None:
-                continue
-            s_c = float(r.start_s[j] + tr.s[i])
-            gap = s_c - tr.size[i, 0] / 2 - front
-            if s_c > ego.route_s + EGO_CENTER_OFFSET_M and gap < view.get("lead_gap", np.inf):
-                view.update(lead_gap=float(gap), lead_v=float(tr.v[i]), lead_tid=int(tr.tid[i]), lead_cat=tr.cat[i])
-        busy = tr.busy_connectors(None)
+            for e2, s_i in [(e, float(tr.s[i])), *tr.shadows(e, float(tr.s[i]), float(tr.size[i, 0]))]:
+                j = window.get(e2)
+                if j is None:
+                    continue
+                s_c = float(r.start_s[j] + s_i)
+                gap = s_c - tr.size[i, 0] / 2 - front
+                if s_c > ego.route_s + EGO_CENTER_OFFSET_M and gap < view.get("lead_gap", np.inf):
+                    view.update(lead_gap=float(gap), lead_v=float(tr.v[i]), lead_tid=int(tr.tid[i]), lead_cat=tr.cat[i])
+        busy, claims = tr.busy_connectors(None), tr.claims(codes, None)
+        since_yellow = self.lights.since_yellow(self.time_s)
         for j in range(k, min(k + 4, len(r.edges) - 1)):
-            e = r.edges[j]
+            e, nxt = r.edges[j], next((c for c in r.edges[j + 1:j + 3] if g.is_connector[c]), r.edges[j + 1])
             d = float(r.start_s[j] + g.length[e] - STOP_SETBACK_M - front)
             if g.is_connector[e] or d < -0.5:
                 continue
             code = int(codes[g.intersection[e], g.arm[e]])
             view.update(light_code=code, light_gap=d)
-            if must_stop(code, d, ego.v, tr.conflicted(r.edges[j + 1], busy)):
+            clear_s = float(since_yellow[g.intersection[e], g.arm[e]]) if tr.ranks[nxt] < 2 else np.inf
+            if must_stop(code, d, ego.v, tr.must_yield(nxt, busy, claims), clear_s):
                 view["stop_gap"] = d - 0.5 + 2.0
             break
+        wait = self._lane_change_wait(ego)
+        if wait is not None:
+            view["stop_gap"] = min(view.get("stop_gap", np.inf), wait + 2.0)
         end_gap = r.length - front - 3.0
         if end_gap < 60.0:
             view["stop_gap"] = min(view.get("stop_gap", np.inf), end_gap + 2.0)
         view.update(self._road_pedestrian_ahead(ego, front))
         return EgoView(**view)
+
+    @property
+    def _lane_changes(self) -> dict[int, tuple[float, float, str]]:
+        """`Route.changes_by_element` of the current route (cached per route object)."""
+        if getattr(self, "_changes_of", None) is not self.route:
+            self._changes_of, self._changes = self.route, self.route.changes_by_element()
+        return self._changes
+
+    def _lanes_ahead(self, ego: BicycleState) -> dict[int, int]:
+        """{edge: route index} of the route elements whose agents can lead the ego: the next five, without a lane
+        the route changes into before the ego commits to that change, plus the lane it leaves until the change
+        ends (its body covers both lanes meanwhile)."""
+        r = self.route
+        k = r.element_at(ego.route_s)
+        window: dict[int, int] = {}
+        for j in range(max(k - 1, 0), min(k + 5, len(r.edges))):
+            into, out = self._lane_changes.get(j), self._lane_changes.get(j + 1)
+            if j < k and (out is None or ego.route_s > out[1]):
+                continue  # behind the ego, unless the lane a change in progress leaves
+            if into is not None and ego.route_s < into[0] - LANE_CHANGE_COMMIT_M:
+                continue  # a lane change the ego has not committed to yet
+            window.setdefault(r.edges[j], j)
+        return window
+
+    def _lane_change_wait(self, ego: BicycleState) -> float | None:
+        """Rear-axle distance (m) to the commit point of the next lane change while the target lane has no safe gap
+        (`ego.lane_change_safe`) within 40 m before that point; else None."""
+        r, g, tr = self.route, self.graph, self.traffic
+        j, (s0, _, _) = next(((j, c) for j, c in sorted(self._lane_changes.items())
+                              if ego.route_s < c[0] - LANE_CHANGE_COMMIT_M), (None, (np.inf, 0, "")))
+        d = s0 - LANE_CHANGE_COMMIT_M - ego.route_s
+        if j is None or d > 40.0:
+            return None
+        target, s_e = r.edges[j], ego.route_s + EGO_CENTER_OFFSET_M - float(r.start_s[j])  # ego centre, target edge s
+        pos = np.full(len(tr.edge), np.nan)
+        on = tr.edge == target
+        pos[on] = tr.s[on]
+        for c in g.successors[target]:  # ahead, past the lane's end
+            pos[tr.edge == c] = g.length[target] + tr.s[tr.edge == c]
+        for c in np.flatnonzero(g.is_connector).tolist():  # behind, on a connector into the lane
+            if g.successors[c][0] == target:
+                pos[tr.edge == c] = tr.s[tr.edge == c] - g.length[c]
+        ahead = np.flatnonzero(pos > s_e)
+        behind = np.flatnonzero(pos <= s_e)
+        lead = lag = None
+        if len(ahead):
+            i = ahead[np.argmin(pos[ahead])]
+            lead = (float(pos[i] - tr.size[i, 0] / 2 - s_e - EGO_LENGTH_M / 2), float(tr.v[i]))
+        if len(behind):
+            i = behind[np.argmax(pos[behind])]
+            lag = (float(s_e - EGO_LENGTH_M / 2 - pos[i] - tr.size[i, 0] / 2), float(tr.v[i]), float(tr.v_des[i]))
+        safe = lane_change_safe(ego.v, self.driver.desired_speed(ego.route_s), lead, lag)
+        return None if safe else float(d)
 
     def _road_pedestrian_ahead(self, ego: BicycleState, front: float) -> dict:
         """Nearest pedestrian on the road within the ego's corridor (route +- half width + 0.8 m), 30 m ahead."""
