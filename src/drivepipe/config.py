@@ -74,7 +74,7 @@ class SyntheticConfig:
     num_vehicles: int = _f(112, ge=0)         # moving vehicles per log
     num_bicycles: int = _f(10, ge=0)
     num_pedestrians: int = _f(160, ge=0)
-    num_static: int = _f(16, ge=0)             # cones, barriers, czone signs, generic objects
+    num_static: int = _f(32, ge=0)             # cones, barriers, czone signs, generic objects
     parked_fill: float = _f(1.0, ge=0.0, le=1.0)  # fraction of kerb spaces (one car + 0.8-2.5 m) holding a parked car
     lidar_beams: int = _f(32, ge=4)
     lidar_azimuth_step_deg: float = _f(0.6, gt=0.0, le=10.0)  # deg between rays of one beam
@@ -263,7 +263,7 @@ class TrainConfig:
     # checkpoints/<experiment>/ and models/<experiment>/
     experiment: str = _f("default", stages=("train", "evaluate", "carla_eval"), identity=False)
     seed: int = _f(0, stages=("train", "evaluate"))
-    epochs: int = _f(5, ge=1)
+    epochs: int = _f(4, ge=1)
     batch_size: int = _f(4, ge=1)
     accumulate: int = _f(1, ge=1)              # micro-batches per optimizer step
     lr: float = _f(2e-3, gt=0.0)
@@ -332,8 +332,8 @@ class ClosedLoopConfig:
     num_scenarios: int = _f(12, ge=1)          # typed scenarios from the test logs (sim/scenarios.py)
     duration_s: float = _f(15.0, gt=0.0)       # s per scenario (shorter only when a log is shorter)
     step_s: float = _f(0.1, gt=0.0)            # s per tick (10 Hz)
-    # non-reactive (replay) and/or reactive (idm) agents, each reported; idm doubles the stage time
-    agents: list[Literal["replay", "idm"]] = _f(["replay"])
+    # non-reactive (replay) and reactive (idm) agents, each reported (nuPlan's two closed-loop modes)
+    agents: list[Literal["replay", "idm"]] = _f(["replay", "idm"])
     goal_beyond_m: float = _f(30.0, gt=0.0)    # m the route's goal lies past what the expert drove
     baselines: list[Literal["stationary", "constant_velocity", "expert", "privileged"]] = _f(
         ["stationary", "constant_velocity", "expert", "privileged"])
