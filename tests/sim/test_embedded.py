@@ -103,3 +103,30 @@ def test_rendered_sensors_at_logged_pose_match_recorded_frame(synthetic_root: Pa
     assert abs(len(lidar) - len(ref)) <= 0.02 * len(ref) + 5
     dist = np.array([np.min(np.linalg.norm(ref[:, :3] - p, axis=1)) for p in lidar[::4, :3]])
     assert np.median(dist) < 0.05 and np.percentile(dist, 95) < 0.2
+
+
+def test_reactive_vehicle_ahead_of_its_log_stops_at_the_path_end_with_zero_speed() -> None:
+    """A reactive (IDM) vehicle that runs out of logged path stands there and says so: the speed it reports is
+    the speed it moves at (a stale 10 m/s on a standing car made the privileged planner drive into it)."""
+    from types import SimpleNamespace
+
+    from drivepipe.schema import CATEGORY_INDEX
+    from drivepipe.sim.embedded import _IdmAgents
+    from drivepipe.world_state import ActorState, EgoKinematics
+
+    n = 11  # one vehicle, logged 1 m apart over 10 sweeps at 1 m/s (so IDM, aiming at 10 m/s, outruns its log)
+    offsets = np.arange(n + 1)
+    boxes = SimpleNamespace(rows=lambda i: slice(int(offsets[i]), int(offsets[i + 1])), offsets=offsets,
+                            category=np.full(n, CATEGORY_INDEX["vehicle"]), track_id=np.full(n, 7),
+                            center=np.stack([np.arange(n, dtype=float), np.zeros(n), np.full(n, 0.8)], 1),
+                            velocity=np.tile([1.0, 0.0, 0.0], (n, 1)))
+    idm = _IdmAgents(SimpleNamespace(boxes=boxes), 0)
+    logged = [ActorState(7, "vehicle", 0.0, 0.0, 0.8, 0.0, 4.5, 1.8, 1.6, 1.0, 0.0)]
+    far_ego = EgoKinematics(x=-500.0, y=50.0, yaw=0.0)
+    prev_x, dt = 0.0, 0.1
+    for _ in range(100):
+        a = idm.actors(logged, 0.0, far_ego, dt)[0]
+        assert a.x <= 10.0 + 1e-9
+        assert abs((a.x - prev_x) / dt - a.vx) < 0.3  # reported speed = motion (within one IDM step's change)
+        prev_x = a.x
+    assert abs(a.vx) < 0.05 and abs(a.vy) < 0.05 and a.x > 8.0  # braked to a stand short of the path end

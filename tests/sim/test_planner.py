@@ -61,3 +61,46 @@ def test_imitation_plan_used_unless_it_collides() -> None:
 def test_idm_stops_before_standing_obstacle() -> None:
     assert idm_accel(8.0, 8.0, 3.0, 0.0, PLANNER_IDM) < -3.0
     assert abs(idm_accel(8.0, 8.0, np.inf, 0.0, PLANNER_IDM)) < 1e-9
+
+
+def test_gaps_are_measured_from_the_ego_not_from_where_the_route_polyline_starts() -> None:
+    from drivepipe.vehicle import EGO_FRONT_M
+
+    behind = np.stack([np.linspace(-2.6, 77.4, 81), np.zeros(81)], 1)  # the route's first point 2.6 m behind
+    p = plan(behind, 1.0, 8.0, Perception(boxes=_box(8.0, 0.0), labels=np.array([0])))
+    assert p.lead_source == "detection" and abs(p.lead_gap_m - (8.0 - EGO_FRONT_M - 4.5 / 2)) < 0.05
+
+
+def test_prediction_of_a_follower_driving_through_the_ego_is_not_an_obstacle() -> None:
+    # Constant-velocity future of a car 8 m behind at 6 m/s: it crosses the ego's corridor ahead of the bumper.
+    traj = np.stack([-8.0 + 6.0 * 0.5 * np.arange(1, 7), np.zeros(6)], 1)[None, None]
+    follower = Perception(pred_xy=traj, pred_prob=np.ones((1, 1)), pred_width=np.array([1.8]),
+                          pred_origin=np.array([[-8.0, 0.0]]))
+    assert plan(ROUTE, 1.0, 8.0, follower).lead_source == ""
+    slow = np.stack([7.0 + 0.5 * 0.5 * np.arange(1, 7), np.zeros(6)], 1)[None, None]
+    ahead = Perception(pred_xy=slow, pred_prob=np.ones((1, 1)), pred_width=np.array([1.8]),
+                       pred_origin=np.array([[7.0, 0.0]]))  # a slow agent 7 m ahead on the route: an obstacle
+    assert plan(ROUTE, 1.0, 8.0, ahead).lead_source == "prediction"
+
+
+def test_a_crossing_the_ego_cannot_reach_in_time_is_not_an_obstacle() -> None:
+    from drivepipe.sim.planner import ego_reach_m
+
+    assert np.allclose(ego_reach_m(2.0, 8.0, np.array([1.0, 4.0, 6.0])), [2.75, 20.0, 36.0])  # 4 s to 8 m/s
+    # A pedestrian crossing 40 m ahead within the first second, the ego at 2 m/s: gone before the ego gets there.
+    traj = np.stack([np.full(6, 40.0), np.linspace(1.0, -4.0, 6)], 1)[None, None]
+    per = Perception(pred_xy=traj, pred_prob=np.ones((1, 1)), pred_width=np.array([0.7]),
+                     pred_origin=np.array([[40.0, 2.0]]))
+    assert plan(ROUTE, 2.0, 8.0, per).lead_source == ""
+    near = Perception(pred_xy=traj - [[28.0, 0.0]], pred_prob=np.ones((1, 1)), pred_width=np.array([0.7]),
+                      pred_origin=np.array([[12.0, 2.0]]))  # the same crossing 12 m ahead: the ego could be there
+    assert plan(ROUTE, 2.0, 8.0, near).lead_source == "prediction"
+
+
+def test_a_detected_car_overtaking_through_the_ego_is_no_leader_but_a_standing_one_is() -> None:
+    overtaking = np.array([[2.0, 0.0, 0.8, 4.5, 1.8, 1.6, 0.0, 6.0, 0.0]])  # centre behind the front bumper
+    assert plan(ROUTE, 0.0, 8.0, Perception(boxes=overtaking, labels=np.array([0]))).lead_source == ""
+    standing = overtaking.copy()
+    standing[0, 7] = 0.0
+    p = plan(ROUTE, 0.0, 8.0, Perception(boxes=standing, labels=np.array([0])))
+    assert p.lead_source == "detection" and p.target_speed_mps == 0.0

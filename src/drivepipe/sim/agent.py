@@ -111,7 +111,8 @@ class NearestNeighbourTracker:
     def agent_arrays(self, t_s: float, ego_pose: tuple[float, float, float], dt_s: float, steps: int,
                      max_agents: int) -> dict[str, np.ndarray]:
         """Tracked agents seen now as prediction-head inputs: agent_hist (A, steps + 1, 3) ego frame, oldest first,
-        agent_hist_valid, agent_labels, agent_box (row in `boxes`, = arange), sizes (A, 3), ids (A,)."""
+        agent_hist_valid, agent_labels, agent_box (row in `boxes`, = arange), sizes (A, 3), ids (A,), origin (A, 2)
+        (ego-frame position now)."""
         now = [tr for tr in self.tracks.values() if tr.misses == 0 and tr.label in AGENT_LABELS]
         now.sort(key=lambda tr: np.hypot(tr.poses[-1][0] - ego_pose[0], tr.poses[-1][1] - ego_pose[1]))
         now = now[:max_agents]
@@ -131,7 +132,8 @@ class NearestNeighbourTracker:
         return {"agent_hist": hist, "agent_hist_valid": valid,
                 "agent_labels": np.array([tr.label for tr in now], np.int64),
                 "agent_box": np.arange(len(now), dtype=np.int64),
-                "sizes": np.array([tr.size for tr in now]).reshape(-1, 3), "ids": np.array([tr.track_id for tr in now])}
+                "sizes": np.array([tr.size for tr in now]).reshape(-1, 3), "ids": np.array([tr.track_id for tr in now]),
+                "origin": hist[:, -1, :2].astype(np.float64)}
 
 
 class PlannerAgent:
@@ -186,7 +188,8 @@ class PlannerAgent:
         lights = bundle.annotations.route_lights if bundle.annotations is not None else np.zeros((0, 3))
         per = Perception(boxes=res["boxes"], labels=res["labels"], pred_xy=res["pred_xy"],
                          pred_prob=res["pred_prob"], pred_width=agents["sizes"][:, 1] if len(agents["sizes"]) else
-                         np.zeros(0), pred_dt_s=dt, plan_xy=res["plan_xy"], plan_dt_s=dt, route_lights=lights)
+                         np.zeros(0), pred_dt_s=dt, plan_xy=res["plan_xy"], plan_dt_s=dt, route_lights=lights,
+                         pred_origin=agents["origin"])
         speed = float(bundle.ego.velocity_mps[0])
         p = plan(self._route_ahead(*pose), speed, self.cfg.carla_eval.target_speed_mps, per,
                  self.cfg.carla_eval.planner)

@@ -83,7 +83,7 @@ class PrivilegedAgent(PlannerAgent):
         pred = a[:, None, None, :2] + steps[None, None, :, None] * a[:, None, None, 7:9]   # (A, 1, Tf, 2)
         res = {"boxes": boxes, "labels": gt.category, "scores": np.ones(len(boxes)), "pred_xy": pred,
                "pred_prob": np.ones((len(a), 1)), "plan_xy": None}
-        return res, {"sizes": a[:, 3:6], "ids": gt.track_id[is_agent]}
+        return res, {"sizes": a[:, 3:6], "ids": gt.track_id[is_agent], "origin": a[:, :2]}
 
 
 def make_agent(kind: str, cfg: Config, checkpoint: str | Path | None) -> Any:

@@ -396,9 +396,12 @@ class _IdmAgents:
             d = np.linalg.norm(xy - [ego.x, ego.y], axis=1)
             k = int(np.argmin(d))
             gap = s[k] - st[0] - a.length / 2 - EGO_REAR_M if d[k] < 2.0 and s[k] > st[0] else np.inf
-            acc = float(idm_accel(st[1], REACTIVE_TARGET_MPS, gap, ego.vx, NUPLAN_REACTIVE_IDM))
+            end_gap = s[-1] - st[0]  # the logged path ends: stop there (a vehicle ahead of its log waits)
+            lead_v = ego.vx if gap <= end_gap else 0.0
+            acc = float(idm_accel(st[1], REACTIVE_TARGET_MPS, min(gap, end_gap), lead_v, NUPLAN_REACTIVE_IDM))
             st[1] = max(0.0, st[1] + acc * dt_s)
             st[0] = min(s[-1], st[0] + st[1] * dt_s)
+            st[1] = 0.0 if st[0] >= s[-1] else st[1]  # its speed is its motion: never moving while standing
             x, y = np.interp(st[0], s, xy[:, 0]), np.interp(st[0], s, xy[:, 1])
             j = min(int(np.searchsorted(s, st[0])), len(s) - 1)
             h = xy[min(j + 1, len(s) - 1)] - xy[max(j - 1, 0)]

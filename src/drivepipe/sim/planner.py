@@ -6,9 +6,12 @@ Everything here is in the CURRENT ego frame (rear axle, x forward, y left, metre
 Corridor rule: a point is "in the ego's corridor" when its lateral offset from the route is below
 half the ego width + half the object width + CORRIDOR_MARGIN_M and it lies ahead of the ego (0 < s < horizon).
 - A detected object in the corridor is an IDM leader at its along-route distance with its along-route speed.
-- An agent whose predicted trajectory (any mode with probability >= MIN_MODE_PROB) enters the corridor within
-  the prediction horizon acts as a standing obstacle at that along-route distance (conservative: the ego does not
-  bet on the agent leaving again).
+- An agent whose predicted trajectory (any mode with probability >= MIN_MODE_PROB) is in the corridor ahead of
+  the ego's front bumper at a time when the ego could already be there (its reach accelerating at IDM_ACCEL_MPS2
+  up to the desired speed, plus the IDM gap s0 + v T) acts as a standing obstacle at that along-route distance
+  (conservative: the ego does not bet on the agent leaving again). Agents not ahead of the front bumper now
+  (followers, neighbours alongside) are left out: they come from behind or the side, where braking cannot help
+  and a standing ego only gets run into; once one is in the corridor ahead it is a detected leader.
 Imitation option: when the model predicts a plan (`plan.traj`), it is driven unless its swept ego footprint
 overlaps an object now or an agent's most likely prediction at the same future time; then the route follower runs.
 """
@@ -41,7 +44,8 @@ class Perception:
     """What the planner may use, all in the current ego frame.
 
     boxes: (D, 9) x, y, z, l, w, h, yaw, vx, vy; labels: (D,) category index.
-    pred_xy: (A, K, Tf, 2) predicted agent positions; pred_prob: (A, K) mode probabilities; pred_width: (A,) m.
+    pred_xy: (A, K, Tf, 2) predicted agent positions at pred_dt_s, 2 pred_dt_s, ...; pred_prob: (A, K) mode
+    probabilities; pred_width: (A,) m; pred_origin: (A, 2) their current positions.
     pred_dt_s: seconds between prediction steps. plan_xy: optional (Tf, 2) model plan, plan_dt_s between points.
     """
 
@@ -54,6 +58,7 @@ class Perception:
     plan_xy: np.ndarray | None = None
     plan_dt_s: float = 0.5
     route_lights: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # schema.Annotations.route_lights
+    pred_origin: np.ndarray | None = None  # (A, 2) where each predicted agent is now; None: all count as ahead
 
 
 @dataclass(frozen=True)
@@ -107,39 +112,56 @@ def _in_corridor(path: np.ndarray, s: np.ndarray, xy: np.ndarray, half_width_m: 
     return ok, along
 
 
-def _detected_leader(path: np.ndarray, s: np.ndarray, per: Perception) -> tuple[float, float]:
-    """(bumper gap, along-route speed) of the closest detected object in the corridor (vectorised)."""
+def _detected_leader(path: np.ndarray, s: np.ndarray, per: Perception, speed_mps: float) -> tuple[float, float]:
+    """(bumper gap, along-route speed) of the closest detected object in the corridor (vectorised). An object
+    whose centre is behind the ego's front bumper while it moves along the route faster than the ego is
+    overtaking through the ego's side or rear (a log-replay agent does not yield): not a leader."""
     b = per.boxes
     if len(b) == 0:
         return np.inf, 0.0
     ok, along = _in_corridor(path, s, b[:, :2], b[:, 4] / 2)
     if not ok.any():
         return np.inf, 0.0
+    k = np.minimum(np.searchsorted(s, np.where(ok, along, 0.0)), len(path) - 1)
+    t = path[np.minimum(k + 1, len(path) - 1)] - path[np.maximum(k - 1, 0)]
+    t = t / np.maximum(np.linalg.norm(t, axis=1), 1e-9)[:, None]
+    v_along = np.einsum("nd,nd->n", b[:, 7:9], t)
+    ok &= (along > EGO_FRONT_M) | (v_along <= speed_mps)
     gaps = np.where(ok, along - EGO_FRONT_M - b[:, 3] / 2, np.inf)
     m = int(np.argmin(gaps))
-    k = min(int(np.searchsorted(s, along[m])), len(path) - 1)
-    t = path[min(k + 1, len(path) - 1)] - path[max(k - 1, 0)]
-    t = t / max(np.linalg.norm(t), 1e-9)
-    return float(gaps[m]), float(max(0.0, b[m, 7:9] @ t))
+    return float(gaps[m]), float(max(0.0, v_along[m]))
 
 
-def _predicted_obstacle(path: np.ndarray, s: np.ndarray, per: Perception) -> float:
-    """Bumper gap to the nearest point where a likely predicted trajectory enters the corridor (inf if none)."""
+def ego_reach_m(speed_mps: float, desired_mps: float, t_s: np.ndarray) -> np.ndarray:
+    """How far the ego's front bumper can get in t_s: accelerating at IDM_ACCEL_MPS2 from speed_mps up to
+    desired_mps, then cruising."""
+    v0, v1 = max(speed_mps, 0.0), max(desired_mps, speed_mps, 0.0)
+    t_acc = (v1 - v0) / IDM_ACCEL_MPS2
+    t = np.asarray(t_s, dtype=np.float64)
+    ta = np.minimum(t, t_acc)
+    return v0 * ta + 0.5 * IDM_ACCEL_MPS2 * ta ** 2 + v1 * np.maximum(t - t_acc, 0.0)
+
+
+def _predicted_obstacle(path: np.ndarray, s: np.ndarray, per: Perception, speed_mps: float,
+                        desired_mps: float) -> float:
+    """Bumper gap to the nearest predicted corridor point the ego could reach while the agent is there (inf if
+    none); see the module docstring."""
     A, K, T = per.pred_xy.shape[:3]
     if A == 0:
         return np.inf
     half_w = np.ones(A)
     half_w[: min(A, len(per.pred_width))] = np.asarray(per.pred_width, dtype=np.float64)[:A] / 2
     likely = per.pred_prob >= MIN_MODE_PROB                                  # (A, K)
+    if per.pred_origin is not None and len(per.pred_origin) == A:
+        along_now, _ = project_many(path, s, per.pred_origin)
+        likely = likely & (along_now > EGO_FRONT_M)[:, None]
     hw = np.broadcast_to(half_w[:, None, None], (A, K, T)).reshape(-1)
     ok, along = _in_corridor(path, s, per.pred_xy.reshape(-1, 2), hw)
-    ok = ok.reshape(A, K, T) & likely[:, :, None]
-    gap = (along.reshape(A, K, T) - EGO_FRONT_M - hw.reshape(A, K, T))
-    first = np.argmax(ok, axis=2)                                            # first entry of each mode
-    hit = ok.any(axis=2)
-    if not hit.any():
-        return np.inf
-    return float(np.take_along_axis(gap, first[:, :, None], 2)[..., 0][hit].min())
+    gap = along.reshape(A, K, T) - EGO_FRONT_M - hw.reshape(A, K, T)
+    t = np.arange(1, T + 1) * per.pred_dt_s
+    reach = ego_reach_m(speed_mps, desired_mps, t) + PLANNER_IDM.min_gap_m + speed_mps * PLANNER_IDM.headway_s
+    hit = ok.reshape(A, K, T) & likely[:, :, None] & (gap > 0.0) & (gap <= reach[None, None, :])
+    return float(gap[hit].min()) if hit.any() else np.inf
 
 
 def _light_stop(path: np.ndarray, s: np.ndarray, per: Perception, speed_mps: float) -> float:
@@ -161,7 +183,8 @@ def plan_route(route_ego_R2: np.ndarray, speed_mps: float, desired_mps: float, p
     path, s = resample_path(route_ego_R2, 1.0)
     if len(path) < 2:
         return Plan(np.zeros((0, 2)), 0.0, np.inf, "", "route")
-    gaps = {"detection": _detected_leader(path, s, per), "prediction": (_predicted_obstacle(path, s, per), 0.0),
+    s = s - project_many(path, s, np.zeros((1, 2)))[0][0]  # arc length from the ego, not from the path's start
+    gaps = {"detection": _detected_leader(path, s, per, speed_mps), "prediction": (_predicted_obstacle(path, s, per, speed_mps, desired_mps), 0.0),
             "red_light": (_light_stop(path, s, per, speed_mps), 0.0)}
     source = min(gaps, key=lambda k: gaps[k][0])
     gap, lead_v = gaps[source]
