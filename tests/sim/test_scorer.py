@@ -51,6 +51,15 @@ def test_pedestrian_collision_and_not_at_fault_when_stopped() -> None:
     assert stopped["infraction_score"] == pytest.approx(stopped["min_speed_factor"]) and stopped["min_speed_factor"] > 0.99
 
 
+def test_contact_that_began_while_standing_is_no_infraction_once_the_ego_moves_on() -> None:
+    # A replayed car runs into the standing ego at 1.1 s and still touches it when the ego pulls away at 1.3 s.
+    hits = {k: {"collisions": "vehicle:5", "speed_mps": 0.0 if k < 12 else 1.0} for k in range(10, 16)}
+    ep = score_episode(_rows(at=hits), DT, 8.0)
+    assert ep["collisions"]["vehicle"] == 0 and ep["first_infraction"] != "collision_vehicle"
+    moving = score_episode(_rows(at={k: {"collisions": "vehicle:5"} for k in range(10, 16)}), DT, 8.0)
+    assert moving["first_infraction"] == "collision_vehicle" and moving["first_infraction_t_s"] == pytest.approx(1.1)
+
+
 def test_two_actors_and_dedup_window() -> None:
     hits = {5: {"collisions": "vehicle:1"}, 70: {"collisions": "vehicle:1"}, 20: {"collisions": "static:9"}}
     ep = score_episode(_rows(at=hits), DT, 8.0)  # same car again after 6.5 s and 52 m: counts twice

@@ -151,6 +151,15 @@ def _expert_moved(rows: list[dict[str, Any]], i0: int, i1: int) -> bool:
 def count_collisions(rows: list[dict[str, Any]]) -> dict[str, int]:
     """At-fault collisions by kind after the dedup rules (see module docstring)."""
     counts = {"vehicle": 0, "pedestrian": 0, "static": 0}
+    for _, kind in counted_collisions(rows):
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def counted_collisions(rows: list[dict[str, Any]]) -> list[tuple[float, str]]:
+    """(time s, kind) of each collision that counts after the dedup rules, in order. A contact that began while
+    the ego stood stays the same (not at-fault) event while it lasts, also once the ego moves again."""
+    out: list[tuple[float, str]] = []
     last_by_actor: dict[tuple[str, int], float] = {}
     counted: list[tuple[str, float, float]] = []  # kind, x, y of counted events
     for r in rows:
@@ -165,8 +174,8 @@ def count_collisions(rows: list[dict[str, Any]]) -> dict[str, int]:
             if any(k == kind and np.hypot(x - cx, y - cy) <= COLLISION_DEDUP_M for k, cx, cy in counted):
                 continue
             counted.append((kind, x, y))
-            counts[kind] = counts.get(kind, 0) + 1
-    return counts
+            out.append((t, kind))
+    return out
 
 
 def comfort(rows: list[dict[str, Any]], step_s: float) -> dict[str, Any]:
@@ -261,10 +270,12 @@ def _min_speed_factor(rows: list[dict[str, Any]], step_s: float) -> tuple[float,
 
 def first_infraction(rows: list[dict[str, Any]], event: str) -> tuple[float | None, str]:
     """(time s, type) of the first infraction or terminating event of an episode; (None, "") when clean."""
+    hits: dict[float, str] = {}
+    for t, kind in counted_collisions(rows):
+        hits.setdefault(t, kind)
     for r in rows:
-        kinds = [k for k, _ in parse_collisions(r.get("collisions"))] if float(r["speed_mps"]) >= BLOCKED_SPEED_MPS \
-            else []
-        for name, hit in ((f"collision_{kinds[0]}" if kinds else "", bool(kinds)),
+        kind = hits.get(float(r["t_s"]), "")
+        for name, hit in ((f"collision_{kind}", bool(kind)),
                           ("red_light", _flag(r.get("red_light", False))), ("off_road", _flag(r["off_road"])),
                           ("ttc", _num(r.get("ttc_s"), np.inf) < TTC_MIN_S)):
             if hit:
