@@ -111,7 +111,7 @@ def test_reactive_vehicle_ahead_of_its_log_stops_at_the_path_end_with_zero_speed
     from types import SimpleNamespace
 
     from drivepipe.schema import CATEGORY_INDEX
-    from drivepipe.sim.embedded import _IdmAgents
+    from drivepipe.sim.reactive import IdmAgents
     from drivepipe.world_state import ActorState, EgoKinematics
 
     n = 11  # one vehicle, logged 1 m apart over 10 sweeps at 1 m/s (so IDM, aiming at 10 m/s, outruns its log)
@@ -120,7 +120,7 @@ def test_reactive_vehicle_ahead_of_its_log_stops_at_the_path_end_with_zero_speed
                             category=np.full(n, CATEGORY_INDEX["vehicle"]), track_id=np.full(n, 7),
                             center=np.stack([np.arange(n, dtype=float), np.zeros(n), np.full(n, 0.8)], 1),
                             velocity=np.tile([1.0, 0.0, 0.0], (n, 1)))
-    idm = _IdmAgents(SimpleNamespace(boxes=boxes), 0)
+    idm = IdmAgents(SimpleNamespace(boxes=boxes), 0)
     logged = [ActorState(7, "vehicle", 0.0, 0.0, 0.8, 0.0, 4.5, 1.8, 1.6, 1.0, 0.0)]
     far_ego = EgoKinematics(x=-500.0, y=50.0, yaw=0.0)
     prev_x, dt = 0.0, 0.1

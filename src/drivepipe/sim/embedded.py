@@ -2,9 +2,9 @@
 
 Scenarios: typed events of the test logs with a lane-level route to a goal (sim/scenarios.py). Every tick:
 1. the ego moves by the agent's action on the kinematic bicycle (sim/controller.py);
-2. agents: `replay` puts every logged box of the sweep nearest in time where the log has it; `idm` lets the
-   vehicles present at the start drive along their own logged path with IDM (nuPlan's reactive-agent values),
-   slowing for the ego when it is on their path; other objects replay;
+2. agents: `replay` puts every logged box of the sweep nearest in time where the log has it; `idm`
+   (sim/reactive.py) lets the vehicles present at the start drive along their own logged path with IDM (nuPlan's
+   reactive-agent values), slowing for the ego when it is on their path; other objects replay;
 3. the six cameras and the lidar are re-rendered from the SIMULATED ego pose with the synthetic world's renderers
    (map from MapsRoot + current agents; rig from the log's calibrations, cameras rendered directly at
    preprocess.image_width, the size the model sees; actors beyond data.synthetic.lidar_max_range_m are not drawn:
@@ -28,7 +28,6 @@ import shapely
 from shapely.ops import unary_union
 
 from drivepipe.config import Config
-from drivepipe.idm import idm_accel
 from drivepipe.mapdata import SEMANTIC_LAYERS
 from drivepipe.schema import CATEGORIES, BundleMeta, CameraFrame
 from drivepipe.sim.controller import ControlLimits, propagate_bicycle
@@ -41,7 +40,7 @@ from drivepipe.sim.interfaces import (
     actors_to_boxes,
     assemble_bundle,
 )
-from drivepipe.sim.planner import NUPLAN_REACTIVE_IDM
+from drivepipe.sim.reactive import IdmAgents
 from drivepipe.sim.scorer import format_collisions
 from drivepipe.sim.stepmetrics import SpeedLimits, lights_ahead, overlap_many, time_to_collision
 from drivepipe.utils.geometry import box_corners_2d, global_to_ego_xy_yaw, wrap_angle
@@ -51,7 +50,6 @@ from drivepipe.world_state import ActorState, EgoKinematics, WorldSnapshot
 
 OFF_ROAD_TOLERANCE_M = 0.3
 STOP_LINE_ZONE_M = 3.0  # a red light counts when the front enters a connector within this of its start
-REACTIVE_TARGET_MPS = 10.0  # nuPlan's reactive IDM target speed
 COLLISION_KIND = {"vehicle": "vehicle", "pedestrian": "pedestrian", "bicycle": "pedestrian"}  # else static
 _EGO_RADIUS_M = 0.5 * float(np.hypot(EGO_FRONT_M + EGO_REAR_M, EGO_WIDTH_M))  # footprint centre -> corner
 
@@ -169,7 +167,7 @@ class EmbeddedBackend:
         self._route_lights = list(scenario.extra.get("route_lights", []))
         self._history = EgoHistory()
         self._inside_red: set[int] = set()
-        self._idm = _IdmAgents(log, self._sweep(0.0)) if self.agent_mode == "idm" else None
+        self._idm = IdmAgents(log, self._sweep(0.0)) if self.agent_mode == "idm" else None
         return self._bundle()
 
     def prepare(self, log_name: str) -> Any:
@@ -360,51 +358,3 @@ class EmbeddedBackend:
         self._logs, self._log = {}, None
         self._prepared.clear()
         self._actors_cache.clear()
-
-
-class _IdmAgents:
-    """Reactive vehicles (nuPlan's IDM: target 10 m/s, min gap 1 m, headway 1.5 s, accel 1.0, decel 2.0 m/s^2):
-    each vehicle present at the start drives along its own logged path, slowing for the ego when the ego is
-    within 2 m of that path ahead of it; vehicles that appear later and all other objects replay the log."""
-
-    def __init__(self, log: Any, index0: int) -> None:
-        b = log.boxes
-        rows0 = b.rows(index0)
-        self.paths: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self.state: dict[int, list[float]] = {}
-        for k in range(rows0.start, rows0.stop):
-            if CATEGORIES[int(b.category[k])] != "vehicle":
-                continue
-            tid = int(b.track_id[k])
-            sel = np.flatnonzero(b.track_id == tid)
-            sel = sel[np.searchsorted(b.offsets, sel, side="right") - 1 >= index0]
-            xy = b.center[sel, :2]
-            s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(xy, axis=0), axis=1))])
-            if len(xy) < 2 or s[-1] < 1.0:
-                continue
-            self.paths[tid] = (xy, s)
-            self.state[tid] = [0.0, float(np.hypot(*b.velocity[k, :2]))]
-
-    def actors(self, logged: list[ActorState], t_s: float, ego: EgoKinematics, dt_s: float) -> list[ActorState]:
-        out = []
-        for a in logged:
-            if a.track_id not in self.paths:
-                out.append(a)
-                continue
-            xy, s = self.paths[a.track_id]
-            st = self.state[a.track_id]
-            d = np.linalg.norm(xy - [ego.x, ego.y], axis=1)
-            k = int(np.argmin(d))
-            gap = s[k] - st[0] - a.length / 2 - EGO_REAR_M if d[k] < 2.0 and s[k] > st[0] else np.inf
-            end_gap = s[-1] - st[0]  # the logged path ends: stop there (a vehicle ahead of its log waits)
-            lead_v = ego.vx if gap <= end_gap else 0.0
-            acc = float(idm_accel(st[1], REACTIVE_TARGET_MPS, min(gap, end_gap), lead_v, NUPLAN_REACTIVE_IDM))
-            st[1] = max(0.0, st[1] + acc * dt_s)
-            st[0] = min(s[-1], st[0] + st[1] * dt_s)
-            st[1] = 0.0 if st[0] >= s[-1] else st[1]  # its speed is its motion: never moving while standing
-            x, y = np.interp(st[0], s, xy[:, 0]), np.interp(st[0], s, xy[:, 1])
-            j = min(int(np.searchsorted(s, st[0])), len(s) - 1)
-            h = xy[min(j + 1, len(s) - 1)] - xy[max(j - 1, 0)]
-            yaw = float(np.arctan2(h[1], h[0])) if np.hypot(*h) > 1e-3 else a.yaw
-            out.append(replace(a, x=float(x), y=float(y), yaw=yaw, vx=st[1] * np.cos(yaw), vy=st[1] * np.sin(yaw)))
-        return out
