@@ -184,7 +184,8 @@ def plan_route(route_ego_R2: np.ndarray, speed_mps: float, desired_mps: float, p
     if len(path) < 2:
         return Plan(np.zeros((0, 2)), 0.0, np.inf, "", "route")
     s = s - project_many(path, s, np.zeros((1, 2)))[0][0]  # arc length from the ego, not from the path's start
-    gaps = {"detection": _detected_leader(path, s, per, speed_mps), "prediction": (_predicted_obstacle(path, s, per, speed_mps, desired_mps), 0.0),
+    gaps = {"detection": _detected_leader(path, s, per, speed_mps),
+            "prediction": (_predicted_obstacle(path, s, per, speed_mps, desired_mps), 0.0),
             "red_light": (_light_stop(path, s, per, speed_mps), 0.0)}
     source = min(gaps, key=lambda k: gaps[k][0])
     gap, lead_v = gaps[source]

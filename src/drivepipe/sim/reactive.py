@@ -20,7 +20,8 @@ REACTIVE_TARGET_MPS = 10.0  # nuPlan's reactive IDM target speed
 class IdmAgents:
     """Reactive vehicles (nuPlan's IDM: target 10 m/s, min gap 1 m, headway 1.5 s, accel 1.0, decel 2.0 m/s^2):
     each vehicle present at the start drives along its own logged path, slowing for the ego when the ego is
-    within 2 m of that path ahead of it; vehicles that appear later and all other objects replay the log."""
+    within 2 m of that path ahead of it, and stopping at the path's end when it outruns its log; vehicles that
+    appear later and all other objects replay the log."""
 
     def __init__(self, log: Any, index0: int) -> None:
         b = log.boxes
