@@ -148,10 +148,10 @@ def _expert_moved(rows: list[dict[str, Any]], i0: int, i1: int) -> bool:
     return a is None or b is None or b - a >= BLOCKED_EXPERT_M
 
 
-def count_collisions(rows: list[dict[str, Any]]) -> dict[str, int]:
-    """At-fault collisions by kind after the dedup rules (see module docstring)."""
+def count_collisions(events: list[tuple[float, str]]) -> dict[str, int]:
+    """At-fault collisions by kind, from `counted_collisions` (see module docstring)."""
     counts = {"vehicle": 0, "pedestrian": 0, "static": 0}
-    for _, kind in counted_collisions(rows):
+    for _, kind in events:
         counts[kind] = counts.get(kind, 0) + 1
     return counts
 
@@ -268,10 +268,12 @@ def _min_speed_factor(rows: list[dict[str, Any]], step_s: float) -> tuple[float,
     return 1.0 - (1.0 - PENALTY["min_speed"]) * (1.0 - ratio), ratio
 
 
-def first_infraction(rows: list[dict[str, Any]], event: str) -> tuple[float | None, str]:
-    """(time s, type) of the first infraction or terminating event of an episode; (None, "") when clean."""
+def first_infraction(rows: list[dict[str, Any]], event: str, collisions: list[tuple[float, str]]
+                     ) -> tuple[float | None, str]:
+    """(time s, type) of the first infraction or terminating event of an episode; (None, "") when clean.
+    `collisions`: the episode's `counted_collisions`."""
     hits: dict[float, str] = {}
-    for t, kind in counted_collisions(rows):
+    for t, kind in collisions:
         hits.setdefault(t, kind)
     for r in rows:
         kind = hits.get(float(r["t_s"]), "")
@@ -292,7 +294,8 @@ def score_episode(rows: list[dict[str, Any]], step_s: float, duration_s: float) 
     route_len = float(rows[0]["route_length_m"])
     progress = max(float(r["route_progress_m"]) for r in rows)
     rc = 100.0 * float(np.clip(progress / route_len, 0.0, 1.0)) if route_len > 0 else 0.0
-    coll = count_collisions(rows)
+    collisions = counted_collisions(rows)
+    coll = count_collisions(collisions)
     red = sum(_flag(r.get("red_light", False)) for r in rows)
     off_share = _off_road_share(rows, route_len)
     min_speed, speed_ratio = _min_speed_factor(rows, step_s)
@@ -301,7 +304,7 @@ def score_episode(rows: list[dict[str, Any]], step_s: float, duration_s: float) 
     xy = np.array([[float(r["x_m"]), float(r["y_m"])] for r in rows])
     km = float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum()) / 1000.0 if len(xy) > 1 else 0.0
     comf = comfort(rows, step_s)
-    t_first, first = first_infraction(rows, event)
+    t_first, first = first_infraction(rows, event, collisions)
     return {"route_completion": rc, "infraction_score": infraction, "driving_score": rc * infraction,
             "collisions": coll, "red_lights": red, "off_road_share": off_share, "terminated_by": event,
             "interventions": int(bool(event)), "km_driven": km, "comfort": comf, "route_length_m": route_len,
