@@ -95,7 +95,8 @@ def test_ego_box_never_overlaps_another_agent(boston):
 
 
 def test_work_zones_line_the_kerbs_beside_the_route(boston):
-    """Cones stand in lines along lane edges with a sign ahead, clear of parked cars, most beside the route."""
+    """Cones stand in lines along lane edges with a sign ahead, most beside the route; the kerb's parked cars stay,
+    behind the cone line, and no box overlaps another."""
     _, cfg, world = boston
     acts = world.snapshot().actors
     statics = [a for a in acts if a.category in ("traffic_cone", "czone_sign", "barrier", "generic_object")]
@@ -115,6 +116,8 @@ def test_work_zones_line_the_kerbs_beside_the_route(boston):
     parked = [a for a in acts if a.category == "vehicle" and a.track_id > len(world.traffic.tid)]
     boxes = [shapely.Polygon(box_corners_2d(np.array([[a.x, a.y]]), np.array([a.length]), np.array([a.width]),
                                             np.array([a.yaw]))[0]) for a in parked + statics]
+    to_car = np.linalg.norm(cones[:, None] - np.array([[a.x, a.y] for a in parked])[None], axis=2).min(axis=1)
+    assert np.sum(to_car < 2.5) >= 3  # parked cars right behind cones
     tree = shapely.STRtree(boxes)
     for i, j in zip(*tree.query(boxes, predicate="intersects")):
         assert i == j or boxes[i].intersection(boxes[j]).area < 1e-6

@@ -30,7 +30,9 @@ BICYCLE_TYPES = {"bicycle": (1.0, (1.55, 1.95), (0.5, 0.8), (1.35, 1.9))}
 STATIC_SIZES = {"traffic_cone": (0.4, 0.4, 0.7), "barrier": (2.0, 0.5, 1.0), "czone_sign": (0.6, 0.3, 1.5),
                 "generic_object": (1.0, 0.8, 1.0)}  # nominal, +-15 %
 PARKED_INTRUSION_M = 0.25          # a parked car's body reaches this far over the kerb into the outer lane
-_PARK_MARGIN_M = 10.0              # no parking this close to a lane end (crosswalks, turning traffic)
+ZONE_PARKED_OUT_M = 0.35           # in a work zone, parked cars (no vans) stand this far beyond the lane edge,
+                                   # behind the cone line (a cone's outer face reaches <= 0.31 m past the edge)
+_PARK_MARGIN_M = 7.0               # no parking this close to a lane end (2 m behind the stop line, turning traffic)
 ZONE_CONES = (5, 9)                # cones per work zone (inclusive), in a line along the lane edge ...
 ZONE_CONE_GAP_M = (2.5, 3.5)       # ... this far apart
 CONE_INTRUSION_M = 0.15            # a cone's base reaches this far over the lane edge
@@ -88,7 +90,7 @@ def pedestrian_paths(city: City, rng: np.random.Generator, n: int, crossings: li
         while used.get(p, 0) >= (1 if paths[p].fid < 0 else 3):
             p = (p + 1) % len(paths)
         # m left of the path; walkway slots keep clear of the kerb (parked cars, waiting crosswalk pedestrians)
-        slots = (-0.8, 0.8, 0.0) if paths[p].intersection >= 0 or paths[p].fid < 0 else (0.55, 1.0, 1.4)
+        slots = (-0.8, 0.8, 0.0) if paths[p].intersection >= 0 or paths[p].fid < 0 else (0.95, 1.3, 1.6)
         lats.append(slots[used.get(p, 0)])
         used[p] = used.get(p, 0) + 1
         out.append(paths[p])
@@ -96,14 +98,16 @@ def pedestrian_paths(city: City, rng: np.random.Generator, n: int, crossings: li
 
 
 def parked_cars(graph: LaneGraph, rng: np.random.Generator, fill: float, left_hand: bool,
-                keep_clear: list[np.ndarray] = (), zones: list[tuple[int, float, float]] = ()
-                ) -> tuple[np.ndarray, np.ndarray]:
+                keep_clear: list[np.ndarray] = (), zones: list[tuple[int, float, float]] = (),
+                zone_objects: list[np.ndarray] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Cars parked nose-to-tail along the kerb of every outer lane, half on the walkway.
 
     Walks each outer lane from `_PARK_MARGIN_M` to its end minus that margin in steps of one car plus a 0.8-2.5 m
     gap; each space holds a car with probability `fill` (else a 5-9 m gap follows); no car within 1.5 m of a
-    `keep_clear` point (UTM, where pedestrians cross between the parked cars) nor in a work zone's stretch of kerb
-    (`zones`: (lane, s from, s to) m).
+    `keep_clear` point (UTM, where pedestrians cross between the parked cars). In a work zone's stretch of kerb
+    (`zones`: (lane, s from, s to) m) the cars stand behind the cone line (ZONE_PARKED_OUT_M past the lane edge,
+    cars only, no vans) and leave room for the zone's kerb objects (`zone_objects`: signs, barriers, equipment,
+    UTM xy), as cars left parked along a kerb that a work crew coned off.
 
     Returns:
         poses (K, 3) x, y, yaw (UTM m, rad) of the box centres; sizes (K, 3) m.
@@ -116,11 +120,15 @@ def parked_cars(graph: LaneGraph, rng: np.random.Generator, fill: float, left_ha
             size = draw_sizes(rng, VEHICLE_TYPES, 1, PARKED_TYPES)[0]
             if s + size[0] > graph.length[e] - _PARK_MARGIN_M:
                 break
+            in_zone = any(z == e and s0 < s + size[0] and s < s1 for z, s0, s1 in zones)
+            if in_zone:
+                size = draw_sizes(rng, VEHICLE_TYPES, 1, ("car",))[0]
             x, y, h = (float(a[0]) for a in graph.pose_at(np.array([e]), np.array([s + size[0] / 2])))
-            lat = side * (LANE_WIDTH_M / 2 + size[1] / 2 - PARKED_INTRUSION_M)
+            inner = ZONE_PARKED_OUT_M if in_zone else -PARKED_INTRUSION_M  # inner face past the lane edge
+            lat = side * (LANE_WIDTH_M / 2 + size[1] / 2 + inner)
             xy = np.array([x - detmath.sin(h) * lat, y + detmath.cos(h) * lat])
-            blocked = any(detmath.norm(xy - np.asarray(c)) < size[0] / 2 + 1.5 for c in keep_clear) or any(
-                z == e and s0 < s + size[0] and s < s1 for z, s0, s1 in zones)
+            blocked = any(detmath.norm(xy - np.asarray(c)) < size[0] / 2 + 1.5 for c in keep_clear) or in_zone and any(
+                detmath.norm(xy - np.asarray(c)) < size[0] / 2 + 1.5 for c in zone_objects)
             if rng.random() < fill and not blocked:
                 poses.append((xy[0], xy[1], h + rng.normal(0.0, 0.02)))
                 sizes.append(size)
@@ -162,7 +170,7 @@ def work_zones(graph: LaneGraph, rng: np.random.Generator, n: int, first: list[i
 
     Returns:
         categories (K,), poses (K, 3) x, y, yaw (UTM m, rad) of the box centres, sizes (K, 3) m, and the kerb stretch
-        of each zone (lane, s from, s to) m (kept free of parked cars).
+        of each zone (lane, s from, s to) m (where parked cars stand behind the cone line).
     """
     side = 1.0 if left_hand else -1.0
     outer = [int(e) for e in rng.permutation(np.flatnonzero(graph.outer & ~graph.is_connector)) if e not in first]

@@ -160,12 +160,14 @@ class Traffic:
 
     def _spawn_statics(self, n: int, zone_lanes: list[int], parked_fill: float) -> None:
         """Work zones (`population.work_zones`: n cones, signs, barriers, equipment; kerb lanes `zone_lanes` first),
-        then parked cars along the kerbs outside them and the mid-block crossings; parked cars come first in the
-        track order."""
+        then parked cars along the kerbs (behind the cone lines in the zones) outside the mid-block crossings; parked
+        cars come first in the track order."""
         clear = [p for c in self.crossings for p in (c.start, c.end)]
         cats, z_poses, z_sizes, stretches = work_zones(self.graph, self.rng, n, zone_lanes, self.city.left_hand,
                                                        clear)
-        poses, sizes = parked_cars(self.graph, self.rng, parked_fill, self.city.left_hand, clear, stretches)
+        kerb_objects = [p[:2] for c, p in zip(cats, z_poses) if c != "traffic_cone"]
+        poses, sizes = parked_cars(self.graph, self.rng, parked_fill, self.city.left_hand, clear, stretches,
+                                   kerb_objects)
         self.st_cat = ["vehicle"] * len(poses) + cats
         self.st_pose = [p for p in poses] + [p for p in z_poses]
         self.st_size = [z for z in sizes] + [z for z in z_sizes]
