@@ -215,3 +215,30 @@ def test_night_fog_and_noise_render_deterministically_and_darker(vmap):
         assert dark[ch].mean() < 0.6 * day[ch].mean()
     later = render_cameras(vmap, _snapshot(*cars, cond=night, t_us=1_050_000), rig, ["CAM_B0"])["CAM_B0"]
     assert not np.array_equal(later, dark["CAM_B0"])  # fresh sensor noise every frame
+
+
+def test_kerb_corners_are_rounded_for_a_vehicle_leaving_a_turn_slightly_rotated():
+    """An ego leaving a kerb-side turn 2.5-4 m before the end of the connector, its heading 10-20 deg past the exit
+    lane's (a pure-pursuit overshoot), keeps every corner on the drivable area: the kerb fillets fill the concave
+    corner where the road meets the intersection box (without them a front corner stood up to 0.7 m off-road)."""
+    from drivepipe.mapdata import SEMANTIC_LAYERS
+    import shapely
+
+    from drivepipe.sim.embedded import ego_corners
+
+    for location in ("sg-one-north", "us-ma-boston"):
+        city = build_city(location, 5)
+        area = shapely.unary_union([f.geometry for layer in SEMANTIC_LAYERS["drivable_area"]
+                                    for f in city.vector_map.layer(layer)])
+        g, near = city.graph, "left" if city.left_hand else "right"
+        worst = []
+        for e in np.flatnonzero(g.is_connector & (np.array(g.turn) == near)):
+            pts = np.asarray(g.polyline(e))
+            h = np.arctan2(*(pts[-1] - pts[-2])[::-1])
+            for back in (2.5, 3.3, 4.0):
+                for over in np.radians([10.0, 20.0]) * (1.0 if near == "left" else -1.0):
+                    x, y = pts[-1] - back * np.array([np.cos(h), np.sin(h)])
+                    c = ego_corners(EgoKinematics(x=x, y=y, yaw=h + over, vx=0.0, vy=0.0, ax=0.0, ay=0.0,
+                                                  yaw_rate=0.0, z=0.0))
+                    worst.append(max(area.distance(shapely.Point(*q)) for q in c))
+        assert len(worst) >= 24 and max(worst) < 0.05, (location, max(worst))

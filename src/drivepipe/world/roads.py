@@ -25,6 +25,7 @@ from drivepipe.utils import detmath
 
 LANE_WIDTH_M = 3.5
 CORNER_MARGIN_M = 4.0      # intersection box half-extent beyond the road edge (turn radius room)
+KERB_RADIUS_M = 3.0        # kerb corner radius where a road meets the intersection box (turning vehicles' corners)
 STOP_SETBACK_M = 5.0       # m between the stop point of the front bumper and the lane end (box edge)
 WALKWAY_WIDTH_M = 3.5
 TURN_LAT_ACCEL = 2.5       # m/s^2, lateral acceleration that sets curve speeds
@@ -291,8 +292,20 @@ class _MapBuilder:
             ext = self.hw + 0.7  # pedestrians wait on the walkway, clear of turning vehicles' front corners
             self.crosswalk_paths.append(PedPath(cw_fid, mid - nrm * ext, mid + nrm * ext, inter.index, arm_in))
             conn_polys += self._approach(inter, arm_in, lane_fids)
-        inter.polygon = shapely.unary_union([inter.polygon] + conn_polys)
+        inter.polygon = shapely.unary_union([inter.polygon] + conn_polys + self._kerb_fillets(inter))
         self.layers["intersections"][-1].geometry = inter.polygon
+
+    def _kerb_fillets(self, inter: Intersection) -> list[Polygon]:
+        """Rounded kerb corners (radius KERB_RADIUS_M) in the concave corners where each road meets the box edge: the
+        drivable area a turning vehicle's front corner sweeps over when it leaves the box slightly rotated."""
+        r, out = KERB_RADIUS_M, []
+        for arm in inter.arms:
+            u = ARM_DIRS[arm]
+            for n in (np.array([-u[1], u[0]]), np.array([u[1], -u[0]])):
+                p0 = inter.center + u * self.a + n * self.hw  # the corner: box edge meets the kerb line
+                square = Polygon([p0, p0 + u * r, p0 + (u + n) * r, p0 + n * r])
+                out.append(square.difference(Point(p0 + (u + n) * r).buffer(r, quad_segs=8)))
+        return out
 
     def _approach(self, inter: Intersection, arm_in: int, lane_fids: str) -> list[Polygon]:
         """Stop line, traffic light and connectors for the traffic entering `inter` from arm `arm_in`."""
