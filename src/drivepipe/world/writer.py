@@ -59,10 +59,19 @@ def log_paths(data_root: Path, log_name: str) -> tuple[Path, Path]:
     return base / "splits" / "mini" / f"{log_name}.db", base / "sensor_blobs" / log_name
 
 
-def _insert(con: sqlite3.Connection, table: str, row: Sequence[Any]) -> None:
+def _insert_sql(table: str) -> str:
     cols = TABLE_COLUMNS[table]
-    assert len(row) == len(cols), (table, len(row))
-    con.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", tuple(row))
+    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+
+
+def _insert(con: sqlite3.Connection, table: str, row: Sequence[Any]) -> None:
+    assert len(row) == len(TABLE_COLUMNS[table]), (table, len(row))
+    con.execute(_insert_sql(table), tuple(row))
+
+
+def _insert_many(con: sqlite3.Connection, table: str, rows: list[Sequence[Any]]) -> None:
+    assert all(len(r) == len(TABLE_COLUMNS[table]) for r in rows), table
+    con.executemany(_insert_sql(table), [tuple(r) for r in rows])
 
 
 class LogWriter:
@@ -213,6 +222,9 @@ class LogWriter:
         return [a for a in snap.actors if (a.x - snap.ego.x) ** 2 + (a.y - snap.ego.y) ** 2 <= r2]
 
     def _write_boxes(self, actors: Sequence[ActorState], pc_token: bytes, i: int) -> None:
+        """Hold back each track's newest box (its next_token is not known yet) and insert the previous one; the
+        finished rows of a sweep go to the db in one executemany."""
+        done: list[list] = []
         for a in sorted(actors, key=lambda a: a.track_id):
             tt = track_token(a.track_id)
             if a.track_id not in self._tracks:
@@ -224,15 +236,16 @@ class LogWriter:
             if prev is not None and self._last_seen[a.track_id] == i - 1:
                 prev[3] = token
             elif prev is not None:  # the track was out of range: its old chain ends, a new one starts
-                _insert(self.con, "lidar_box", prev)
+                done.append(prev)
                 prev = None
             if prev is not None:
-                _insert(self.con, "lidar_box", prev)
+                done.append(prev)
             self._last_seen[a.track_id] = i
             self._pending_box[a.track_id] = [
                 token, pc_token, tt, None, prev[0] if prev else None, float(a.x), float(a.y), float(a.z),
                 float(a.width), float(a.length), float(a.height), float(a.vx), float(a.vy), 0.0, wrap_yaw(a.yaw),
                 1.0]
+        _insert_many(self.con, "lidar_box", done)
 
     def add_image(self, channel: str, image: np.ndarray, timestamp_us: int, ego_pose_token: bytes,
                   frame: int) -> bytes:
