@@ -69,6 +69,16 @@ def test_balanced_pick_covers_types_and_locations() -> None:
         assert {c.location for c in picked if c.scenario_type == typ} == {"loc0", "loc1"}
 
 
+def test_balanced_pick_spreads_over_all_locations_not_the_first_in_name_order() -> None:
+    """Four types that every location offers, four picks: each of the three locations gets one at least (the old
+    per-type rotation started every type at the first location name, so one location took every first-round slot)."""
+    types = ("cruising", "traffic_light", "lead_braking", "unprotected_turn")
+    cands = [Candidate(f"log{k}", f"loc{k}", 40 * i, typ, 1.0) for k in range(3) for i in range(3) for typ in types]
+    picked = balanced_pick(cands, 4, lambda c: c.index * 0.05)
+    assert sorted(c.scenario_type for c in picked) == sorted(types)
+    assert {c.location for c in picked} == {"loc0", "loc1", "loc2"}
+
+
 def test_balanced_pick_gives_a_logged_lane_change_its_slot_before_common_types() -> None:
     """Log A holds the only logged lane change, 0.5 s after a lead-braking event that both logs hold: visiting the
     scarce type first keeps the logged lane change instead of falling back to a lane-change mission."""

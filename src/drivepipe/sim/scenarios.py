@@ -192,8 +192,10 @@ def find_candidates(log: Any, vmap: Any, lights: dict[str, dict[int, str]]) -> l
 
 
 def balanced_pick(cands: list[Candidate], num: int, start_of: Any) -> list[Candidate]:
-    """Round-robin over types, within a type over locations, strongest first; starts of one log at least
-    MIN_START_GAP_S apart (relaxed to any distinct start when too few remain).
+    """Round-robin over types; within a type, the location this type has visited least, then the location with the
+    fewest picks overall (so the picks spread over all locations, not only over the first ones in name order);
+    strongest first; starts of one log at least MIN_START_GAP_S apart (relaxed to any distinct start when too few
+    remain).
 
     The first round visits the types found in the fewest logs first (ties: SCENARIO_TYPES order), so an event that
     only one log holds (a logged lane change) takes its slot before types that every log offers fill that log's
@@ -207,20 +209,21 @@ def balanced_pick(cands: list[Candidate], num: int, start_of: Any) -> list[Candi
     for gap in (MIN_START_GAP_S, 1e-6):
         picked: list[Candidate] = []
         starts: dict[str, list[float]] = defaultdict(list)
-        loc_turn = defaultdict(int)
+        per_loc: dict[str, int] = defaultdict(int)
+        per_type_loc: dict[tuple[str, str], int] = defaultdict(int)
         progress, order = True, scarce_first
         while len(picked) < num and progress:
             progress = False
             for typ in order:
-                locs = sorted(by_type.get(typ, {}))
-                for k in range(len(locs)):
-                    loc = locs[(loc_turn[typ] + k) % len(locs)]
+                locs = sorted(by_type.get(typ, {}), key=lambda loc: (per_type_loc[typ, loc], per_loc[loc], loc))
+                for loc in locs:
                     c = next((c for c in by_type[typ][loc] if all(abs(start_of(c) - s) >= gap
                                                                   for s in starts[c.log_name])), None)
                     if c is not None:
                         picked.append(c)
                         starts[c.log_name].append(start_of(c))
-                        loc_turn[typ] += k + 1
+                        per_loc[loc] += 1
+                        per_type_loc[typ, loc] += 1
                         progress = True
                         break
                 if len(picked) >= num:
