@@ -89,32 +89,41 @@ class DetectionMetric:
 
 
 def _match(preds: list, gts: list, thr: float) -> tuple[np.ndarray, dict[str, list[float]]]:
-    """Greedy matching in descending score; returns the TP flag per prediction and TP errors."""
-    by_sample: dict[int, list[int]] = defaultdict(list)
-    for i, (sid, _) in enumerate(gts):
-        by_sample[sid].append(i)
-    # per sample: its GT indices (ascending), their centres and a taken flag; the nearest untaken GT is the first
-    # minimum over the sample's GT in index order, as in a scan of the untaken candidates
-    samples = {sid: (np.array(idx), np.array([gts[j][1][:2] for j in idx]), np.zeros(len(idx), dtype=bool))
-               for sid, idx in by_sample.items()}
+    """Greedy matching in descending score (`preds` come sorted); returns the TP flag per prediction and TP errors.
+
+    Matching is per sample: each prediction takes the nearest GT box of its sample not yet taken, if that is closer
+    than `thr`. A prediction with no GT box of its sample within `thr` can never match, so only the others are
+    walked (one distance matrix per sample)."""
+    gt_of: dict[int, list[int]] = defaultdict(list)
+    for j, (sid, _) in enumerate(gts):
+        gt_of[sid].append(j)
+    pred_of: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(preds):
+        if p[0] in gt_of:
+            pred_of[p[0]].append(i)
     tp = np.zeros(len(preds), dtype=bool)
+    pairs: list[tuple[int, int, float]] = []
+    for sid, rows in pred_of.items():
+        idx = gt_of[sid]
+        pc = np.array([preds[i][3][:2] for i in rows])
+        gc = np.array([gts[j][1][:2] for j in idx])
+        dist = np.hypot(pc[:, None, 0] - gc[None, :, 0], pc[:, None, 1] - gc[None, :, 1])
+        taken = np.zeros(len(idx), dtype=bool)
+        for r in np.flatnonzero((dist < thr).any(axis=1)).tolist():
+            d = np.where(taken, np.inf, dist[r])
+            k = int(np.argmin(d))  # the first minimum in GT index order, as a scan of the untaken boxes
+            if d[k] < thr:  # strict, as the nuScenes devkit
+                taken[k] = tp[rows[r]] = True
+                pairs.append((rows[r], idx[k], float(d[k])))
+                if taken.all():
+                    break
     errs: dict[str, list[float]] = {k: [] for k in TP_ERRORS}
-    for i, (sid, _, _, box) in enumerate(preds):
-        if sid not in samples:
-            continue
-        idx, centres, taken = samples[sid]
-        if taken.all():
-            continue
-        d = np.where(taken, np.inf, np.hypot(centres[:, 0] - box[0], centres[:, 1] - box[1]))
-        k = int(np.argmin(d))
-        if d[k] < thr:  # strict, as the nuScenes devkit
-            j = int(idx[k])
-            taken[k], tp[i] = True, True
-            g = gts[j][1]
-            errs["trans_err"].append(float(d[k]))
-            errs["scale_err"].append(1.0 - _aligned_iou(box[3:6], g[3:6]))
-            errs["orient_err"].append(float(abs(wrap_angle(box[6] - g[6]))))
-            errs["vel_err"].append(float(np.hypot(*(box[7:9] - g[7:9]))))
+    for i, j, d in sorted(pairs):  # in prediction order
+        box, g = preds[i][3], gts[j][1]
+        errs["trans_err"].append(d)
+        errs["scale_err"].append(1.0 - _aligned_iou(box[3:6], g[3:6]))
+        errs["orient_err"].append(float(abs(wrap_angle(box[6] - g[6]))))
+        errs["vel_err"].append(float(np.hypot(*(box[7:9] - g[7:9]))))
     return tp, errs
 
 

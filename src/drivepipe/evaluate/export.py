@@ -57,6 +57,8 @@ def write_exports(out_dir: Path, detections: dict, ground_truth: dict, trajector
                   use_lidar: bool) -> None:
     meta = {"use_camera": use_camera, "use_lidar": use_lidar, "use_radar": False, "use_map": False,
             "use_external": False, "frame": "ego"}
-    atomic_write_json(out_dir / "detections.json", {"meta": meta, "results": detections})
-    atomic_write_json(out_dir / "ground_truth.json", {"meta": {**meta, "ground_truth": True}, "results": ground_truth})
-    atomic_write_json(out_dir / "trajectories.json", {"meta": {"frame": "ego", "units": "m"}, "results": trajectories})
+    atomic_write_json(out_dir / "detections.json", {"meta": meta, "results": detections}, compact=True)
+    atomic_write_json(out_dir / "ground_truth.json", {"meta": {**meta, "ground_truth": True}, "results": ground_truth},
+                      compact=True)
+    atomic_write_json(out_dir / "trajectories.json", {"meta": {"frame": "ego", "units": "m"}, "results": trajectories},
+                      compact=True)

@@ -26,9 +26,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Pretty, sorted-key JSON written atomically (stable bytes for DVC)."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+def atomic_write_json(path: str | Path, obj: Any, compact: bool = False) -> None:
+    """Sorted-key JSON written atomically (stable bytes for DVC): pretty (indent 2) for reports people read,
+    `compact` (one line, C encoder, ~10x faster) for bulk exports of tens of MB."""
+    text = (json.dumps(obj, separators=(",", ":"), sort_keys=True, default=_json_default) if compact
+            else json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 def _json_default(o: Any) -> Any:
