@@ -57,14 +57,14 @@ class SyntheticConfig:
     num_logs: int = _f(10, ge=1)              # number of .db logs
     scenes_per_log: int = _f(10, ge=5)         # nuPlan drops 2 + 2 scenes per log, so >= 5
     # s, length of one scene; >= 4 s gives every scenario >= 8 s of future (2 dropped scenes) and >= 2 s of history
-    scene_duration_s: float = _f(4.0, gt=0.5, le=20.0)
+    scene_duration_s: float = _f(6.0, gt=0.5, le=20.0)
     image_width: int = _f(256, ge=32)         # px, written camera resolution (real nuPlan: 1920)
     image_height: int = _f(144, ge=32)        # px (real nuPlan: 1080)
     jpeg_quality: int = _f(90, ge=10, le=100)
     # camera frames written (the DB's image rows and their JPEGs; lidar stays 20 Hz): every `camera_stride`-th frame of
     # the 10 Hz cameras, and none in the first/last two scenes of a log unless `edge_scene_cameras` (the devkit never
     # anchors a scenario there). Like the public sensor release, which holds a part of the recorded frames.
-    camera_stride: int = _f(2, ge=1)
+    camera_stride: int = _f(3, ge=1)
     edge_scene_cameras: bool = _f(False)
     # lidar point clouds written: "camera_frames" only for the sweeps with a written camera frame (every anchor
     # preprocess can read; the other sweeps keep their lidar_pc row, boxes and tags, and their .pcd is unreleased,

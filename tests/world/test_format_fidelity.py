@@ -220,7 +220,7 @@ def test_box_yaw_wrapped_and_tracks_within_lidar_range(synthetic_root: Path) -> 
 
 
 def test_partial_sensor_release_writes_exactly_the_frames_samples_anchor_on(tmp_path: Path) -> None:
-    """The default writes every second camera frame outside the edge scenes, and point clouds only at those sweeps:
+    """A stride-2 release writes every second camera frame outside the edge scenes, and point clouds only at those sweeps:
     preprocess with `window_stride` 1 then anchors on the same sweeps as the full recording with stride 2, those
     frames' JPEGs and PCDs are byte-identical, and verify counts the other sweeps' clouds as unreleased."""
     from drivepipe.config import from_dict
@@ -232,7 +232,7 @@ def test_partial_sensor_release_writes_exactly_the_frames_samples_anchor_on(tmp_
              "num_vehicles": 6, "num_bicycles": 0, "num_pedestrians": 4, "num_static": 1, "lidar_beams": 8,
              "lidar_azimuth_step_deg": 4.0, "locations": [LOCATION]}
     roots, anchors = {}, {}
-    for name, release, stride in (("full", {"camera_stride": 1, "edge_scene_cameras": True, "lidar_release": "all"}, 2), ("partial", {}, 1)):
+    for name, release, stride in (("full", {"camera_stride": 1, "edge_scene_cameras": True, "lidar_release": "all"}, 2), ("partial", {"camera_stride": 2}, 1)):
         cfg = from_dict({"data": {"synthetic": small | release}, "preprocess": {
             "history_steps": 2, "future_steps": 2, "traj_dt_s": 0.5, "window_stride": stride}})
         roots[name] = tmp_path / name
