@@ -242,3 +242,24 @@ def test_kerb_corners_are_rounded_for_a_vehicle_leaving_a_turn_slightly_rotated(
                                                   yaw_rate=0.0, z=0.0))
                     worst.append(max(area.distance(shapely.Point(*q)) for q in c))
         assert len(worst) >= 24 and max(worst) < 0.05, (location, max(worst))
+
+
+def test_crosswalk_pedestrians_wait_clear_of_the_rounded_kerb():
+    """A pedestrian waiting at either end of a crosswalk, in any of its three slots (0, +-0.8 m along the road),
+    stands >= 0.8 m from the drivable area, kerb fillets included: the body (<= 0.85 m long) stays behind the
+    kerb, where an ego cutting a corner by the off-road tolerance (0.3 m) cannot touch it (at hw + 0.7 m the slot
+    toward the junction stood 0.23 m from the fillet's arc, and planner agents hit such pedestrians)."""
+    from drivepipe.mapdata import SEMANTIC_LAYERS
+    import shapely
+
+    for location in ("sg-one-north", "us-ma-boston"):
+        city = build_city(location, 5)
+        area = shapely.unary_union([f.geometry for layer in SEMANTIC_LAYERS["drivable_area"]
+                                    for f in city.vector_map.layer(layer)])
+        gaps = []
+        for path in city.crosswalk_paths:
+            t = (path.end - path.start) / np.linalg.norm(path.end - path.start)
+            for end in (path.start, path.end):
+                for slot in (-0.8, 0.0, 0.8):
+                    gaps.append(area.distance(shapely.Point(*(end + np.array([-t[1], t[0]]) * slot))))
+        assert len(gaps) >= 6 * 4 and min(gaps) >= 0.8, (location, min(gaps))

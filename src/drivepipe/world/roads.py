@@ -289,7 +289,7 @@ class _MapBuilder:
             lane_fids = ",".join(str(self.edges[e]["fid"]) for e in self.incoming[(inter.index, arm_in)])
             cw_fid = self.add("crosswalks", cw, intersection_fids=str(inter.fid), lane_fids=lane_fids, is_marked=1)
             mid = c + u * (self.a + 2.25)
-            ext = self.hw + 0.7  # pedestrians wait on the walkway, clear of turning vehicles' front corners
+            ext = self.hw + 1.5  # pedestrians wait on the walkway, >= 0.8 m behind the rounded kerb (KERB_RADIUS_M)
             self.crosswalk_paths.append(PedPath(cw_fid, mid - nrm * ext, mid + nrm * ext, inter.index, arm_in))
             conn_polys += self._approach(inter, arm_in, lane_fids)
         inter.polygon = shapely.unary_union([inter.polygon] + conn_polys + self._kerb_fillets(inter))
