@@ -60,6 +60,16 @@ def test_red_light_on_the_route_stops_the_planner_green_does_not() -> None:
     assert x_green > 40.0
 
 
+def test_a_red_light_behind_the_front_bumper_does_not_stop_an_ego_in_the_junction() -> None:
+    """The light turns red when the ego's front is 3.6 m past the stop point (it stopped there forever before and
+    was scored agent-blocked); 0.5 m past it, a light still holds the ego (a stop that overshot the line)."""
+    route = np.stack([np.arange(0.0, 60.0), np.zeros(60)], 1)
+    for past, stops in ((3.6, False), (0.5, True)):
+        lights = np.array([[EGO_FRONT_M - past, 0.0, RED]])
+        p = plan_route(route, 1.0, 8.0, Perception(route_lights=lights))
+        assert (p.lead_source == "red_light") == stops and (p.target_speed_mps < 1.0) == stops, (past, p)
+
+
 def test_balanced_pick_covers_types_and_locations() -> None:
     cands = [Candidate(f"log{k}", f"loc{k % 2}", 40 * i, typ, 1.0)
              for k in range(4) for i in range(3) for typ in ("cruising", "traffic_light", "lead_braking")]

@@ -37,6 +37,7 @@ IDM_DECEL_MPS2 = 3.0
 PLAN_LOOKAHEAD_S = 1.0  # target speed = v + a_idm * this; the PI speed loop then reproduces a_idm
 HORIZON_M = 60.0
 LIGHT_MATCH_M = 3.0  # a route light's entry point this close to the path applies to the ego
+LIGHT_COMMITTED_M = 1.0  # a front bumper this far past a light's stop point is in the junction: clear it, don't stop
 
 
 @dataclass(frozen=True)
@@ -166,14 +167,15 @@ def _predicted_obstacle(path: np.ndarray, s: np.ndarray, per: Perception, speed_
 
 def _light_stop(path: np.ndarray, s: np.ndarray, per: Perception, speed_mps: float) -> float:
     """Bumper gap to the stop point of a red light on the route ahead, or of a yellow one the ego can still stop
-    for at IDM_DECEL_MPS2 (inf if none)."""
+    for at IDM_DECEL_MPS2 (inf if none). A light whose stop point the front bumper has passed by more than
+    LIGHT_COMMITTED_M no longer applies: the ego is in the junction and clears it."""
     L = per.route_lights
     if len(L) == 0 or len(path) < 2:
         return np.inf
     along, lat = project_many(path, s, L[:, :2])
     gap = along - EGO_FRONT_M
     can_stop = gap > speed_mps ** 2 / (2 * IDM_DECEL_MPS2)
-    stop = ((L[:, 2] == 2) | ((L[:, 2] == 1) & can_stop)) & (np.abs(lat) < LIGHT_MATCH_M) & (along > 0.0)
+    stop = ((L[:, 2] == 2) | ((L[:, 2] == 1) & can_stop)) & (np.abs(lat) < LIGHT_MATCH_M) & (gap > -LIGHT_COMMITTED_M)
     return float(gap[stop].min()) if stop.any() else np.inf
 
 
