@@ -14,6 +14,7 @@ from drivepipe.world.population import ZONE_CONE_GAP_M, ZONE_SIGN_AHEAD_M
 from drivepipe.world.roads import build_city
 from drivepipe.world.signals import (
     ALL_RED_S,
+    CLEAR_START_S,
     GREEN,
     GREEN_S,
     RED,
@@ -41,7 +42,10 @@ def test_permissive_turn_clears_at_the_end_of_the_phase():
     assert not must_stop(YELLOW, 0.5, 0.0, False, clear_s=0.5)
     assert must_stop(YELLOW, 0.5, 0.0, True, clear_s=0.5)
     assert not must_stop(RED, 0.5, 0.0, False, clear_s=YELLOW_S + 0.2)
-    assert must_stop(RED, 0.5, 0.0, False, clear_s=YELLOW_S + 1.0)     # too late to start
+    # the last oncoming car that could not stop at the yellow leaves the conflict zone ~2.5 s into the all-red
+    # (4 s after the yellow at 5 m/s): the turner still starts then, so one turner per phase clears a queue
+    assert not must_stop(RED, 0.5, 0.0, False, clear_s=YELLOW_S + 2.5)
+    assert must_stop(RED, 0.5, 0.0, False, clear_s=YELLOW_S + CLEAR_START_S + 0.5)  # too late to start
     assert not must_stop(RED, 0.3, 1.5, False, clear_s=YELLOW_S + 1.0)  # rolling: clears through the all-red
     assert must_stop(RED, 0.5, 0.0, False, clear_s=np.inf)              # straight traffic / after the all-red
     assert must_stop(YELLOW, 20.0, 5.0, False, clear_s=0.5)             # far from the line: stops as usual
@@ -108,8 +112,9 @@ def test_work_zones_line_the_kerbs_beside_the_route(boston):
     assert ZONE_CONE_GAP_M[0] - 0.3 < np.median(nearest) < ZONE_CONE_GAP_M[1] + 0.3  # cones stand in lines ...
     assert np.mean(nearest < 2 * ZONE_CONE_GAP_M[1] + 0.3) > 0.9  # ... with gaps where pedestrians cross
     to_cone = np.linalg.norm(signs[:, None] - cones[None], axis=2).min(axis=1)
-    # every sign belongs to a line of cones (its first cone may be left out where pedestrians cross)
-    assert np.all(to_cone < ZONE_SIGN_AHEAD_M[1] + ZONE_CONE_GAP_M[1] + 0.5)
+    # every sign belongs to a line of cones (its first cones may be left out where pedestrians cross: a crossing's
+    # keep-clear circle, 3.4 m across, holds at most two cones of a line)
+    assert np.all(to_cone < ZONE_SIGN_AHEAD_M[1] + 2 * ZONE_CONE_GAP_M[1] + 0.5)
     route = shapely.LineString(world.route_polyline()[world.route.cum <= 200.0])
     beside = [route.distance(shapely.Point(*xy)) < 16.0 for xy in cones]
     assert np.mean(beside) > 0.5

@@ -16,7 +16,10 @@ from drivepipe.utils import detmath
 from drivepipe.world.roads import STOP_SETBACK_M, City, LaneGraph
 
 GREEN_S, YELLOW_S, ALL_RED_S = 14.0, 2.0, 1.5   # s, per phase (two phases per cycle)
-CLEAR_START_S = 0.5          # s into the all-red until which a permissive turn may still start to clear (`must_stop`)
+# s after the all-red began until which a permissive turn standing at its line may still start to clear (`must_stop`):
+# past the 1.5 s all-red, as the last oncoming car that could not stop for the yellow needs ~4 s to leave the
+# conflict zone; the cross street's first cars yield to a turner on its connector (`busy_connectors`)
+CLEAR_START_S = 3.0
 GREEN, YELLOW, RED, UNKNOWN = 0, 1, 2, 3
 STATUS_NAMES = ("green", "yellow", "red", "unknown")
 CONFLICT_CLEARANCE_M = 3.2   # connectors whose centrelines come closer than this conflict (bodies + corner swing)
