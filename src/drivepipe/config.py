@@ -71,7 +71,7 @@ class SyntheticConfig:
     # as most of nuPlan's are), or "all" for every 20 Hz sweep. Preprocess with `cameras: []` anchors on every
     # sweep and needs "all".
     lidar_release: Literal["camera_frames", "all"] = _f("camera_frames")
-    num_vehicles: int = _f(112, ge=0)         # moving vehicles per log
+    num_vehicles: int = _f(80, ge=0)          # moving vehicles per log (more jam the permissive turns)
     num_bicycles: int = _f(10, ge=0)
     num_pedestrians: int = _f(160, ge=0)
     num_static: int = _f(32, ge=0)             # cones, barriers, czone signs, generic objects
