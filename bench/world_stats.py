@@ -20,7 +20,7 @@ from _common import parse_args, write_result
 from drivepipe.nuplan.db import NuplanLog
 from drivepipe.nuplan.layout import discover
 from drivepipe.schema import CATEGORIES
-from drivepipe.utils.geometry import quat_to_yaw
+from drivepipe.utils.geometry import global_to_ego_xy_yaw, quat_to_yaw
 
 MOVING_MPS = 1.0
 
@@ -30,11 +30,10 @@ def log_stats(log: NuplanLog, bev_half_m: float) -> dict:
     pcs, boxes = log.lidar_pcs, log.boxes
     counts, speeds, tracks = [], [], set()
     for i in np.flatnonzero(log.camera_sweeps()).tolist():
-        yaw = quat_to_yaw(pcs.quat[i])
         rows = boxes.rows(i)
-        d = boxes.center[rows, :2] - pcs.xyz[i, :2]
-        local = np.stack([np.cos(yaw) * d[:, 0] + np.sin(yaw) * d[:, 1],
-                          -np.sin(yaw) * d[:, 0] + np.cos(yaw) * d[:, 1]], 1)
+        centres = boxes.center[rows, :2]
+        local, _ = global_to_ego_xy_yaw(centres, np.zeros(len(centres)), float(pcs.xyz[i, 0]), float(pcs.xyz[i, 1]),
+                                        quat_to_yaw(pcs.quat[i]))
         inside = (np.abs(local) < bev_half_m).all(axis=1)
         counts.append(int(inside.sum()))
         speeds.append(float(np.hypot(*pcs.velocity[i, :2])))
